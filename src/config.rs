@@ -1,0 +1,331 @@
+//! Configuration of a replica connection: URI parameters first, then the Go extension's
+//! environment variables (`LITESTREAM_<NAME>`), then defaults.
+//!
+//! Parameter names are the Go extension's where it has one, so that switching extensions
+//! changes nothing but the file loaded.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_CACHE_SIZE: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// URI parameters that belong to SQLite itself (never ours to reject).
+const SQLITE_PARAMS: &[&str] = &[
+    "vfs",
+    "mode",
+    "cache",
+    "immutable",
+    "nolock",
+    "psow",
+    "modeof",
+];
+
+/// Parameters this extension reads.
+const OUR_PARAMS: &[&str] = &[
+    "replica_url",
+    "poll_interval",
+    "cache_size",
+    "open_timeout",
+    "log_level",
+];
+
+/// The Go extension's parameters for features this version does not have yet: an error
+/// says so instead of silently ignoring them.
+const NOT_YET: &[&str] = &[
+    "write_enabled",
+    "sync_interval",
+    "buffer_path",
+    "hydration_enabled",
+    "hydration_path",
+];
+
+/// Where parameter values come from. The FFI layer implements it over
+/// `sqlite3_uri_parameter`; tests implement it over a map.
+pub trait Params {
+    fn get(&self, name: &str) -> Option<String>;
+    /// Every key given, so that unknown ones can be reported.
+    fn keys(&self) -> Vec<String>;
+}
+
+/// The environment-variable twin of a parameter: `poll_interval` → `LITESTREAM_POLL_INTERVAL`.
+pub fn env_name(param: &str) -> String {
+    format!("LITESTREAM_{}", param.to_ascii_uppercase())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "debug" | "trace" => Some(LogLevel::Debug),
+            "info" => Some(LogLevel::Info),
+            "warn" | "warning" => Some(LogLevel::Warn),
+            "error" => Some(LogLevel::Error),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub replica_url: String,
+    pub poll_interval: Duration,
+    pub cache_size: u64,
+    pub open_timeout: Duration,
+}
+
+impl Config {
+    /// Reads the configuration of one database open. `env` is the environment lookup
+    /// (a parameter so tests do not depend on the process environment).
+    pub fn from_params(
+        params: &dyn Params,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config> {
+        for key in params.keys() {
+            let key = key.as_str();
+            if NOT_YET.contains(&key) {
+                return Err(Error::config(
+                    key,
+                    "not supported by this version of the extension",
+                ));
+            }
+            if !SQLITE_PARAMS.contains(&key) && !OUR_PARAMS.contains(&key) {
+                return Err(Error::config(key, "unknown URI parameter"));
+            }
+        }
+        let lookup = |name: &str| -> Option<(String, String)> {
+            if let Some(v) = params.get(name) {
+                return Some((name.to_string(), v));
+            }
+            let var = env_name(name);
+            env(&var).filter(|v| !v.is_empty()).map(|v| (var, v))
+        };
+
+        let replica_url = match lookup("replica_url") {
+            Some((_, v)) if !v.trim().is_empty() => v.trim().to_string(),
+            _ => {
+                return Err(Error::config(
+                    "replica_url",
+                    "missing: give replica_url in the URI (file:app.db?vfs=litestream&replica_url=s3://bucket/app) or set LITESTREAM_REPLICA_URL",
+                ))
+            }
+        };
+        let poll_interval = match lookup("poll_interval") {
+            Some((src, v)) => parse_positive_duration(&src, &v)?,
+            None => DEFAULT_POLL_INTERVAL,
+        };
+        let cache_size = match lookup("cache_size") {
+            Some((src, v)) => parse_size(&v).ok_or_else(|| {
+                Error::config(
+                    &src,
+                    format!("{v:?} is not a size (bytes, or e.g. 64MB, 1GiB)"),
+                )
+            })?,
+            None => DEFAULT_CACHE_SIZE,
+        };
+        let open_timeout = match lookup("open_timeout") {
+            Some((src, v)) => parse_positive_duration(&src, &v)?,
+            None => DEFAULT_OPEN_TIMEOUT,
+        };
+        if let Some((src, v)) = lookup("log_level") {
+            let level = LogLevel::parse(&v).ok_or_else(|| {
+                Error::config(
+                    &src,
+                    format!("{v:?} is not one of debug, info, warn, error"),
+                )
+            })?;
+            crate::log::set_level(level);
+        }
+        Ok(Config {
+            replica_url,
+            poll_interval,
+            cache_size,
+            open_timeout,
+        })
+    }
+}
+
+fn parse_positive_duration(param: &str, v: &str) -> Result<Duration> {
+    match parse_duration(v) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(Error::config(
+            param,
+            format!("{v:?} is not a positive duration (Go syntax: 500ms, 2s, 1m30s)"),
+        )),
+    }
+}
+
+/// Parses a Go `time.ParseDuration` string ("300ms", "1.5h", "2h45m"). Negative durations
+/// are not meaningful for any of our parameters and are rejected.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let s = s.strip_prefix('+').unwrap_or(s);
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    if s.is_empty() || s.starts_with('-') {
+        return None;
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return None;
+        }
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let nanos_per = match &rest[..unit_len] {
+            "ns" => 1e0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += value * nanos_per;
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return None;
+    }
+    Some(Duration::from_nanos(total as u64))
+}
+
+/// Parses a byte size: plain bytes, or a number with a unit (KB, MB, GB as powers of 1024,
+/// as SQLite users expect of cache sizes; KiB/MiB/GiB too).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1u64,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    let bytes = value * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return None;
+    }
+    Some(bytes as u64)
+}
+
+/// Formats a duration the way Go prints it, so pragmas read back what was set.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        format!("{}ns", d.as_nanos())
+    } else if ms % 1000 != 0 {
+        format!("{ms}ms")
+    } else {
+        format!("{}s", ms / 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    struct Map(BTreeMap<String, String>);
+    impl Params for Map {
+        fn get(&self, name: &str) -> Option<String> {
+            self.0.get(name).cloned()
+        }
+        fn keys(&self) -> Vec<String> {
+            self.0.keys().cloned().collect()
+        }
+    }
+    fn map(pairs: &[(&str, &str)]) -> Map {
+        Map(pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("abc"), None);
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("64MB"), Some(64 << 20));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("0.5k"), Some(512));
+        assert_eq!(parse_size("lots"), None);
+    }
+
+    #[test]
+    fn uri_then_env_then_default() {
+        let env = |k: &str| (k == "LITESTREAM_REPLICA_URL").then(|| "file:///env".to_string());
+        let c = Config::from_params(&map(&[("poll_interval", "250ms")]), &env).unwrap();
+        assert_eq!(c.replica_url, "file:///env");
+        assert_eq!(c.poll_interval, Duration::from_millis(250));
+        assert_eq!(c.cache_size, DEFAULT_CACHE_SIZE);
+        let c = Config::from_params(
+            &map(&[("replica_url", "file:///uri"), ("vfs", "litestream")]),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.replica_url, "file:///uri");
+    }
+
+    #[test]
+    fn errors_name_the_parameter() {
+        let e = Config::from_params(&map(&[]), &no_env).unwrap_err();
+        assert!(e.to_string().contains("replica_url"), "{e}");
+        let e = Config::from_params(
+            &map(&[("replica_url", "file:///x"), ("poll_interval", "abc")]),
+            &no_env,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("poll_interval"), "{e}");
+        let e = Config::from_params(
+            &map(&[("replica_url", "file:///x"), ("cache_size", "lots")]),
+            &no_env,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cache_size"), "{e}");
+        let e = Config::from_params(
+            &map(&[("replica_url", "file:///x"), ("pol_interval", "1s")]),
+            &no_env,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("pol_interval"), "{e}");
+        let env = |k: &str| (k == "LITESTREAM_POLL_INTERVAL").then(|| "soon".to_string());
+        let e = Config::from_params(&map(&[("replica_url", "file:///x")]), &env).unwrap_err();
+        assert!(e.to_string().contains("LITESTREAM_POLL_INTERVAL"), "{e}");
+    }
+}

@@ -1,0 +1,173 @@
+//! The page index: page number → where the newest version of that page lives
+//! (file, byte offset, frame size).
+//!
+//! Each published TXID needs its own immutable index (readers pin one for a whole read
+//! transaction) while the poller builds the next. The index is therefore a vector of
+//! reference-counted chunks: a new version copies only the chunks whose pages changed.
+//! An entry is 16 bytes; chunk overhead is 8 bytes per `CHUNK` pages.
+
+use std::sync::Arc;
+
+/// Identifies one LTX file for the lifetime of a replica (never reused).
+pub type FileId = u32;
+
+const CHUNK: usize = 1024;
+
+/// Where a page's frame is: 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loc {
+    pub file: FileId,
+    pub size: u32,
+    pub offset: u64,
+}
+
+impl Loc {
+    /// No version of the page in any file: it reads as zeros.
+    pub const NONE: Loc = Loc {
+        file: FileId::MAX,
+        size: 0,
+        offset: 0,
+    };
+
+    pub fn is_none(&self) -> bool {
+        self.file == FileId::MAX
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Loc>() == 16);
+
+#[derive(Debug, Clone, Default)]
+pub struct PageIndex {
+    chunks: Vec<Arc<[Loc; CHUNK]>>,
+    /// Database size in pages: entries above it are not part of the database.
+    pages: u32,
+}
+
+impl PageIndex {
+    pub fn pages(&self) -> u32 {
+        self.pages
+    }
+
+    /// The location of `pgno` (1-based), `Loc::NONE` when absent or beyond the end.
+    pub fn get(&self, pgno: u32) -> Loc {
+        if pgno == 0 || pgno > self.pages {
+            return Loc::NONE;
+        }
+        let i = (pgno - 1) as usize;
+        match self.chunks.get(i / CHUNK) {
+            Some(c) => c[i % CHUNK],
+            None => Loc::NONE,
+        }
+    }
+
+    /// Sets `pgno` and returns the location it replaces.
+    pub fn set(&mut self, pgno: u32, loc: Loc) -> Loc {
+        debug_assert!(pgno >= 1);
+        let i = (pgno.max(1) - 1) as usize;
+        let c = i / CHUNK;
+        while self.chunks.len() <= c {
+            self.chunks.push(Arc::new([Loc::NONE; CHUNK]));
+        }
+        let chunk = Arc::make_mut(&mut self.chunks[c]);
+        std::mem::replace(&mut chunk[i % CHUNK], loc)
+    }
+
+    /// Sets the database size. Pages above it are dropped now, so that a database that
+    /// shrank and grew again never shows a page from before the shrink.
+    pub fn truncate(&mut self, pages: u32) -> Vec<(u32, Loc)> {
+        let mut dropped = Vec::new();
+        let keep_chunks = (pages as usize).div_ceil(CHUNK);
+        for pgno in pages + 1..=self.capacity() {
+            let old = self.get_raw(pgno);
+            if !old.is_none() {
+                dropped.push((pgno, old));
+                if ((pgno - 1) as usize) / CHUNK < keep_chunks {
+                    self.set(pgno, Loc::NONE);
+                }
+            }
+        }
+        self.chunks.truncate(keep_chunks);
+        self.pages = pages;
+        dropped
+    }
+
+    fn capacity(&self) -> u32 {
+        (self.chunks.len() * CHUNK).min(u32::MAX as usize) as u32
+    }
+
+    fn get_raw(&self, pgno: u32) -> Loc {
+        let i = (pgno - 1) as usize;
+        self.chunks
+            .get(i / CHUNK)
+            .map(|c| c[i % CHUNK])
+            .unwrap_or(Loc::NONE)
+    }
+
+    /// Bytes of memory held by the entries (for stats and the memory benchmark).
+    pub fn memory_bytes(&self) -> usize {
+        self.chunks.len() * (std::mem::size_of::<[Loc; CHUNK]>() + std::mem::size_of::<usize>())
+    }
+
+    /// Every (pgno, loc) present, in page order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, Loc)> + '_ {
+        (1..=self.pages)
+            .map(|p| (p, self.get(p)))
+            .filter(|(_, l)| !l.is_none())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(file: FileId, offset: u64) -> Loc {
+        Loc {
+            file,
+            size: 10,
+            offset,
+        }
+    }
+
+    #[test]
+    fn versions_share_unchanged_chunks() {
+        let mut a = PageIndex::default();
+        for p in 1..=3000 {
+            a.set(p, loc(1, p as u64));
+        }
+        a.truncate(3000);
+        let mut b = a.clone();
+        assert_eq!(b.set(5, loc(2, 0)), loc(1, 5));
+        assert_eq!(a.get(5), loc(1, 5), "the old version is untouched");
+        assert_eq!(b.get(5), loc(2, 0));
+        assert!(Arc::ptr_eq(&a.chunks[1], &b.chunks[1]));
+        assert!(!Arc::ptr_eq(&a.chunks[0], &b.chunks[0]));
+    }
+
+    #[test]
+    fn shrink_then_grow_forgets_old_pages() {
+        let mut ix = PageIndex::default();
+        for p in 1..=10 {
+            ix.set(p, loc(1, p as u64));
+        }
+        ix.truncate(10);
+        let dropped = ix.truncate(4);
+        assert_eq!(dropped.len(), 6);
+        assert!(ix.get(7).is_none());
+        ix.truncate(8);
+        assert!(
+            ix.get(7).is_none(),
+            "page 7 must not come back from before the shrink"
+        );
+        assert_eq!(ix.get(4), loc(1, 4));
+    }
+
+    #[test]
+    fn sixteen_bytes_a_page() {
+        let mut ix = PageIndex::default();
+        let pages = 1_000_000u32;
+        ix.set(pages, loc(1, 0));
+        ix.truncate(pages);
+        let per_page = ix.memory_bytes() as f64 / pages as f64;
+        assert!(per_page <= 16.1, "{per_page} bytes a page");
+    }
+}

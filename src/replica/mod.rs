@@ -1,0 +1,339 @@
+//! A read replica: the state of one replica URL in this process, shared by every connection
+//! that opens it. It owns the store client, the page cache and the current [`Snapshot`];
+//! its poller (one tokio task) publishes newer snapshots as Litestream ships files.
+
+pub mod files;
+pub mod index;
+pub mod plan;
+mod poller;
+pub mod registry;
+pub mod snapshot;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::cache::PageCache;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ltx::{self, Txid};
+use crate::storage::url::Timeouts;
+use crate::storage::{FileInfo, Store};
+use index::FileId;
+use plan::PlanProblem;
+pub use snapshot::{LoadedFile, Moved, Snapshot};
+
+/// Settings that may change while the replica is open (`PRAGMA litestream_<name> = …`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub poll_interval: Duration,
+    pub open_timeout: Duration,
+}
+
+/// What the poller last did, for `PRAGMA litestream_stats`.
+#[derive(Debug, Default, Clone)]
+pub struct PollStatus {
+    pub polls: u64,
+    pub last_poll: Option<SystemTime>,
+    pub last_success: Option<SystemTime>,
+    pub last_error: Option<String>,
+    pub replans: u64,
+}
+
+pub struct Replica {
+    pub store: Arc<Store>,
+    pub cache: PageCache,
+    settings: Mutex<Settings>,
+    current: RwLock<Arc<Snapshot>>,
+    pub status: Mutex<PollStatus>,
+    /// Planning state, used by one planner at a time (the poller, or a reader that found
+    /// a file gone).
+    planner: tokio::sync::Mutex<Planner>,
+    next_file_id: AtomicU32,
+    replan_requested: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+/// What the planner remembers between polls.
+#[derive(Default)]
+struct Planner {
+    /// Newest file listed per level: the next listing of that level starts after it.
+    last_listed: HashMap<u8, FileInfo>,
+    /// Listed files that may extend or compact the current chain.
+    pending: Vec<FileInfo>,
+    /// Stable ids of the files met so far, so cache keys survive a re-plan.
+    ids: HashMap<FileInfo, FileId>,
+}
+
+impl Replica {
+    /// Opens the replica: lists it, plans, loads the page indexes of the plan, and starts
+    /// the poller. Waits up to `open_timeout` for a replica that has no files yet.
+    pub fn open(config: &Config) -> Result<Arc<Replica>> {
+        let store = Arc::new(Store::open(
+            &config.replica_url,
+            Timeouts {
+                retry_for: config.open_timeout,
+            },
+        )?);
+        let replica = Arc::new(Replica {
+            store,
+            cache: PageCache::new(config.cache_size),
+            settings: Mutex::new(Settings {
+                poll_interval: config.poll_interval,
+                open_timeout: config.open_timeout,
+            }),
+            current: RwLock::new(Arc::new(Snapshot {
+                txid: Txid::ZERO,
+                page_size: 4096,
+                timestamp_ms: 0,
+                index: Default::default(),
+                files: Default::default(),
+                chain: Vec::new(),
+            })),
+            status: Mutex::new(PollStatus::default()),
+            planner: tokio::sync::Mutex::new(Planner::default()),
+            next_file_id: AtomicU32::new(0),
+            replan_requested: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+        });
+        let r = replica.clone();
+        let timeout = config.open_timeout;
+        let poll = config.poll_interval;
+        crate::runtime::block_on(async move {
+            let deadline = Instant::now() + timeout;
+            loop {
+                let mut planner = r.planner.lock().await;
+                match r.replan(&mut planner, true).await {
+                    Err(Error::NoState { reason, .. })
+                        if reason == NO_FILES && Instant::now() < deadline =>
+                    {
+                        drop(planner);
+                        tokio::time::sleep(poll.min(Duration::from_millis(250))).await;
+                    }
+                    Err(Error::NoState { url, reason }) if reason == NO_FILES => {
+                        return Err(Error::NoState {
+                            url,
+                            reason: format!("{reason} (waited open_timeout={timeout:?})"),
+                        })
+                    }
+                    other => return other,
+                }
+            }
+        })?;
+        poller::start(&replica)?;
+        Ok(replica)
+    }
+
+    /// The newest published state. A reader pins it for one read transaction.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current.read().clone()
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings.lock().clone()
+    }
+
+    pub fn set_poll_interval(&self, d: Duration) {
+        self.settings.lock().poll_interval = d;
+        self.wake.notify_one();
+    }
+
+    fn publish(&self, snap: Snapshot, moved: &[Moved]) {
+        for m in moved {
+            match m.to {
+                Some(to) => self.cache.rekey((m.from.file, m.pgno), (to.file, m.pgno)),
+                None => self.cache.remove((m.from.file, m.pgno)),
+            }
+        }
+        *self.current.write() = Arc::new(snap);
+    }
+
+    fn file_id(&self, planner: &mut Planner, info: &FileInfo) -> FileId {
+        *planner
+            .ids
+            .entry(info.clone())
+            .or_insert_with(|| self.next_file_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    async fn load(&self, planner: &mut Planner, info: &FileInfo) -> Result<LoadedFile> {
+        let id = self.file_id(planner, info);
+        files::load(&self.store, info, id).await
+    }
+
+    /// Lists the whole replica and rebuilds the state from the best plan. Publishes it if
+    /// it is not older than the current one. `strict` (at open) makes gaps an error.
+    async fn replan(&self, planner: &mut Planner, strict: bool) -> Result<()> {
+        let listed = self.store.list_all().await?;
+        let url = self.store.url().to_string();
+        let result = if strict {
+            plan::plan(&listed, None)
+        } else {
+            plan::plan_reachable(&listed, None)
+        };
+        let chosen = match result {
+            Ok(p) => p,
+            Err(PlanProblem::Empty) => {
+                return Err(Error::NoState {
+                    url,
+                    reason: NO_FILES.into(),
+                })
+            }
+            Err(PlanProblem::NoBase { earliest }) => {
+                return Err(Error::NoState {
+                    url,
+                    reason: format!(
+                        "no snapshot: the earliest file starts at TXID {earliest}, not 1"
+                    ),
+                })
+            }
+            Err(PlanProblem::Gap { reached, next_min }) => {
+                return Err(Error::Gap {
+                    url,
+                    reached: reached.to_string(),
+                    next_min: next_min.to_string(),
+                    missing: format!(
+                        "{}-{}",
+                        Txid::new(reached.get() + 1),
+                        Txid::new(next_min.get() - 1)
+                    ),
+                })
+            }
+        };
+        let mut loaded = Vec::with_capacity(chosen.files.len());
+        let ids: Vec<FileId> = chosen
+            .files
+            .iter()
+            .map(|f| self.file_id(planner, f))
+            .collect();
+        let loads: Vec<_> = chosen
+            .files
+            .iter()
+            .cloned()
+            .zip(ids)
+            .map(|(f, id)| {
+                let store = self.store.clone();
+                async move { files::load(&store, &f, id).await }
+            })
+            .collect();
+        use futures::StreamExt;
+        let mut stream = futures::stream::iter(loads).buffered(8);
+        while let Some(file) = stream.next().await {
+            loaded.push(file?);
+        }
+        check_page_sizes(&self.store, &loaded)?;
+        let Some(snap) = Snapshot::build(&loaded) else {
+            return Err(Error::NoState {
+                url,
+                reason: NO_FILES.into(),
+            });
+        };
+        planner.last_listed.clear();
+        for f in &listed {
+            let last = planner
+                .last_listed
+                .entry(f.level)
+                .or_insert_with(|| f.clone());
+            if f.name() > last.name() {
+                *last = f.clone();
+            }
+        }
+        planner.pending.clear();
+        let cur = self.current();
+        if snap.txid >= cur.txid {
+            let mut status = self.status.lock();
+            status.replans += 1;
+            status.last_success = Some(SystemTime::now());
+            drop(status);
+            self.publish(snap, &[]);
+        }
+        Ok(())
+    }
+
+    /// Reads page `pgno` of `snap`. `None` means the page reads as zeros (the lock page, a
+    /// page no file holds).
+    pub fn read_page(
+        self: &Arc<Self>,
+        snap: &Arc<Snapshot>,
+        pgno: u32,
+    ) -> Result<Option<Arc<[u8]>>> {
+        let loc = snap.index.get(pgno);
+        if loc.is_none() {
+            return Ok(None);
+        }
+        if let Some(page) = self.cache.get((loc.file, pgno)) {
+            return Ok(Some(page));
+        }
+        match self.fetch(snap, pgno, loc) {
+            Err(Error::NotFound { file }) => {
+                // Compaction or retention deleted the file under us. Re-plan now; the newer
+                // state serves this read if its copy of the page is no newer than ours.
+                crate::log_info!("{file} is gone; re-planning");
+                self.request_replan_now()?;
+                let latest = self.current();
+                let loc = latest.index.get(pgno);
+                let usable = latest
+                    .file(loc.file)
+                    .is_some_and(|m| m.info.max <= snap.txid);
+                if loc.is_none() || !usable {
+                    return Err(Error::NotFound { file });
+                }
+                if let Some(page) = self.cache.get((loc.file, pgno)) {
+                    return Ok(Some(page));
+                }
+                self.fetch(&latest, pgno, loc).map(Some)
+            }
+            other => other.map(Some),
+        }
+    }
+
+    fn fetch(&self, snap: &Snapshot, pgno: u32, loc: index::Loc) -> Result<Arc<[u8]>> {
+        let meta = snap
+            .file(loc.file)
+            .ok_or_else(|| Error::Internal(format!("page {pgno} points to an unknown file")))?
+            .clone();
+        let store = self.store.clone();
+        let info = meta.info.clone();
+        let bytes = crate::runtime::block_on(async move {
+            store
+                .read_range(&info, loc.offset..loc.offset + loc.size as u64)
+                .await
+        })?;
+        let page = ltx::decode_page_frame(&bytes, snap.page_size, pgno)
+            .map_err(|e| Error::corrupt(self.store.describe(&meta.info), e))?;
+        let page: Arc<[u8]> = page.into();
+        self.cache.insert((loc.file, pgno), page.clone());
+        Ok(page)
+    }
+
+    /// Re-plans from a full listing before returning (used when a file vanished).
+    pub fn request_replan_now(self: &Arc<Self>) -> Result<()> {
+        let r = self.clone();
+        crate::runtime::block_on(async move {
+            let mut planner = r.planner.lock().await;
+            r.replan(&mut planner, false).await
+        })
+    }
+}
+
+const NO_FILES: &str = "the replica holds no LTX files";
+
+fn check_page_sizes(store: &Store, loaded: &[LoadedFile]) -> Result<()> {
+    let Some(first) = loaded.first() else {
+        return Ok(());
+    };
+    for f in loaded {
+        if f.meta.header.page_size != first.meta.header.page_size {
+            return Err(Error::corrupt(
+                store.describe(&f.meta.info),
+                ltx::LtxError::Mismatch(format!(
+                    "page size {} differs from the chain's {}",
+                    f.meta.header.page_size, first.meta.header.page_size
+                )),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! One visible state of the replica: a TXID, its database size and page size, and the page
+//! index that says where each page of that state lives. Snapshots are immutable; the poller
+//! derives the next one from the last, and readers pin one for a whole read transaction.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::index::{FileId, Loc, PageIndex};
+use crate::ltx::{Header, PageIndexEntry, Txid};
+use crate::storage::FileInfo;
+
+/// What a snapshot keeps about one LTX file it reads from: where it is and its header.
+#[derive(Debug)]
+pub struct FileMeta {
+    pub id: FileId,
+    pub info: FileInfo,
+    pub header: Header,
+}
+
+/// A file with its page index, as loaded to apply it. The page list is not kept in the
+/// snapshot: the page index already holds what a reader needs, at 16 bytes a page.
+#[derive(Debug, Clone)]
+pub struct LoadedFile {
+    pub meta: Arc<FileMeta>,
+    pub pages: Arc<Vec<PageIndexEntry>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub txid: Txid,
+    pub page_size: u32,
+    /// Header timestamp (ms since the epoch) of the newest file applied.
+    pub timestamp_ms: i64,
+    pub index: PageIndex,
+    /// The files that `index` points into.
+    pub files: Arc<BTreeMap<FileId, Arc<FileMeta>>>,
+    /// The chain of files this state was built from, in TXID order.
+    pub chain: Vec<FileInfo>,
+}
+
+/// A page location replaced by a new snapshot: the cache entry under it is no longer needed
+/// (`to` = None) or now lives under another key (`to` = Some, same content).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    pub pgno: u32,
+    pub from: Loc,
+    pub to: Option<Loc>,
+}
+
+impl Snapshot {
+    /// Database size in pages.
+    pub fn commit(&self) -> u32 {
+        self.index.pages()
+    }
+
+    pub fn file_size(&self) -> u64 {
+        self.commit() as u64 * self.page_size as u64
+    }
+
+    pub fn file(&self, id: FileId) -> Option<&Arc<FileMeta>> {
+        self.files.get(&id)
+    }
+
+    /// Builds the state at the end of `chain` (files in TXID order, contiguous).
+    pub fn build(chain: &[LoadedFile]) -> Option<Snapshot> {
+        let first = chain.first()?;
+        let mut snap = Snapshot {
+            txid: Txid::ZERO,
+            page_size: first.meta.header.page_size,
+            timestamp_ms: 0,
+            index: PageIndex::default(),
+            files: Arc::new(BTreeMap::new()),
+            chain: Vec::new(),
+        };
+        for meta in chain {
+            snap = snap.apply(meta).0;
+        }
+        snap.prune_files();
+        Some(snap)
+    }
+
+    /// The state after `meta`, whose MinTXID must be `self.txid + 1`.
+    pub fn apply(&self, file: &LoadedFile) -> (Snapshot, Vec<Moved>) {
+        let meta = file.meta.clone();
+        let mut next = self.clone();
+        let mut moved = Vec::new();
+        for e in file.pages.iter() {
+            let loc = Loc {
+                file: meta.id,
+                size: e.size,
+                offset: e.offset,
+            };
+            let old = next.index.set(e.pgno, loc);
+            if !old.is_none() {
+                moved.push(Moved {
+                    pgno: e.pgno,
+                    from: old,
+                    to: None,
+                });
+            }
+        }
+        for (pgno, from) in next.index.truncate(meta.header.commit) {
+            moved.push(Moved {
+                pgno,
+                from,
+                to: None,
+            });
+        }
+        next.txid = meta.header.max_txid;
+        next.timestamp_ms = meta.header.timestamp;
+        next.chain.push(meta.info.clone());
+        Arc::make_mut(&mut next.files).insert(meta.id, meta);
+        (next, moved)
+    }
+
+    /// True when `f` (a compacted file or snapshot) can stand in for files of this chain:
+    /// it ends at or before our TXID and covers whole files of the chain, and at least one.
+    pub fn can_repoint(&self, f: &FileInfo) -> bool {
+        if f.max > self.txid {
+            return false;
+        }
+        let inside = |c: &FileInfo| c.min >= f.min && c.max <= f.max;
+        let straddles = |c: &FileInfo| c.min <= f.max && c.max >= f.min && !inside(c);
+        let covered = self.chain.iter().filter(|c| inside(c)).count();
+        covered > 0
+            && !self.chain.iter().any(straddles)
+            && !self.chain.iter().any(|c| c == f)
+            && (covered != 1 || !self.chain.iter().any(|c| inside(c) && c.level >= f.level))
+    }
+
+    /// The same state, with pages that `meta` also holds read from `meta` instead of the
+    /// files it replaces (so those may be deleted by compaction or retention under us).
+    pub fn repoint(&self, file: &LoadedFile) -> (Snapshot, Vec<Moved>) {
+        let meta = file.meta.clone();
+        let (lo, hi) = (meta.info.min, meta.info.max);
+        let replaced: Vec<FileId> = self
+            .files
+            .values()
+            .filter(|m| m.info.min >= lo && m.info.max <= hi)
+            .map(|m| m.id)
+            .collect();
+        let mut next = self.clone();
+        let mut moved = Vec::new();
+        for e in file.pages.iter() {
+            let cur = next.index.get(e.pgno);
+            if !cur.is_none() && replaced.contains(&cur.file) {
+                let loc = Loc {
+                    file: meta.id,
+                    size: e.size,
+                    offset: e.offset,
+                };
+                next.index.set(e.pgno, loc);
+                moved.push(Moved {
+                    pgno: e.pgno,
+                    from: cur,
+                    to: Some(loc),
+                });
+            }
+        }
+        next.chain.retain(|c| !(c.min >= lo && c.max <= hi));
+        let at = next
+            .chain
+            .iter()
+            .position(|c| c.min > hi)
+            .unwrap_or(next.chain.len());
+        next.chain.insert(at, meta.info.clone());
+        Arc::make_mut(&mut next.files).insert(meta.id, meta);
+        next.prune_files();
+        (next, moved)
+    }
+
+    /// Drops files that no page points into any more.
+    fn prune_files(&mut self) {
+        let mut used = std::collections::BTreeSet::new();
+        for (_, loc) in self.index.iter() {
+            used.insert(loc.file);
+        }
+        if used.len() != self.files.len() {
+            Arc::make_mut(&mut self.files).retain(|id, _| used.contains(id));
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The SQL surface, as plain functions over a [`ReplicaFile`]: `PRAGMA litestream_*` (through
+//! SQLITE_FCNTL_PRAGMA) and the scalar functions `litestream_txid()`, `litestream_time()`,
+//! `litestream_lag()`. Names, formats and meanings follow the Go extension: TXID as 16 hex
+//! digits, time as RFC 3339, lag as whole seconds since the last successful poll (-1 before
+//! the first).
+
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use crate::clock;
+use crate::config::{self, format_duration};
+use crate::error::{Error, Result};
+use crate::vfs::file::ReplicaFile;
+
+/// A value returned to SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl Value {
+    pub fn into_text(self) -> Option<String> {
+        match self {
+            Value::Null => None,
+            Value::Int(i) => Some(i.to_string()),
+            Value::Text(s) => Some(s),
+        }
+    }
+}
+
+pub fn txid(file: &ReplicaFile) -> Result<Value> {
+    let snap = file.snapshot().ok_or_else(|| not_open(file))?;
+    Ok(Value::Text(snap.txid.to_string()))
+}
+
+pub fn time(file: &ReplicaFile) -> Result<Value> {
+    let snap = file.snapshot().ok_or_else(|| not_open(file))?;
+    Ok(Value::Text(clock::rfc3339(snap.timestamp_ms)))
+}
+
+pub fn lag(file: &ReplicaFile) -> Result<Value> {
+    let replica = file.replica()?;
+    let status = replica.status.lock();
+    let secs = match status.last_success {
+        Some(t) => SystemTime::now()
+            .duration_since(t)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+        None => -1,
+    };
+    Ok(Value::Int(secs))
+}
+
+/// `PRAGMA litestream_stats`: what this replica costs and where it stands, as JSON.
+pub fn stats(file: &ReplicaFile) -> Result<Value> {
+    let replica = file.replica()?;
+    let snap = file.snapshot().ok_or_else(|| not_open(file))?;
+    let (entries, bytes) = replica.cache.usage();
+    let s = &replica.store.stats;
+    let status = replica.status.lock().clone();
+    let when = |t: Option<SystemTime>| {
+        t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| clock::rfc3339(d.as_millis() as i64))
+    };
+    let v = serde_json::json!({
+        "replica_url": replica.store.url(),
+        "txid": snap.txid.to_string(),
+        "timestamp": clock::rfc3339(snap.timestamp_ms),
+        "page_size": snap.page_size,
+        "pages": snap.commit(),
+        "files": snap.files.len(),
+        "index_bytes": snap.index.memory_bytes(),
+        "cache": {
+            "hits": replica.cache.hits.load(Ordering::Relaxed),
+            "misses": replica.cache.misses.load(Ordering::Relaxed),
+            "entries": entries,
+            "bytes": bytes,
+            "capacity": replica.cache.capacity(),
+        },
+        "storage": {
+            "get_requests": s.get_requests.load(Ordering::Relaxed),
+            "get_bytes": s.get_bytes.load(Ordering::Relaxed),
+            "list_requests": s.list_requests.load(Ordering::Relaxed),
+            "errors": s.errors.load(Ordering::Relaxed),
+        },
+        "poll": {
+            "interval": format_duration(replica.settings().poll_interval),
+            "polls": status.polls,
+            "replans": status.replans,
+            "last_poll": when(status.last_poll),
+            "last_success": when(status.last_success),
+            "last_error": status.last_error,
+        },
+    });
+    Ok(Value::Text(v.to_string()))
+}
+
+/// Handles `PRAGMA <name>[=value]` for our names. `None`: not one of ours (SQLite goes on
+/// to its own pragmas).
+pub fn pragma(file: &mut ReplicaFile, name: &str, value: Option<&str>) -> Option<Result<Value>> {
+    let name = name.to_ascii_lowercase();
+    let read_only = |f: fn(&ReplicaFile) -> Result<Value>, file: &ReplicaFile| match value {
+        None => f(file),
+        Some(_) => Err(Error::config(&name, "is read-only")),
+    };
+    let result = match name.as_str() {
+        "litestream_txid" => read_only(txid, file),
+        "litestream_lag" => read_only(lag, file),
+        "litestream_stats" => read_only(stats, file),
+        "litestream_time" => match value {
+            None => time(file),
+            Some(_) => Err(Error::config(
+                "litestream_time",
+                "time travel is not supported by this version yet",
+            )),
+        },
+        "litestream_replica_url" => read_only(
+            |f| Ok(Value::Text(f.replica()?.store.url().to_string())),
+            file,
+        ),
+        "litestream_poll_interval" => (|| {
+            let replica = file.replica()?;
+            if let Some(v) = value {
+                let d = config::parse_duration(v)
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        Error::config(
+                            "litestream_poll_interval",
+                            format!("{v:?} is not a positive duration (500ms, 2s)"),
+                        )
+                    })?;
+                replica.set_poll_interval(d);
+            }
+            Ok(Value::Text(format_duration(
+                replica.settings().poll_interval,
+            )))
+        })(),
+        "litestream_cache_size" => (|| {
+            let replica = file.replica()?;
+            if let Some(v) = value {
+                let n = config::parse_size(v).ok_or_else(|| {
+                    Error::config(
+                        "litestream_cache_size",
+                        format!("{v:?} is not a size (bytes, or 64MB)"),
+                    )
+                })?;
+                replica.cache.set_capacity(n);
+            }
+            Ok(Value::Int(replica.cache.capacity() as i64))
+        })(),
+        "litestream_open_timeout" => read_only(
+            |f| {
+                Ok(Value::Text(format_duration(
+                    f.replica()?.settings().open_timeout,
+                )))
+            },
+            file,
+        ),
+        _ => return None,
+    };
+    Some(result)
+}
+
+fn not_open(file: &ReplicaFile) -> Error {
+    match file.open_error() {
+        Some(e) => Error::Reported {
+            code: e.sqlite_code(),
+            message: e.to_string(),
+        },
+        None => Error::Internal("replica not open".into()),
+    }
+}

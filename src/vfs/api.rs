@@ -1,0 +1,71 @@
+//! SQLite's API, reached through the routine table a host passes to a loadable extension
+//! (we never link libsqlite3: the host's SQLite, whatever its version, is the one we use).
+//!
+//! libsqlite3-sys's own initialiser refuses hosts older than its bindings (3.45), and
+//! Debian's sqlite3 is 3.40, so we keep the table ourselves and check each routine we call.
+
+use std::ffi::{c_char, c_int, CStr};
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use libsqlite3_sys as ffi;
+
+static API: AtomicPtr<ffi::sqlite3_api_routines> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Remembers the host's routine table. Called by every entry point before anything else.
+pub fn set(api: *const ffi::sqlite3_api_routines) {
+    if !api.is_null() {
+        API.store(api as *mut _, Ordering::Release);
+    }
+}
+
+/// The routine table. `None` before the first load (cannot happen once an entry point ran).
+pub fn get() -> Option<&'static ffi::sqlite3_api_routines> {
+    let p = API.load(Ordering::Acquire);
+    // SAFETY: the pointer came from SQLite's loader, which passes a pointer to its static
+    // `sqlite3Apis` table; it lives as long as the process.
+    unsafe { p.as_ref() }
+}
+
+/// The host's SQLite version number (3040001 for 3.40.1).
+pub fn version() -> c_int {
+    match get().and_then(|a| a.libversion_number) {
+        // SAFETY: sqlite3_libversion_number takes no arguments and has no preconditions.
+        Some(f) => unsafe { f() },
+        None => 0,
+    }
+}
+
+/// Copies `s` into memory from sqlite3_malloc, as SQLite requires of strings it will free
+/// (pragma results, error messages). Interior NULs end the string early.
+pub fn sqlite_string(s: &str) -> *mut c_char {
+    let Some(malloc) = get().and_then(|a| a.malloc) else {
+        return std::ptr::null_mut();
+    };
+    let bytes = s.as_bytes();
+    let len = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    let Ok(n) = c_int::try_from(len + 1) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: sqlite3_malloc returns n bytes or NULL.
+    let p = unsafe { malloc(n) } as *mut u8;
+    if !p.is_null() {
+        // SAFETY: p has room for len bytes and the terminator; the source is len bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, len);
+            *p.add(len) = 0;
+        }
+    }
+    p as *mut c_char
+}
+
+/// Reads a C string SQLite handed us (a name, a parameter value) as UTF-8, lossily.
+///
+/// # Safety
+/// `p` must be NULL or point to a NUL-terminated string valid for the returned lifetime.
+pub unsafe fn text<'a>(p: *const c_char) -> Option<std::borrow::Cow<'a, str>> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the caller promises a valid NUL-terminated string.
+    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy())
+}

@@ -1,0 +1,726 @@
+//! C-ABI shims: the entry points, the `litestream` sqlite3_vfs, the io_methods of a replica
+//! file, and the SQL functions. Each shim converts pointers, calls safe code, maps
+//! `Error::sqlite_code`, and catches panics so that none crosses into SQLite.
+
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::OnceLock;
+
+use libsqlite3_sys as ffi;
+
+use super::api;
+use super::file::ReplicaFile;
+use crate::config::{Config, Params};
+use crate::error::{code, Error};
+use crate::sql::{self, Value};
+
+/// A private file-control opcode: asks a file for its `ReplicaFile` (so SQL functions can
+/// reach the replica of a connection's schema). SQLite's own opcodes are below 100.
+const FCNTL_LITESTREAM_FILE: c_int = 0x4c53_0001;
+
+/// Runs `f`, turning a panic into `on_panic` instead of unwinding into C.
+fn guard(on_panic: c_int, f: impl FnOnce() -> c_int) -> c_int {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(on_panic)
+}
+
+// ---------------------------------------------------------------------------------------
+// Entry points
+
+/// `.load liblitestream` / `load_extension('liblitestream')` finds this by its file name.
+///
+/// # Safety
+/// Called by SQLite's extension loader with a valid connection and routine table.
+#[no_mangle]
+pub unsafe extern "C" fn sqlite3_litestream_init(
+    db: *mut ffi::sqlite3,
+    pz_err: *mut *mut c_char,
+    api_table: *const ffi::sqlite3_api_routines,
+) -> c_int {
+    guard(code::INTERNAL, || {
+        api::set(api_table);
+        match init(db) {
+            Ok(()) => ffi::SQLITE_OK_LOAD_PERMANENTLY,
+            Err(e) => {
+                if !pz_err.is_null() {
+                    // SAFETY: SQLite passes a valid out-pointer for the message.
+                    unsafe { *pz_err = api::sqlite_string(&e.to_string()) };
+                }
+                e.sqlite_code()
+            }
+        }
+    })
+}
+
+/// The Go extension's entry point name, so that loaders written for it keep working.
+///
+/// # Safety
+/// As for [`sqlite3_litestream_init`].
+#[no_mangle]
+pub unsafe extern "C" fn sqlite3_litestreamvfs_init(
+    db: *mut ffi::sqlite3,
+    pz_err: *mut *mut c_char,
+    api_table: *const ffi::sqlite3_api_routines,
+) -> c_int {
+    // SAFETY: same contract, same arguments.
+    unsafe { sqlite3_litestream_init(db, pz_err, api_table) }
+}
+
+fn init(db: *mut ffi::sqlite3) -> Result<(), Error> {
+    let api = api::get().ok_or_else(|| Error::Internal("no SQLite API table".into()))?;
+    if api::version() < 3_031_000 {
+        return Err(Error::Internal(format!(
+            "SQLite {} is too old: the litestream extension needs 3.31 or newer",
+            api::version()
+        )));
+    }
+    register_vfs()?;
+    // New connections get the SQL functions (and open errors reported) through an
+    // auto-extension that, unlike the Go extension's, returns SQLITE_OK for every
+    // connection that is not ours. SQLite ignores a second registration of one function.
+    let auto = api.auto_extension.ok_or_else(missing("auto_extension"))?;
+    let entry: EntryPoint = connection_init;
+    // SAFETY: SQLite calls auto-extensions with exactly the entry-point signature; the
+    // parameter type is a generic `void(*)(void)` by convention.
+    let rc = unsafe {
+        auto(Some(std::mem::transmute::<
+            EntryPoint,
+            unsafe extern "C" fn(),
+        >(entry)))
+    };
+    if rc != ffi::SQLITE_OK {
+        return Err(Error::Internal(format!(
+            "sqlite3_auto_extension failed ({rc})"
+        )));
+    }
+    if !db.is_null() {
+        register_functions(db)?;
+    }
+    Ok(())
+}
+
+type EntryPoint = unsafe extern "C" fn(
+    *mut ffi::sqlite3,
+    *mut *mut c_char,
+    *const ffi::sqlite3_api_routines,
+) -> c_int;
+
+fn missing(name: &'static str) -> impl Fn() -> Error {
+    move || Error::Internal(format!("the host SQLite lacks sqlite3_{name}"))
+}
+
+/// Runs for every new connection in the process.
+unsafe extern "C" fn connection_init(
+    db: *mut ffi::sqlite3,
+    pz_err: *mut *mut c_char,
+    api_table: *const ffi::sqlite3_api_routines,
+) -> c_int {
+    guard(ffi::SQLITE_OK, || {
+        api::set(api_table);
+        if db.is_null() {
+            return ffi::SQLITE_OK;
+        }
+        if let Err(e) = register_functions(db) {
+            crate::log_warn!("cannot register SQL functions: {e}");
+        }
+        // A replica that failed to open reports here, where SQLite passes our message on to
+        // sqlite3_errmsg ("automatic extension loading failed: …").
+        if let Some(file) = file_of(db, "main") {
+            if let Some(e) = file.open_error() {
+                if !pz_err.is_null() {
+                    // SAFETY: SQLite passes a valid out-pointer for the message.
+                    unsafe { *pz_err = api::sqlite_string(&e.to_string()) };
+                }
+                return e.sqlite_code();
+            }
+        }
+        ffi::SQLITE_OK
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// The VFS
+
+/// Registered once per process; the sqlite3_vfs itself is leaked (SQLite keeps a pointer).
+static VFS: OnceLock<Result<(), String>> = OnceLock::new();
+
+fn register_vfs() -> Result<(), Error> {
+    let result = VFS.get_or_init(|| {
+        let api = api::get().ok_or("no SQLite API table")?;
+        let find = api.vfs_find.ok_or("sqlite3_vfs_find missing")?;
+        let register = api.vfs_register.ok_or("sqlite3_vfs_register missing")?;
+        let name = CString::new(super::VFS_NAME).map_err(|e| e.to_string())?;
+        // SAFETY: a NULL name asks for the default VFS; the result lives for the process.
+        let base = unsafe { find(ptr::null()) };
+        if base.is_null() {
+            return Err("no default VFS".into());
+        }
+        // SAFETY: `base` is a registered VFS, valid for the process.
+        let base_ref = unsafe { &*base };
+        // Non-replica files (temp files, journals) are opened by the base VFS in place, so
+        // our file size must fit both.
+        let size = (std::mem::size_of::<Handle>() as c_int).max(base_ref.szOsFile);
+        let vfs = Box::new(ffi::sqlite3_vfs {
+            iVersion: 2,
+            szOsFile: size,
+            mxPathname: base_ref.mxPathname,
+            pNext: ptr::null_mut(),
+            zName: name.into_raw(),
+            pAppData: base as *mut c_void,
+            xOpen: Some(x_open),
+            xDelete: Some(x_delete),
+            xAccess: Some(x_access),
+            xFullPathname: Some(x_full_pathname),
+            xDlOpen: base_ref.xDlOpen,
+            xDlError: base_ref.xDlError,
+            xDlSym: base_ref.xDlSym,
+            xDlClose: base_ref.xDlClose,
+            xRandomness: Some(x_randomness),
+            xSleep: Some(x_sleep),
+            xCurrentTime: Some(x_current_time),
+            xGetLastError: Some(x_get_last_error),
+            xCurrentTimeInt64: Some(x_current_time_int64),
+            xSetSystemCall: None,
+            xGetSystemCall: None,
+            xNextSystemCall: None,
+        });
+        let vfs = Box::into_raw(vfs);
+        // SAFETY: `vfs` is fully initialised and leaked, so it outlives its registration;
+        // 0 = not the default VFS.
+        let rc = unsafe { register(vfs, 0) };
+        if rc != ffi::SQLITE_OK {
+            return Err(format!("sqlite3_vfs_register failed ({rc})"));
+        }
+        Ok(())
+    });
+    result
+        .as_ref()
+        .map(|_| ())
+        .map_err(|e| Error::Internal(e.clone()))
+}
+
+/// The base (default) VFS that our VFS was registered over.
+///
+/// # Safety
+/// `vfs` must be our registered VFS.
+unsafe fn base(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
+    // SAFETY: pAppData was set to the base VFS at registration.
+    unsafe { (*vfs).pAppData as *mut ffi::sqlite3_vfs }
+}
+
+/// Our sqlite3_file: the base struct SQLite knows, then a pointer to the safe state.
+#[repr(C)]
+struct Handle {
+    base: ffi::sqlite3_file,
+    file: *mut ReplicaFile,
+}
+
+/// URI parameters of the database being opened, through sqlite3_uri_parameter/uri_key.
+struct UriParams(*const c_char);
+
+impl Params for UriParams {
+    fn get(&self, name: &str) -> Option<String> {
+        let f = api::get()?.uri_parameter?;
+        let name = CString::new(name).ok()?;
+        // SAFETY: self.0 is the filename SQLite passed to xOpen (valid during the call);
+        // the returned value points into it.
+        unsafe { api::text(f(self.0, name.as_ptr())).map(|s| s.into_owned()) }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        let Some(f) = api::get().and_then(|a| a.uri_key) else {
+            return keys;
+        };
+        for i in 0..256 {
+            // SAFETY: as above; uri_key returns NULL past the last key (SQLite >= 3.31,
+            // checked at load).
+            match unsafe { api::text(f(self.0, i)) } {
+                Some(k) => keys.push(k.into_owned()),
+                None => break,
+            }
+        }
+        keys
+    }
+}
+
+unsafe extern "C" fn x_open(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    file: *mut ffi::sqlite3_file,
+    flags: c_int,
+    out_flags: *mut c_int,
+) -> c_int {
+    guard(ffi::SQLITE_CANTOPEN, || {
+        // SAFETY: vfs is ours.
+        let base = unsafe { base(vfs) };
+        if flags & ffi::SQLITE_OPEN_MAIN_DB == 0 || name.is_null() {
+            // Temp files, journals, sort files: the base VFS opens them in place.
+            // SAFETY: our szOsFile is at least the base's, so `file` has room for its file.
+            return unsafe {
+                match (*base).xOpen {
+                    Some(open) => open(base, name, file, flags, out_flags),
+                    None => ffi::SQLITE_CANTOPEN,
+                }
+            };
+        }
+        let env = |k: &str| std::env::var(k).ok();
+        let replica = Config::from_params(&UriParams(name), &env)
+            .and_then(|c| crate::replica::registry::open(&c));
+        if let Err(e) = &replica {
+            // The message reaches sqlite3_errmsg through the auto-extension; log it for
+            // hosts that open with ATTACH, where it cannot.
+            crate::log_info!("{e}");
+        }
+        let state = Box::new(ReplicaFile::open(replica));
+        let handle = file as *mut Handle;
+        // SAFETY: SQLite allocated szOsFile bytes (>= size_of::<Handle>()) for `file`.
+        unsafe {
+            (*handle).base.pMethods = &REPLICA_METHODS;
+            (*handle).file = Box::into_raw(state);
+            if !out_flags.is_null() {
+                *out_flags = (flags & !(ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE))
+                    | ffi::SQLITE_OPEN_READONLY;
+            }
+        }
+        ffi::SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn x_delete(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    sync: c_int,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR_DELETE, || {
+        // SAFETY: vfs is ours; the base VFS handles local files.
+        unsafe {
+            let base = base(vfs);
+            match (*base).xDelete {
+                Some(f) => f(base, name, sync),
+                None => ffi::SQLITE_IOERR_DELETE,
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn x_access(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    flags: c_int,
+    out: *mut c_int,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR_ACCESS, || {
+        // SAFETY: name is a valid C string for the call.
+        let n = unsafe { api::text(name) }.unwrap_or_default();
+        if n.ends_with("-journal") || n.ends_with("-wal") || n.ends_with("-shm") {
+            // A replica has no hot journal and no WAL: never look for local ones.
+            // SAFETY: out is a valid out-pointer.
+            unsafe { *out = 0 };
+            return ffi::SQLITE_OK;
+        }
+        // SAFETY: vfs is ours; forward to the base VFS.
+        unsafe {
+            let base = base(vfs);
+            match (*base).xAccess {
+                Some(f) => f(base, name, flags, out),
+                None => ffi::SQLITE_IOERR_ACCESS,
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn x_full_pathname(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    n: c_int,
+    out: *mut c_char,
+) -> c_int {
+    guard(ffi::SQLITE_CANTOPEN, || {
+        // SAFETY: forward to the base VFS with SQLite's own arguments.
+        unsafe {
+            let base = base(vfs);
+            match (*base).xFullPathname {
+                Some(f) => f(base, name, n, out),
+                None => ffi::SQLITE_CANTOPEN,
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn x_randomness(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
+    // SAFETY: forward to the base VFS.
+    unsafe {
+        let base = base(vfs);
+        (*base).xRandomness.map(|f| f(base, n, out)).unwrap_or(0)
+    }
+}
+
+unsafe extern "C" fn x_sleep(vfs: *mut ffi::sqlite3_vfs, us: c_int) -> c_int {
+    // SAFETY: forward to the base VFS.
+    unsafe {
+        let base = base(vfs);
+        (*base).xSleep.map(|f| f(base, us)).unwrap_or(0)
+    }
+}
+
+unsafe extern "C" fn x_current_time(vfs: *mut ffi::sqlite3_vfs, out: *mut f64) -> c_int {
+    // SAFETY: forward to the base VFS.
+    unsafe {
+        let base = base(vfs);
+        (*base)
+            .xCurrentTime
+            .map(|f| f(base, out))
+            .unwrap_or(ffi::SQLITE_ERROR)
+    }
+}
+
+unsafe extern "C" fn x_current_time_int64(
+    vfs: *mut ffi::sqlite3_vfs,
+    out: *mut ffi::sqlite3_int64,
+) -> c_int {
+    // SAFETY: forward to the base VFS (version >= 2 has this method).
+    unsafe {
+        let base = base(vfs);
+        (*base)
+            .xCurrentTimeInt64
+            .map(|f| f(base, out))
+            .unwrap_or(ffi::SQLITE_ERROR)
+    }
+}
+
+unsafe extern "C" fn x_get_last_error(
+    vfs: *mut ffi::sqlite3_vfs,
+    n: c_int,
+    out: *mut c_char,
+) -> c_int {
+    // SAFETY: forward to the base VFS.
+    unsafe {
+        let base = base(vfs);
+        (*base).xGetLastError.map(|f| f(base, n, out)).unwrap_or(0)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A replica file
+
+static REPLICA_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 1,
+    xClose: Some(f_close),
+    xRead: Some(f_read),
+    xWrite: Some(f_write),
+    xTruncate: Some(f_truncate),
+    xSync: Some(f_sync),
+    xFileSize: Some(f_file_size),
+    xLock: Some(f_lock),
+    xUnlock: Some(f_unlock),
+    xCheckReservedLock: Some(f_check_reserved_lock),
+    xFileControl: Some(f_file_control),
+    xSectorSize: Some(f_sector_size),
+    xDeviceCharacteristics: Some(f_device_characteristics),
+    xShmMap: None,
+    xShmLock: None,
+    xShmBarrier: None,
+    xShmUnmap: None,
+    xFetch: None,
+    xUnfetch: None,
+};
+
+/// The safe state of one of our files.
+///
+/// # Safety
+/// `file` must be a file opened by `x_open` with REPLICA_METHODS and not yet closed;
+/// SQLite serialises calls on one file, so the exclusive borrow is unique.
+unsafe fn state<'a>(file: *mut ffi::sqlite3_file) -> Option<&'a mut ReplicaFile> {
+    // SAFETY: per the contract above.
+    unsafe { (*(file as *mut Handle)).file.as_mut() }
+}
+
+unsafe extern "C" fn f_close(file: *mut ffi::sqlite3_file) -> c_int {
+    guard(ffi::SQLITE_IOERR_CLOSE, || {
+        let handle = file as *mut Handle;
+        // SAFETY: the box was made by x_open; the pointer is cleared so it drops once.
+        unsafe {
+            let p = std::mem::replace(&mut (*handle).file, ptr::null_mut());
+            if !p.is_null() {
+                drop(Box::from_raw(p));
+            }
+        }
+        ffi::SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn f_read(
+    file: *mut ffi::sqlite3_file,
+    buf: *mut c_void,
+    amt: c_int,
+    offset: ffi::sqlite3_int64,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR_READ, || {
+        // SAFETY: our file; SQLite gives a buffer of `amt` bytes.
+        let (Some(f), Ok(len), Ok(offset)) = (
+            unsafe { state(file) },
+            usize::try_from(amt),
+            u64::try_from(offset),
+        ) else {
+            return ffi::SQLITE_IOERR_READ;
+        };
+        // SAFETY: buf points to amt writable bytes for the duration of the call.
+        let buf = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, len) };
+        match f.read(buf, offset) {
+            Ok(r) if r.filled == len => ffi::SQLITE_OK,
+            Ok(_) => ffi::SQLITE_IOERR_SHORT_READ,
+            Err(e) => report(e),
+        }
+    })
+}
+
+/// Logs an error that SQLite can only show as a code, and returns the code.
+fn report(e: Error) -> c_int {
+    crate::log_warn!("{e}");
+    e.sqlite_code()
+}
+
+unsafe extern "C" fn f_write(
+    _: *mut ffi::sqlite3_file,
+    _: *const c_void,
+    _: c_int,
+    _: ffi::sqlite3_int64,
+) -> c_int {
+    code::READONLY
+}
+
+unsafe extern "C" fn f_truncate(_: *mut ffi::sqlite3_file, _: ffi::sqlite3_int64) -> c_int {
+    code::READONLY
+}
+
+unsafe extern "C" fn f_sync(_: *mut ffi::sqlite3_file, _: c_int) -> c_int {
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn f_file_size(
+    file: *mut ffi::sqlite3_file,
+    out: *mut ffi::sqlite3_int64,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR_FSTAT, || {
+        // SAFETY: our file; out is a valid out-pointer.
+        match unsafe { state(file) } {
+            Some(f) => {
+                unsafe { *out = f.file_size() as ffi::sqlite3_int64 };
+                ffi::SQLITE_OK
+            }
+            None => ffi::SQLITE_IOERR_FSTAT,
+        }
+    })
+}
+
+unsafe extern "C" fn f_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    guard(ffi::SQLITE_IOERR_LOCK, || {
+        // SAFETY: our file.
+        match unsafe { state(file) } {
+            Some(f) => match f.lock(level) {
+                Ok(()) => ffi::SQLITE_OK,
+                Err(e) => report(e),
+            },
+            None => ffi::SQLITE_IOERR_LOCK,
+        }
+    })
+}
+
+unsafe extern "C" fn f_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    guard(ffi::SQLITE_IOERR_UNLOCK, || {
+        // SAFETY: our file.
+        if let Some(f) = unsafe { state(file) } {
+            f.unlock(level);
+        }
+        ffi::SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn f_check_reserved_lock(_: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
+    // SAFETY: out is a valid out-pointer. Nobody writes through a replica.
+    unsafe { *out = 0 };
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn f_sector_size(_: *mut ffi::sqlite3_file) -> c_int {
+    4096
+}
+
+unsafe extern "C" fn f_device_characteristics(_: *mut ffi::sqlite3_file) -> c_int {
+    // Not SQLITE_IOCAP_IMMUTABLE: SQLite must keep taking locks (they delimit read
+    // transactions) and keep checking the change counter.
+    0
+}
+
+unsafe extern "C" fn f_file_control(
+    file: *mut ffi::sqlite3_file,
+    op: c_int,
+    arg: *mut c_void,
+) -> c_int {
+    guard(ffi::SQLITE_IOERR, || {
+        // SAFETY: our file.
+        let Some(f) = (unsafe { state(file) }) else {
+            return ffi::SQLITE_NOTFOUND;
+        };
+        match op {
+            FCNTL_LITESTREAM_FILE => {
+                // SAFETY: our own opcode: arg is a *mut *mut ReplicaFile out-pointer.
+                unsafe { *(arg as *mut *mut ReplicaFile) = f as *mut ReplicaFile };
+                ffi::SQLITE_OK
+            }
+            ffi::SQLITE_FCNTL_PRAGMA => {
+                // SAFETY: for SQLITE_FCNTL_PRAGMA, arg is char*[3]: result, name, value.
+                let args = arg as *mut *mut c_char;
+                let (name, value) = unsafe { (api::text(*args.add(1)), api::text(*args.add(2))) };
+                let Some(name) = name else {
+                    return ffi::SQLITE_NOTFOUND;
+                };
+                match sql::pragma(f, &name, value.as_deref()) {
+                    None => ffi::SQLITE_NOTFOUND,
+                    Some(Ok(v)) => {
+                        if let Some(text) = v.into_text() {
+                            // SAFETY: SQLite frees args[0] with sqlite3_free.
+                            unsafe { *args = api::sqlite_string(&text) };
+                        }
+                        ffi::SQLITE_OK
+                    }
+                    Some(Err(e)) => {
+                        // SAFETY: as above; an error message goes in args[0] too.
+                        unsafe { *args = api::sqlite_string(&e.to_string()) };
+                        ffi::SQLITE_ERROR
+                    }
+                }
+            }
+            _ => ffi::SQLITE_NOTFOUND,
+        }
+    })
+}
+
+/// The replica file behind `schema` of connection `db`, when it is one of ours.
+fn file_of<'a>(db: *mut ffi::sqlite3, schema: &str) -> Option<&'a mut ReplicaFile> {
+    let fc = api::get()?.file_control?;
+    let schema = CString::new(schema).ok()?;
+    let mut p: *mut ReplicaFile = ptr::null_mut();
+    // SAFETY: our opcode writes a pointer to the file's state, which lives until the file
+    // is closed; the caller holds the connection, so the schema cannot be detached while
+    // the borrow is used within this call.
+    let rc = unsafe {
+        fc(
+            db,
+            schema.as_ptr(),
+            FCNTL_LITESTREAM_FILE,
+            &mut p as *mut _ as *mut c_void,
+        )
+    };
+    if rc != ffi::SQLITE_OK {
+        return None;
+    }
+    // SAFETY: set by f_file_control from a live file.
+    unsafe { p.as_mut() }
+}
+
+// ---------------------------------------------------------------------------------------
+// SQL functions
+
+type SqlFn = fn(&ReplicaFile) -> crate::error::Result<Value>;
+
+const FUNCTIONS: &[(&str, SqlFn)] = &[
+    ("litestream_txid", sql::txid),
+    ("litestream_time", sql::time),
+    ("litestream_lag", sql::lag),
+    ("litestream_stats", sql::stats),
+];
+
+fn register_functions(db: *mut ffi::sqlite3) -> Result<(), Error> {
+    let api = api::get().ok_or_else(|| Error::Internal("no SQLite API table".into()))?;
+    let create = api
+        .create_function_v2
+        .ok_or_else(missing("create_function_v2"))?;
+    for (i, (name, _)) in FUNCTIONS.iter().enumerate() {
+        let cname = CString::new(*name).map_err(|e| Error::Internal(e.to_string()))?;
+        // nArg 0: the connection's main schema; 1: the schema named by the argument.
+        for n_arg in [0, 1] {
+            // SAFETY: db is a live connection; the app pointer is an index into FUNCTIONS,
+            // never dereferenced.
+            let rc = unsafe {
+                create(
+                    db,
+                    cname.as_ptr(),
+                    n_arg,
+                    ffi::SQLITE_UTF8,
+                    i as *mut c_void,
+                    Some(call_function),
+                    None,
+                    None,
+                    None,
+                )
+            };
+            if rc != ffi::SQLITE_OK {
+                return Err(Error::Internal(format!("cannot create {name}() ({rc})")));
+            }
+        }
+    }
+    Ok(())
+}
+
+unsafe extern "C" fn call_function(
+    ctx: *mut ffi::sqlite3_context,
+    argc: c_int,
+    argv: *mut *mut ffi::sqlite3_value,
+) {
+    let _ = guard(0, || {
+        let Some(api) = api::get() else { return 0 };
+        // SAFETY: ctx is the live function context for this call; argv has argc values.
+        unsafe {
+            let index = api.user_data.map(|f| f(ctx) as usize).unwrap_or(usize::MAX);
+            let db = api
+                .context_db_handle
+                .map(|f| f(ctx))
+                .unwrap_or(ptr::null_mut());
+            let schema = if argc >= 1 {
+                api.value_text
+                    .and_then(|f| api::text(f(*argv) as *const c_char))
+                    .map(|s| s.into_owned())
+                    .unwrap_or_else(|| "main".into())
+            } else {
+                "main".to_string()
+            };
+            let result = match (FUNCTIONS.get(index), file_of(db, &schema)) {
+                (Some((_, f)), Some(file)) => f(file),
+                (Some((name, _)), None) => Err(Error::config(
+                    name,
+                    format!("schema {schema:?} is not a database opened with vfs=litestream"),
+                )),
+                (None, _) => Err(Error::Internal("unknown function".into())),
+            };
+            match result {
+                Ok(Value::Null) => {
+                    if let Some(f) = api.result_null {
+                        f(ctx)
+                    }
+                }
+                Ok(Value::Int(i)) => {
+                    if let Some(f) = api.result_int64 {
+                        f(ctx, i)
+                    }
+                }
+                Ok(Value::Text(s)) => {
+                    if let (Some(f), Ok(n)) = (api.result_text, c_int::try_from(s.len())) {
+                        f(ctx, s.as_ptr() as *const c_char, n, ffi::SQLITE_TRANSIENT());
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if let (Some(f), Ok(n)) = (api.result_error, c_int::try_from(msg.len())) {
+                        f(ctx, msg.as_ptr() as *const c_char, n);
+                    }
+                    if let Some(f) = api.result_error_code {
+                        f(ctx, e.sqlite_code());
+                    }
+                }
+            }
+        }
+        0
+    });
+}

@@ -1,0 +1,155 @@
+//! The main database file of a replica, as SQLite sees it: read-only, in rollback-journal
+//! format, its content the pinned snapshot. Safe Rust; `ffi.rs` calls into it.
+//!
+//! Isolation comes from SQLite's own locking protocol: taking the SHARED lock starts a read
+//! transaction, and that is when the file pins the newest snapshot; releasing the last lock
+//! ends it. So every read transaction sees exactly one TXID, and new TXIDs appear between
+//! transactions only.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::replica::{Replica, Snapshot};
+
+/// SQLite lock levels (sqlite3.h).
+pub const LOCK_NONE: i32 = 0;
+pub const LOCK_SHARED: i32 = 1;
+
+pub struct ReplicaFile {
+    /// The replica, or why it could not be opened (reported at the first lock, and by the
+    /// auto-extension when the connection opens, where a message can reach sqlite3_errmsg).
+    pub replica: std::result::Result<Arc<Replica>, Arc<Error>>,
+    pinned: Option<Arc<Snapshot>>,
+    lock: i32,
+}
+
+/// The outcome of a read: how many bytes came from the file (the rest were zero-filled
+/// because the read went past the end).
+pub struct ReadResult {
+    pub filled: usize,
+}
+
+impl ReplicaFile {
+    pub fn open(replica: Result<Arc<Replica>>) -> ReplicaFile {
+        ReplicaFile {
+            replica: replica.map_err(Arc::new),
+            pinned: None,
+            lock: LOCK_NONE,
+        }
+    }
+
+    pub fn replica(&self) -> Result<&Arc<Replica>> {
+        self.replica
+            .as_ref()
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    pub fn open_error(&self) -> Option<&Error> {
+        self.replica.as_ref().err().map(|e| e.as_ref())
+    }
+
+    /// The state this connection sees now: the pinned one inside a read transaction,
+    /// else the newest.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        if let Some(s) = &self.pinned {
+            return Some(s.clone());
+        }
+        self.replica.as_ref().ok().map(|r| r.current())
+    }
+
+    pub fn lock(&mut self, level: i32) -> Result<()> {
+        if let Err(e) = &self.replica {
+            return Err(clone_error(e));
+        }
+        if level > LOCK_SHARED {
+            return Err(Error::ReadOnly(
+                "a replica opened through the litestream VFS".into(),
+            ));
+        }
+        if self.lock == LOCK_NONE && level >= LOCK_SHARED {
+            self.pinned = self.snapshot();
+        }
+        self.lock = self.lock.max(level);
+        Ok(())
+    }
+
+    pub fn unlock(&mut self, level: i32) {
+        self.lock = self.lock.min(level);
+        if self.lock == LOCK_NONE {
+            self.pinned = None;
+        }
+    }
+
+    pub fn file_size(&self) -> u64 {
+        self.snapshot().map(|s| s.file_size()).unwrap_or(0)
+    }
+
+    /// Fills `buf` with the bytes at `offset`. Bytes past the end of the database read as
+    /// zeros (`filled` says how many were real), as SQLite expects of a short read.
+    pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<ReadResult> {
+        buf.fill(0);
+        let (Ok(replica), Some(snap)) = (&self.replica, self.snapshot()) else {
+            // Not opened: look like an empty file until the first lock reports why.
+            return Ok(ReadResult { filled: 0 });
+        };
+        let page_size = snap.page_size as u64;
+        let size = snap.file_size();
+        let end = (offset + buf.len() as u64).min(size);
+        let mut pos = offset;
+        while pos < end {
+            let pgno = pos / page_size + 1;
+            let in_page = pos % page_size;
+            let n = (page_size - in_page).min(end - pos) as usize;
+            let at = (pos - offset) as usize;
+            let dst = &mut buf[at..at + n];
+            if let Ok(pgno) = u32::try_from(pgno) {
+                if let Some(page) = replica.read_page(&snap, pgno)? {
+                    let src = &page[in_page as usize..in_page as usize + n];
+                    dst.copy_from_slice(src);
+                    if pgno == 1 {
+                        present_header(dst, in_page as usize, &snap);
+                    }
+                }
+            }
+            pos += n as u64;
+        }
+        Ok(ReadResult {
+            filled: end.saturating_sub(offset) as usize,
+        })
+    }
+}
+
+/// Rewrites the parts of the database header (page 1) that make SQLite read this file as
+/// a rollback-journal database whose change counter follows the replica's TXID.
+/// `dst` holds page-1 bytes starting at `from`.
+fn present_header(dst: &mut [u8], from: usize, snap: &Snapshot) {
+    let counter = change_counter(snap);
+    let mut patch = |at: usize, bytes: &[u8]| {
+        for (i, b) in bytes.iter().enumerate() {
+            if let Some(d) = (at + i).checked_sub(from).and_then(|j| dst.get_mut(j)) {
+                *d = *b;
+            }
+        }
+    };
+    // File format write/read versions: 1 = rollback journal (2 would mean WAL).
+    patch(18, &[1, 1]);
+    patch(24, &counter.to_be_bytes());
+    patch(28, &snap.commit().to_be_bytes());
+    // "version-valid-for": the in-header size is valid for this change counter.
+    patch(92, &counter.to_be_bytes());
+}
+
+/// The file change counter shown for a state: changes exactly when the TXID changes, so
+/// SQLite keeps its page cache across transactions while nothing new arrived.
+pub fn change_counter(snap: &Snapshot) -> u32 {
+    let t = snap.txid.get();
+    ((t ^ (t >> 32)) as u32).max(1)
+}
+
+/// Errors carry sources and are not Clone; a repeated report keeps the code and message.
+fn clone_error(e: &Error) -> Error {
+    Error::Reported {
+        code: e.sqlite_code(),
+        message: e.to_string(),
+    }
+}
