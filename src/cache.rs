@@ -52,6 +52,11 @@ impl PageCache {
         hit
     }
 
+    /// Whether `key` is cached, without counting a hit or refreshing its recency.
+    pub fn contains(&self, key: PageKey) -> bool {
+        self.inner.lock().lru.contains(&key)
+    }
+
     pub fn insert(&self, key: PageKey, page: Arc<[u8]>) {
         let mut inner = self.inner.lock();
         if page.len() as u64 > inner.capacity {

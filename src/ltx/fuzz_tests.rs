@@ -83,14 +83,13 @@ fn every_truncation_and_bit_flip_of_real_files_is_caught() {
             assert!(decode_file(&seed[..cut]).is_err(), "cut at {cut}");
             check_mutant(&seed[..cut], &original);
         }
-        // Decoding 64 KiB pages is slow in debug builds: flip every 16th byte of those files.
+        // One flip per byte, cycling through the bit positions; decoding is slow in debug
+        // builds (LZ4 frames allocate 128 KiB each), so 64 KiB-page files get every 16th byte.
         let step = if original[0].data.len() > 4096 { 16 } else { 1 };
         for i in (0..seed.len()).step_by(step) {
-            for bit in [0x01u8, 0x08, 0x80] {
-                let mut b = seed.to_vec();
-                b[i] ^= bit;
-                check_mutant(&b, &original);
-            }
+            let mut b = seed.to_vec();
+            b[i] ^= 1 << (i % 8);
+            check_mutant(&b, &original);
         }
     }
 }

@@ -289,23 +289,56 @@ impl Replica {
         }
     }
 
+    /// Fetches `pgno` from storage, and with it the frames of the following pages when
+    /// they sit right after it in the same file and are not cached yet: one ranged read
+    /// serves a run of pages (a table scan reads whole runs; a point lookup pays little
+    /// more than for one page, since a request's latency dwarfs its size).
     fn fetch(&self, snap: &Snapshot, pgno: u32, loc: index::Loc) -> Result<Arc<[u8]>> {
         let meta = snap
             .file(loc.file)
             .ok_or_else(|| Error::Internal(format!("page {pgno} points to an unknown file")))?
             .clone();
+        let mut run = vec![(pgno, loc)];
+        let mut end = loc.offset + loc.size as u64;
+        let mut next = pgno + 1;
+        while next <= snap.commit() && end - loc.offset < READ_AHEAD_BYTES {
+            let l = snap.index.get(next);
+            if l.is_none()
+                || l.file != loc.file
+                || l.offset != end
+                || self.cache.contains((l.file, next))
+            {
+                break;
+            }
+            run.push((next, l));
+            end += l.size as u64;
+            next += 1;
+        }
         let store = self.store.clone();
         let info = meta.info.clone();
-        let bytes = crate::runtime::block_on(async move {
-            store
-                .read_range(&info, loc.offset..loc.offset + loc.size as u64)
-                .await
-        })?;
-        let page = ltx::decode_page_frame(&bytes, snap.page_size, pgno)
-            .map_err(|e| Error::corrupt(self.store.describe(&meta.info), e))?;
-        let page: Arc<[u8]> = page.into();
-        self.cache.insert((loc.file, pgno), page.clone());
-        Ok(page)
+        let start = loc.offset;
+        let bytes =
+            crate::runtime::block_on(async move { store.read_range(&info, start..end).await })?;
+        let mut wanted = None;
+        for (p, l) in run {
+            let at = (l.offset - start) as usize;
+            let frame = &bytes[at..at + l.size as usize];
+            match ltx::decode_page_frame(frame, snap.page_size, p) {
+                Ok(page) => {
+                    let page: Arc<[u8]> = page.into();
+                    self.cache.insert((l.file, p), page.clone());
+                    if p == pgno {
+                        wanted = Some(page);
+                    }
+                }
+                // A bad neighbour is reported when it is itself read.
+                Err(e) if p == pgno => {
+                    return Err(Error::corrupt(self.store.describe(&meta.info), e))
+                }
+                Err(_) => {}
+            }
+        }
+        wanted.ok_or_else(|| Error::Internal(format!("page {pgno} was not in its own read")))
     }
 
     /// Re-plans from a full listing before returning (used when a file vanished).
@@ -317,6 +350,9 @@ impl Replica {
         })
     }
 }
+
+/// How far one page miss reads ahead through the frames of the same file.
+const READ_AHEAD_BYTES: u64 = 128 * 1024;
 
 const NO_FILES: &str = "the replica holds no LTX files";
 

@@ -180,3 +180,118 @@ impl Snapshot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file at `level` covering `min..=max` holding `pages` (pgno → offset), commit `commit`.
+    fn file(id: FileId, level: u8, min: u64, max: u64, commit: u32, pages: &[u32]) -> LoadedFile {
+        let mut header = Header::new(
+            4096,
+            commit,
+            Txid::new(min),
+            Txid::new(max),
+            (max * 1000) as i64,
+        );
+        header.flags = Header::FLAG_NO_CHECKSUM;
+        LoadedFile {
+            meta: Arc::new(FileMeta {
+                id,
+                info: FileInfo {
+                    level,
+                    min: Txid::new(min),
+                    max: Txid::new(max),
+                    size: 1 << 20,
+                },
+                header,
+            }),
+            pages: Arc::new(
+                pages
+                    .iter()
+                    .map(|&pgno| PageIndexEntry {
+                        pgno,
+                        offset: 100 + pgno as u64 * 10 + id as u64 * 100_000,
+                        size: 10,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn files_of(s: &Snapshot) -> Vec<FileId> {
+        (1..=s.commit()).map(|p| s.index.get(p).file).collect()
+    }
+
+    #[test]
+    fn apply_moves_changed_pages_only() {
+        let base = Snapshot::build(&[file(0, 9, 1, 1, 3, &[1, 2, 3])]).unwrap();
+        let (next, moved) = base.apply(&file(1, 0, 2, 2, 4, &[2, 4]));
+        assert_eq!(next.txid, Txid::new(2));
+        assert_eq!(files_of(&next), vec![0, 1, 0, 1]);
+        assert_eq!(moved.len(), 1, "only page 2 had an older version");
+        assert_eq!(moved[0].pgno, 2);
+        assert_eq!(
+            files_of(&base),
+            vec![0, 0, 0],
+            "the old snapshot is untouched"
+        );
+    }
+
+    #[test]
+    fn shrink_drops_pages_above_commit() {
+        let base = Snapshot::build(&[file(0, 9, 1, 1, 5, &[1, 2, 3, 4, 5])]).unwrap();
+        let (next, moved) = base.apply(&file(1, 0, 2, 2, 2, &[1]));
+        assert_eq!(next.commit(), 2);
+        assert_eq!(next.file_size(), 2 * 4096);
+        assert_eq!(moved.iter().filter(|m| m.pgno > 2).count(), 3);
+    }
+
+    #[test]
+    fn compacted_file_replaces_the_l0_files_it_covers() {
+        let s = Snapshot::build(&[
+            file(0, 9, 1, 1, 4, &[1, 2, 3, 4]),
+            file(1, 0, 2, 2, 4, &[2]),
+            file(2, 0, 3, 3, 4, &[2, 3]),
+            file(3, 0, 4, 4, 4, &[4]),
+        ])
+        .unwrap();
+        let l1 = file(4, 1, 2, 3, 4, &[2, 3]);
+        assert!(s.can_repoint(&l1.meta.info));
+        let (r, moved) = s.repoint(&l1);
+        assert_eq!(files_of(&r), vec![0, 4, 4, 3]);
+        assert!(
+            moved.iter().all(|m| m.to.is_some()),
+            "same content: cache entries move"
+        );
+        assert!(!r.files.contains_key(&1) && !r.files.contains_key(&2));
+        let chain: Vec<_> = r
+            .chain
+            .iter()
+            .map(|c| (c.level, c.min.get(), c.max.get()))
+            .collect();
+        assert_eq!(chain, vec![(9, 1, 1), (1, 2, 3), (0, 4, 4)]);
+        // A file that straddles the chain, or lies beyond it, cannot stand in.
+        assert!(!r.can_repoint(&file(5, 1, 3, 4, 4, &[]).meta.info));
+        assert!(!r.can_repoint(&file(6, 1, 4, 5, 4, &[]).meta.info));
+    }
+
+    #[test]
+    fn new_snapshot_replaces_everything_it_covers() {
+        let s = Snapshot::build(&[
+            file(0, 9, 1, 1, 3, &[1, 2, 3]),
+            file(1, 0, 2, 2, 3, &[3]),
+            file(2, 0, 3, 3, 3, &[1]),
+        ])
+        .unwrap();
+        let snap = file(3, 9, 1, 2, 3, &[1, 2, 3]);
+        assert!(s.can_repoint(&snap.meta.info));
+        let (r, _) = s.repoint(&snap);
+        assert_eq!(
+            files_of(&r),
+            vec![2, 3, 3],
+            "page 1 changed after the snapshot and stays"
+        );
+        assert_eq!(r.txid, Txid::new(3));
+    }
+}
