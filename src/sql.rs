@@ -93,6 +93,9 @@ pub fn stats(file: &ReplicaFile) -> Result<Value> {
             "last_success": when(status.last_success),
             "last_error": status.last_error,
         },
+        "reads": {
+            "last_error": status.last_read_error,
+        },
     });
     Ok(Value::Text(v.to_string()))
 }

@@ -24,7 +24,8 @@ pub async fn load(store: &Store, info: &FileInfo, id: FileId) -> Result<LoadedFi
         }));
     }
     let tail_start = size.saturating_sub(TAIL_READ);
-    let (head, tail) = if tail_start < ltx::HEADER_SIZE as u64 {
+    let whole = tail_start < ltx::HEADER_SIZE as u64;
+    let (head, tail) = if whole {
         let all = store.read_range(info, 0..size).await?;
         (all.slice(0..ltx::HEADER_SIZE), all)
     } else {
@@ -81,5 +82,6 @@ pub async fn load(store: &Store, info: &FileInfo, id: FileId) -> Result<LoadedFi
             header,
         }),
         pages: Arc::new(pages),
+        bytes: whole.then_some(tail),
     })
 }

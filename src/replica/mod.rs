@@ -10,7 +10,7 @@ pub mod registry;
 pub mod snapshot;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -41,6 +41,8 @@ pub struct PollStatus {
     pub last_success: Option<SystemTime>,
     pub last_error: Option<String>,
     pub replans: u64,
+    /// The last error a page read returned to SQLite (SQLite itself can only show its code).
+    pub last_read_error: Option<String>,
 }
 
 pub struct Replica {
@@ -55,6 +57,21 @@ pub struct Replica {
     next_file_id: AtomicU32,
     replan_requested: AtomicBool,
     wake: tokio::sync::Notify,
+    /// Read transactions holding a snapshot now.
+    pinned: AtomicUsize,
+}
+
+/// A snapshot held by a read transaction. While any is held, superseded cache entries are
+/// left for the LRU instead of removed: the transaction may still need them.
+pub struct Pinned {
+    pub snapshot: Arc<Snapshot>,
+    replica: Arc<Replica>,
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        self.replica.pinned.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What the planner remembers between polls.
@@ -98,38 +115,63 @@ impl Replica {
             next_file_id: AtomicU32::new(0),
             replan_requested: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
+            pinned: AtomicUsize::new(0),
         });
         let r = replica.clone();
-        let timeout = config.open_timeout;
-        let poll = config.poll_interval;
-        crate::runtime::block_on(async move {
-            let deadline = Instant::now() + timeout;
-            loop {
-                let mut planner = r.planner.lock().await;
-                match r.replan(&mut planner, true).await {
-                    Err(Error::NoState { reason, .. })
-                        if reason == NO_FILES && Instant::now() < deadline =>
-                    {
-                        drop(planner);
-                        tokio::time::sleep(poll.min(Duration::from_millis(250))).await;
-                    }
-                    Err(Error::NoState { url, reason }) if reason == NO_FILES => {
-                        return Err(Error::NoState {
-                            url,
-                            reason: format!("{reason} (waited open_timeout={timeout:?})"),
-                        })
-                    }
-                    other => return other,
-                }
-            }
-        })?;
+        let (timeout, poll) = (config.open_timeout, config.poll_interval);
+        crate::runtime::block_on(Self::initial_plan(r, timeout, poll))?;
         poller::start(&replica)?;
         Ok(replica)
+    }
+
+    /// Plans until the replica has files, or `timeout` passes. Each listing is bounded by
+    /// the time left, so a store that accepts connections and never answers cannot hold the
+    /// open; loading the files listed is not (a large replica may take longer than that).
+    async fn initial_plan(r: Arc<Replica>, timeout: Duration, poll: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left =
+                deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(500);
+            let listed = match tokio::time::timeout(left, r.store.list_all()).await {
+                Ok(listed) => listed?,
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        what: format!("listing replica {}", r.store.url()),
+                        after: timeout,
+                    })
+                }
+            };
+            let mut planner = r.planner.lock().await;
+            match r.replan_from(&mut planner, listed, true).await {
+                Err(Error::NoState { reason, .. })
+                    if reason == NO_FILES && Instant::now() < deadline =>
+                {
+                    drop(planner);
+                    tokio::time::sleep(poll.min(Duration::from_millis(250))).await;
+                }
+                Err(Error::NoState { url, reason }) if reason == NO_FILES => {
+                    return Err(Error::NoState {
+                        url,
+                        reason: format!("{reason} (waited open_timeout={timeout:?})"),
+                    })
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The newest published state. A reader pins it for one read transaction.
     pub fn current(&self) -> Arc<Snapshot> {
         self.current.read().clone()
+    }
+
+    /// Pins the newest state for a read transaction.
+    pub fn pin(self: &Arc<Self>) -> Pinned {
+        self.pinned.fetch_add(1, Ordering::AcqRel);
+        Pinned {
+            snapshot: self.current(),
+            replica: self.clone(),
+        }
     }
 
     pub fn settings(&self) -> Settings {
@@ -141,14 +183,36 @@ impl Replica {
         self.wake.notify_one();
     }
 
+    /// Makes `snap` the newest state. Cache entries of pages it moved to another file with the
+    /// same content are re-keyed; those of superseded versions are dropped, unless a read
+    /// transaction is pinned to an older state and may still read them.
     fn publish(&self, snap: Snapshot, moved: &[Moved]) {
+        let idle = self.pinned.load(Ordering::Acquire) == 0;
         for m in moved {
             match m.to {
                 Some(to) => self.cache.rekey((m.from.file, m.pgno), (to.file, m.pgno)),
-                None => self.cache.remove((m.from.file, m.pgno)),
+                None if idle => self.cache.remove((m.from.file, m.pgno)),
+                None => {}
             }
         }
         *self.current.write() = Arc::new(snap);
+    }
+
+    /// Caches every page of a file that was read whole: a new L0 file is small, its pages
+    /// are the ones that just changed (likely to be read), and once cached they no longer
+    /// depend on the file surviving compaction. Litestream may delete an L0 file right
+    /// after compacting it, before a reader that pinned a state built on it reads its pages.
+    fn cache_whole_file(&self, file: &LoadedFile) {
+        let Some(bytes) = &file.bytes else { return };
+        let page_size = file.meta.header.page_size;
+        for e in file.pages.iter() {
+            let Some(frame) = bytes.get(e.offset as usize..e.end() as usize) else {
+                continue;
+            };
+            if let Ok(page) = ltx::decode_page_frame(frame, page_size, e.pgno) {
+                self.cache.insert((file.meta.id, e.pgno), page.into());
+            }
+        }
     }
 
     fn file_id(&self, planner: &mut Planner, info: &FileInfo) -> FileId {
@@ -167,6 +231,15 @@ impl Replica {
     /// it is not older than the current one. `strict` (at open) makes gaps an error.
     async fn replan(&self, planner: &mut Planner, strict: bool) -> Result<()> {
         let listed = self.store.list_all().await?;
+        self.replan_from(planner, listed, strict).await
+    }
+
+    async fn replan_from(
+        &self,
+        planner: &mut Planner,
+        listed: Vec<FileInfo>,
+        strict: bool,
+    ) -> Result<()> {
         let url = self.store.url().to_string();
         let result = if strict {
             plan::plan(&listed, None)
@@ -202,6 +275,15 @@ impl Replica {
                 })
             }
         };
+        crate::log_debug!(
+            "plan: {}",
+            chosen
+                .files
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         let mut loaded = Vec::with_capacity(chosen.files.len());
         let ids: Vec<FileId> = chosen
             .files
@@ -255,6 +337,18 @@ impl Replica {
     /// Reads page `pgno` of `snap`. `None` means the page reads as zeros (the lock page, a
     /// page no file holds).
     pub fn read_page(
+        self: &Arc<Self>,
+        snap: &Arc<Snapshot>,
+        pgno: u32,
+    ) -> Result<Option<Arc<[u8]>>> {
+        let result = self.read_page_inner(snap, pgno);
+        if let Err(e) = &result {
+            self.status.lock().last_read_error = Some(e.to_string());
+        }
+        result
+    }
+
+    fn read_page_inner(
         self: &Arc<Self>,
         snap: &Arc<Snapshot>,
         pgno: u32,

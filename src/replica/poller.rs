@@ -10,7 +10,7 @@ use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use super::Replica;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::storage::layout::SNAPSHOT_LEVEL;
 use crate::storage::FileInfo;
 
@@ -71,6 +71,9 @@ async fn poll_once(replica: &Arc<Replica>) -> Result<()> {
         if let Some(newest) = listed.iter().max_by_key(|f| f.name()) {
             planner.last_listed.insert(level, newest.clone());
         }
+        for f in &listed {
+            crate::log_debug!("listed {f}");
+        }
         planner.pending.extend(listed);
     }
     let start = replica.current();
@@ -84,7 +87,21 @@ async fn poll_once(replica: &Arc<Replica>) -> Result<()> {
         let Some(f) = best_start(&planner.pending, next) else {
             break;
         };
-        let file = replica.load(&mut planner, &f).await?;
+        let file = match replica.load(&mut planner, &f).await {
+            Ok(file) => file,
+            Err(Error::NotFound { .. }) => {
+                // Deleted between listing and loading (compacted away): forget it and
+                // rebuild from what the replica holds now.
+                planner.pending.retain(|p| p != &f);
+                if snap.txid != start.txid {
+                    replica.publish(snap, &moved);
+                }
+                return replica.replan(&mut planner, false).await;
+            }
+            Err(e) => return Err(e),
+        };
+        crate::log_debug!("apply {f}");
+        replica.cache_whole_file(&file);
         let (s, m) = snap.apply(&file);
         snap = s;
         moved.extend(m);
@@ -110,7 +127,15 @@ async fn poll_once(replica: &Arc<Replica>) -> Result<()> {
     covering.sort_by_key(|f| std::cmp::Reverse((f.level, f.max)));
     for f in covering {
         if snap.can_repoint(&f) {
-            let file = replica.load(&mut planner, &f).await?;
+            let file = match replica.load(&mut planner, &f).await {
+                Ok(file) => file,
+                Err(Error::NotFound { .. }) => {
+                    planner.pending.retain(|p| p != &f);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            crate::log_debug!("repoint onto {f}");
             let (s, m) = snap.repoint(&file);
             snap = s;
             moved.extend(m);

@@ -23,6 +23,8 @@ pub struct FileMeta {
 pub struct LoadedFile {
     pub meta: Arc<FileMeta>,
     pub pages: Arc<Vec<PageIndexEntry>>,
+    /// The whole file, when it was small enough to be read whole.
+    pub bytes: Option<bytes::Bytes>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,19 +115,20 @@ impl Snapshot {
         (next, moved)
     }
 
-    /// True when `f` (a compacted file or snapshot) can stand in for files of this chain:
-    /// it ends at or before our TXID and covers whole files of the chain, and at least one.
+    /// True when `f` (a compacted file or snapshot) can stand in for files of this chain: it
+    /// ends at or before our TXID and wholly contains at least one file of the chain that is
+    /// not itself. Any page whose current file lies inside `f`'s range has, in `f`, the very
+    /// version we show (`f` holds the newest version within its range, and ours is the
+    /// newest up to our TXID), so re-pointing it is exact even when `f` also overlaps part
+    /// of another file of the chain (an L1 window that began before the snapshot ended).
     pub fn can_repoint(&self, f: &FileInfo) -> bool {
-        if f.max > self.txid {
-            return false;
-        }
-        let inside = |c: &FileInfo| c.min >= f.min && c.max <= f.max;
-        let straddles = |c: &FileInfo| c.min <= f.max && c.max >= f.min && !inside(c);
-        let covered = self.chain.iter().filter(|c| inside(c)).count();
-        covered > 0
-            && !self.chain.iter().any(straddles)
-            && !self.chain.iter().any(|c| c == f)
-            && (covered != 1 || !self.chain.iter().any(|c| inside(c) && c.level >= f.level))
+        f.max <= self.txid
+            && self.chain.iter().any(|c| {
+                c != f
+                    && c.min >= f.min
+                    && c.max <= f.max
+                    && (c.level < f.level || c.max.get() - c.min.get() < f.max.get() - f.min.get())
+            })
     }
 
     /// The same state, with pages that `meta` also holds read from `meta` instead of the
@@ -216,6 +219,7 @@ mod tests {
                     })
                     .collect(),
             ),
+            bytes: None,
         }
     }
 
@@ -271,9 +275,30 @@ mod tests {
             .map(|c| (c.level, c.min.get(), c.max.get()))
             .collect();
         assert_eq!(chain, vec![(9, 1, 1), (1, 2, 3), (0, 4, 4)]);
-        // A file that straddles the chain, or lies beyond it, cannot stand in.
-        assert!(!r.can_repoint(&file(5, 1, 3, 4, 4, &[]).meta.info));
+        // A file beyond our TXID, or one that contains no whole file of the chain, cannot.
         assert!(!r.can_repoint(&file(6, 1, 4, 5, 4, &[]).meta.info));
+        assert!(!r.can_repoint(&file(5, 1, 3, 3, 4, &[]).meta.info));
+    }
+
+    #[test]
+    fn compacted_file_straddling_the_snapshot_still_replaces_l0() {
+        // Snapshot at 2; L0 at 3 and 4; then an L1 window 2..4 that began before the
+        // snapshot ended. The L0 files will be deleted: their pages must move to the L1 file.
+        let s = Snapshot::build(&[
+            file(0, 9, 1, 2, 3, &[1, 2, 3]),
+            file(1, 0, 3, 3, 3, &[2]),
+            file(2, 0, 4, 4, 3, &[3]),
+        ])
+        .unwrap();
+        let l1 = file(3, 1, 2, 4, 3, &[1, 2, 3]);
+        assert!(s.can_repoint(&l1.meta.info));
+        let (r, _) = s.repoint(&l1);
+        assert_eq!(
+            files_of(&r),
+            vec![0, 3, 3],
+            "page 1 (last changed at 2, in the snapshot) stays"
+        );
+        assert!(!r.files.contains_key(&1) && !r.files.contains_key(&2));
     }
 
     #[test]

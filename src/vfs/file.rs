@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::replica::{Replica, Snapshot};
+use crate::replica::{Pinned, Replica, Snapshot};
 
 /// SQLite lock levels (sqlite3.h).
 pub const LOCK_NONE: i32 = 0;
@@ -19,7 +19,7 @@ pub struct ReplicaFile {
     /// The replica, or why it could not be opened (reported at the first lock, and by the
     /// auto-extension when the connection opens, where a message can reach sqlite3_errmsg).
     pub replica: std::result::Result<Arc<Replica>, Arc<Error>>,
-    pinned: Option<Arc<Snapshot>>,
+    pinned: Option<Pinned>,
     lock: i32,
 }
 
@@ -51,8 +51,8 @@ impl ReplicaFile {
     /// The state this connection sees now: the pinned one inside a read transaction,
     /// else the newest.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        if let Some(s) = &self.pinned {
-            return Some(s.clone());
+        if let Some(p) = &self.pinned {
+            return Some(p.snapshot.clone());
         }
         self.replica.as_ref().ok().map(|r| r.current())
     }
@@ -67,7 +67,7 @@ impl ReplicaFile {
             ));
         }
         if self.lock == LOCK_NONE && level >= LOCK_SHARED {
-            self.pinned = self.snapshot();
+            self.pinned = self.replica.as_ref().ok().map(|r| r.pin());
         }
         self.lock = self.lock.max(level);
         Ok(())

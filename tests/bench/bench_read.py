@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Read benchmark: our VFS against native SQLite and the Go extension, on one replica.
+
+Builds a source database, replicates it with the real Litestream to a file:// replica, stops
+Litestream, then times three workloads in fresh child processes (so "cold" means: this
+process has never read the replica; the OS page cache is warm for everyone alike):
+
+  point  1,000 random primary-key lookups
+  scan   a full table scan (count and sum over every row)
+  range  an index range scan that also reads the rows
+
+For each reader: cold = the first run after open, warm = the median of the next runs in the
+same connection. Results are ratios from one run, so the machine's noise cancels out:
+ours/native (target: warm <= 1.2x) and go/ours (target: cold >= 3x).
+
+Run: /usr/bin/python3 tests/bench/bench_read.py [--rows N] [--out FILE]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "py"))
+import harness  # noqa: E402
+
+WORKLOADS = {
+    "point": "point",
+    "scan": "scan",
+    "range": "range",
+}
+
+CHILD = r"""
+import json, random, sqlite3, statistics, sys, time
+mode, uri, ext, workload, rows, runs = sys.argv[1:7]
+rows, runs = int(rows), int(runs)
+if mode == "ours":
+    loader = sqlite3.connect(":memory:")
+    loader.enable_load_extension(True)
+    loader.load_extension(ext)
+elif mode == "go":
+    loader = sqlite3.connect(":memory:")
+    loader.enable_load_extension(True)
+    loader.load_extension(ext)
+t_open = time.perf_counter()
+conn = sqlite3.connect(uri, uri=True)
+def run():
+    rnd = random.Random(42)
+    if workload == "point":
+        n = 0
+        for _ in range(1000):
+            n += len(conn.execute("SELECT * FROM orders WHERE id = ?", (rnd.randint(1, rows),)).fetchall())
+        return n
+    if workload == "scan":
+        return conn.execute("SELECT count(*), sum(length(note)) FROM orders").fetchone()[0]
+    if workload == "range":
+        return len(conn.execute("SELECT * FROM orders WHERE customer BETWEEN 'cust0100' AND 'cust0180'").fetchall())
+times = []
+result = None
+for i in range(runs):
+    t = time.perf_counter()
+    r = run()
+    times.append(time.perf_counter() - t)
+    if result is None:
+        result = r
+    assert r == result, (r, result)
+print(json.dumps({"cold": times[0], "warm": statistics.median(times[1:]), "result": result}))
+"""
+
+
+def measure(mode, uri, ext, workload, rows, runs, env):
+    out = subprocess.run([harness.child_python(), "-c", CHILD, mode, uri, str(ext), workload,
+                          str(rows), str(runs)], capture_output=True, text=True, env=env,
+                         timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"{mode}/{workload} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--runs", type=int, default=4)
+    ap.add_argument("--out", default=str(harness.REPO_ROOT / "tests/.work/bench/read.md"))
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-", dir=harness.REPO_ROOT / "tests/.work"))
+    src = work / "src.db"
+    w = harness.create_source_db(src, rows=args.rows, overflow_rows=0)
+    w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size_mb = src.stat().st_size / 1e6
+    replica = f"file://{work}/replica"
+    ls = harness.Litestream(src, replica, workdir=work).start()
+    ls.wait_synced(timeout=300)
+    ls.stop()
+
+    env = harness.child_env()
+    go_env = harness.child_env({"LITESTREAM_REPLICA_URL": replica})
+    readers = {
+        "native": (f"file:{src}?mode=ro", "", env),
+        "ours": (harness.vfs_uri(replica, name="bench.db"), harness.ext_path(), env),
+        "go": ("file:bench.db?vfs=litestream", harness.go_vfs_path(), go_env),
+    }
+    results = {}
+    for workload in WORKLOADS:
+        for mode, (uri, ext, e) in readers.items():
+            r = measure(mode, uri, ext, workload, args.rows, args.runs, e)
+            results[(workload, mode)] = r
+            print(f"{workload:6} {mode:7} cold {r['cold']*1000:9.1f} ms  warm {r['warm']*1000:9.1f} ms", flush=True)
+        vals = {results[(workload, m)]["result"] for m in readers}
+        assert len(vals) == 1, f"{workload}: readers disagree: {vals}"
+
+    lines = [
+        f"Read benchmark: {args.rows:,} rows, {size_mb:.0f} MB database, file:// replica written by "
+        f"Litestream 0.5.17; one run, child process per reader (`tests/bench/bench_read.py`).",
+        "",
+        "| workload | native cold | native warm | ours cold | ours warm | Go cold | Go warm "
+        "| ours/native warm | Go/ours cold |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for workload in WORKLOADS:
+        n, o, g = (results[(workload, m)] for m in ("native", "ours", "go"))
+        ms = lambda s: f"{s*1000:.1f} ms"  # noqa: E731
+        lines.append(
+            f"| {workload} | {ms(n['cold'])} | {ms(n['warm'])} | {ms(o['cold'])} | {ms(o['warm'])} "
+            f"| {ms(g['cold'])} | {ms(g['warm'])} | {o['warm']/n['warm']:.2f}x | {g['cold']/o['cold']:.1f}x |")
+    report = "\n".join(lines) + "\n"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(report)
+    print()
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Replicas written by the real Litestream 0.5.17 and 0.5.10 (tests/fixtures/ltx, see its
+README), read through the VFS; and every error class, with its SQLite error code and message.
+"""
+
+import json
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+import harness
+from harness import connect, vfs_uri
+
+FIXTURES = harness.REPO_ROOT / "tests" / "fixtures" / "ltx"
+SETS = ["v0.5.17-1024", "v0.5.17-4096", "v0.5.17-65536", "v0.5.10-1024", "v0.5.10-65536",
+        "mixed-1024"]
+
+
+def rows(conn):
+    return conn.execute("SELECT id, v FROM t ORDER BY id").fetchall()
+
+
+def copy_replica(name, tmp_path) -> Path:
+    dest = tmp_path / name
+    shutil.copytree(FIXTURES / name / "replica", dest)
+    return dest
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_fixture_replicas_read_like_litestream_restore(name, tmp_path, ext_path):
+    """Includes `mixed-1024`, one chain whose files use both page encodings (LZ4 frames from
+    0.5.10, LZ4 blocks from 0.5.17)."""
+    root = copy_replica(name, tmp_path)
+    url = root.as_uri()
+    expected_db = tmp_path / "restored.db"
+    harness.restore(url, expected_db)
+    want = rows(sqlite3.connect(str(expected_db)))
+    r = connect(vfs_uri(url, name=f"{name}.db"), ext=ext_path)
+    assert rows(r) == want
+    assert r.execute("SELECT litestream_txid()").fetchone()[0] == "0000000000000004"
+    assert r.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    kept = FIXTURES / name / "restored-0000000000000004.db"
+    if kept.exists():
+        assert rows(r) == rows(sqlite3.connect(f"file:{kept}?mode=ro", uri=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: code and message
+
+
+def open_error(uri, ext_path):
+    with pytest.raises(sqlite3.Error) as info:
+        conn = connect(uri, ext=ext_path)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    return info.value
+
+
+def test_missing_url_is_cantopen(ext_path):
+    e = open_error(vfs_uri(None, name="nourl.db"), ext_path)
+    assert e.sqlite_errorname == "SQLITE_CANTOPEN" and "replica_url" in str(e), e
+
+
+def test_invalid_url_is_cantopen(ext_path):
+    e = open_error(vfs_uri("ftp://host/replica"), ext_path)
+    assert e.sqlite_errorname == "SQLITE_CANTOPEN", e
+    assert "ftp://host/replica" in str(e) and "unsupported scheme" in str(e), e
+    e = open_error(vfs_uri("s3:///no-bucket"), ext_path)
+    assert e.sqlite_errorname == "SQLITE_CANTOPEN" and "bucket" in str(e), e
+
+
+@pytest.mark.parametrize("param,value", [("poll_interval", "abc"), ("cache_size", "lots"),
+                                         ("open_timeout", "-2s"), ("log_level", "chatty"),
+                                         ("pol_interval", "1s")])
+def test_bad_parameter_is_cantopen_naming_it(param, value, tmp_path, ext_path):
+    url = copy_replica("v0.5.17-4096", tmp_path).as_uri()
+    e = open_error(vfs_uri(url, **{param: value}), ext_path)
+    assert e.sqlite_errorname == "SQLITE_CANTOPEN" and param in str(e), e
+
+
+def test_go_write_mode_is_refused_clearly(tmp_path, ext_path):
+    url = copy_replica("v0.5.17-4096", tmp_path).as_uri()
+    e = open_error(vfs_uri(url, write_enabled="true"), ext_path)
+    assert e.sqlite_errorname == "SQLITE_CANTOPEN" and "write_enabled" in str(e), e
+
+
+def test_empty_replica_waits_open_timeout_then_cantopen(tmp_path, ext_path):
+    t0 = time.monotonic()
+    e = open_error(vfs_uri((tmp_path / "empty").as_uri(), open_timeout="700ms"), ext_path)
+    took = time.monotonic() - t0
+    assert e.sqlite_errorname == "SQLITE_CANTOPEN" and "no LTX files" in str(e), e
+    assert 0.6 < took < 10, took
+
+
+def test_gap_in_chain_is_cantopen_naming_the_hole(tmp_path, ext_path):
+    root = copy_replica("v0.5.17-4096", tmp_path)
+    for level in ("1", "9"):
+        shutil.rmtree(root / "ltx" / level)
+    (root / "ltx" / "0" / "0000000000000003-0000000000000003.ltx").unlink()
+    e = open_error(vfs_uri(root.as_uri()), ext_path)
+    assert e.sqlite_errorname == "SQLITE_CANTOPEN", e
+    assert "0000000000000003" in str(e) and "missing" in str(e), e
+
+
+def test_no_snapshot_is_cantopen(tmp_path, ext_path):
+    root = copy_replica("v0.5.17-4096", tmp_path)
+    for level in ("1", "9"):
+        shutil.rmtree(root / "ltx" / level)
+    (root / "ltx" / "0" / "0000000000000001-0000000000000001.ltx").unlink()
+    e = open_error(vfs_uri(root.as_uri()), ext_path)
+    assert e.sqlite_errorname == "SQLITE_CANTOPEN" and "no snapshot" in str(e), e
+
+
+def test_unreachable_storage_is_ioerr_with_cause(ext_path):
+    url = "s3://bkt/app?endpoint=http://127.0.0.1:1&force-path-style=true"
+    t0 = time.monotonic()
+    e = open_error(vfs_uri(url, open_timeout="1s"), ext_path)
+    assert time.monotonic() - t0 < 10
+    assert e.sqlite_errorname == "SQLITE_IOERR_READ", e
+    assert "127.0.0.1:1" in str(e) and "storage error" in str(e), e
+
+
+def newest_l0(root: Path) -> Path:
+    return max((root / "ltx" / "0").glob("*.ltx"))
+
+
+def test_corrupt_header_is_corrupt_naming_the_file(tmp_path, ext_path):
+    root = copy_replica("v0.5.17-4096", tmp_path)
+    f = newest_l0(root)
+    data = bytearray(f.read_bytes())
+    data[0:4] = b"XXXX"
+    f.write_bytes(bytes(data))
+    e = open_error(vfs_uri(root.as_uri()), ext_path)
+    assert e.sqlite_errorname == "SQLITE_CORRUPT", e
+    assert f.name in str(e) and "magic" in str(e), e
+
+
+def test_truncated_file_is_corrupt_naming_the_file(tmp_path, ext_path):
+    root = copy_replica("v0.5.17-4096", tmp_path)
+    f = newest_l0(root)
+    f.write_bytes(f.read_bytes()[:60])
+    e = open_error(vfs_uri(root.as_uri()), ext_path)
+    assert e.sqlite_errorname == "SQLITE_CORRUPT", e
+    assert f.name in str(e) and "truncated" in str(e), e
+
+
+def test_corrupt_page_at_query_time_is_corrupt(tmp_path, ext_path):
+    """A damaged page frame behind an intact header and index: the open succeeds, the read
+    of that page fails with SQLITE_CORRUPT, and litestream_stats names the file."""
+    root = copy_replica("v0.5.17-4096", tmp_path)
+    for level in ("1", "9"):
+        shutil.rmtree(root / "ltx" / level)
+    base = root / "ltx" / "0" / "0000000000000001-0000000000000001.ltx"
+    data = bytearray(base.read_bytes())
+    # Frame of page 1 at offset 100: pgno u32, flags u16, compressed size u32, LZ4 block.
+    size1 = int.from_bytes(data[106:110], "big")
+    page2 = 110 + size1
+    assert int.from_bytes(data[page2:page2 + 4], "big") == 2
+    payload = page2 + 10
+    data[payload:payload + 16] = b"\xff" * 16
+    base.write_bytes(bytes(data))
+    # Later files may hold newer versions of page 2: keep file 1 alone, so page 2 comes from it.
+    for f in (root / "ltx" / "0").glob("*.ltx"):
+        if f != base:
+            f.unlink()
+    r = connect(vfs_uri(root.as_uri(), name="corrupt.db"), ext=ext_path)
+    with pytest.raises(sqlite3.DatabaseError) as info:
+        r.execute("SELECT * FROM t").fetchall()
+    assert info.value.sqlite_errorname == "SQLITE_CORRUPT", info.value
+    stats = json.loads(r.execute("SELECT litestream_stats()").fetchone()[0])
+    assert base.name in stats["reads"]["last_error"], stats
+
+
+def test_write_is_readonly(tmp_path, ext_path):
+    url = copy_replica("v0.5.17-4096", tmp_path).as_uri()
+    r = connect(vfs_uri(url), ext=ext_path)
+    with pytest.raises(sqlite3.OperationalError) as info:
+        r.execute("INSERT INTO t(v) VALUES ('nope')")
+    assert info.value.sqlite_errorname == "SQLITE_READONLY", info.value
+    assert "readonly" in str(info.value)
+    assert rows(r)[-1] != (None, "nope")

