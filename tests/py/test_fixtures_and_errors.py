@@ -43,7 +43,7 @@ def test_fixture_replicas_read_like_litestream_restore(name, tmp_path, ext_path)
     assert r.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     kept = FIXTURES / name / "restored-0000000000000004.db"
     if kept.exists():
-        assert rows(r) == rows(sqlite3.connect(f"file:{kept}?mode=ro", uri=True))
+        assert rows(r) == rows(sqlite3.connect(f"file:{kept}?immutable=1", uri=True))
 
 
 # ---------------------------------------------------------------------------------------------
