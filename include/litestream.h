@@ -32,13 +32,19 @@ int sqlite3_litestream_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_rout
 /* The Go extension's entry point name, kept so that its loaders keep working. */
 int sqlite3_litestreamvfs_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi);
 
-/* For programs that link the library: registers the entry point as an automatic extension,
-** so every connection opened afterwards gets the VFS and the SQL functions. A program linked
-** against libsqlite3 has no sqlite3_api_routines pointer of its own; SQLite passes one to
-** automatic extensions. */
+/* The automatic extension: registers the VFS and the SQL functions on each connection as it
+** opens, and fails the open of a replica that could not be opened, with the reason in
+** sqlite3_errmsg. Returns SQLITE_OK for every other connection. Register this one with
+** sqlite3_auto_extension(), never the entry point above. */
+int sqlite3_litestream_autoinit(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi);
+
+/* For programs that link the library: registers the automatic extension, so every connection
+** opened afterwards gets the VFS and the SQL functions. (A program linked against libsqlite3
+** has no sqlite3_api_routines pointer of its own; SQLite passes one to automatic
+** extensions.) */
 static inline int litestream_register(void) {
   sqlite3 *db = 0;
-  int rc = sqlite3_auto_extension((void (*)(void))sqlite3_litestream_init);
+  int rc = sqlite3_auto_extension((void (*)(void))sqlite3_litestream_autoinit);
   if (rc != SQLITE_OK) return rc;
   /* Opening any connection runs the automatic extension, which registers the VFS. */
   rc = sqlite3_open(":memory:", &db);

@@ -79,7 +79,7 @@ fn init(db: *mut ffi::sqlite3) -> Result<(), Error> {
     // auto-extension that, unlike the Go extension's, returns SQLITE_OK for every
     // connection that is not ours. SQLite ignores a second registration of one function.
     let auto = api.auto_extension.ok_or_else(missing("auto_extension"))?;
-    let entry: EntryPoint = connection_init;
+    let entry: EntryPoint = sqlite3_litestream_autoinit;
     // SAFETY: SQLite calls auto-extensions with exactly the entry-point signature; the
     // parameter type is a generic `void(*)(void)` by convention.
     let rc = unsafe {
@@ -109,8 +109,18 @@ fn missing(name: &'static str) -> impl Fn() -> Error {
     move || Error::Internal(format!("the host SQLite lacks sqlite3_{name}"))
 }
 
-/// Runs for every new connection in the process.
-unsafe extern "C" fn connection_init(
+/// The automatic extension: runs as every connection in the process opens. Registers the
+/// SQL functions and reports a replica that failed to open, where SQLite passes our message
+/// on to sqlite3_errmsg ("automatic extension loading failed: …"). Returns SQLITE_OK for
+/// every other connection: a non-zero return would fail the open and stop the automatic
+/// extensions after it. Programs that link the library register this one (see
+/// include/litestream.h), not the entry point, whose SQLITE_OK_LOAD_PERMANENTLY is an error
+/// to an automatic-extension caller.
+///
+/// # Safety
+/// Called by SQLite with a valid connection and routine table.
+#[no_mangle]
+pub unsafe extern "C" fn sqlite3_litestream_autoinit(
     db: *mut ffi::sqlite3,
     pz_err: *mut *mut c_char,
     api_table: *const ffi::sqlite3_api_routines,
@@ -120,11 +130,9 @@ unsafe extern "C" fn connection_init(
         if db.is_null() {
             return ffi::SQLITE_OK;
         }
-        if let Err(e) = register_functions(db) {
-            crate::log_warn!("cannot register SQL functions: {e}");
+        if let Err(e) = register_vfs().and_then(|()| register_functions(db)) {
+            crate::log_warn!("litestream extension: {e}");
         }
-        // A replica that failed to open reports here, where SQLite passes our message on to
-        // sqlite3_errmsg ("automatic extension loading failed: …").
         if let Some(file) = file_of(db, "main") {
             if let Some(e) = file.open_error() {
                 if !pz_err.is_null() {

@@ -28,6 +28,16 @@ def copy_replica(name, tmp_path) -> Path:
     return dest
 
 
+def l0_only_replica(tmp_path, drop=()) -> Path:
+    """The 4 KiB fixture with only its L0 files (TXIDs 1-4, each its own file), less `drop`."""
+    root = copy_replica("v0.5.17-4096", tmp_path)
+    for level in ("1", "9"):
+        shutil.rmtree(root / "ltx" / level)
+    for txid in drop:
+        (root / "ltx" / "0" / f"{txid:016x}-{txid:016x}.ltx").unlink()
+    return root
+
+
 @pytest.mark.parametrize("name", SETS)
 def test_fixture_replicas_read_like_litestream_restore(name, tmp_path, ext_path):
     """Includes `mixed-1024`, one chain whose files use both page encodings (LZ4 frames from
@@ -94,20 +104,14 @@ def test_empty_replica_waits_open_timeout_then_cantopen(tmp_path, ext_path):
 
 
 def test_gap_in_chain_is_cantopen_naming_the_hole(tmp_path, ext_path):
-    root = copy_replica("v0.5.17-4096", tmp_path)
-    for level in ("1", "9"):
-        shutil.rmtree(root / "ltx" / level)
-    (root / "ltx" / "0" / "0000000000000003-0000000000000003.ltx").unlink()
+    root = l0_only_replica(tmp_path, drop=[3])
     e = open_error(vfs_uri(root.as_uri()), ext_path)
     assert e.sqlite_errorname == "SQLITE_CANTOPEN", e
     assert "0000000000000003" in str(e) and "missing" in str(e), e
 
 
 def test_no_snapshot_is_cantopen(tmp_path, ext_path):
-    root = copy_replica("v0.5.17-4096", tmp_path)
-    for level in ("1", "9"):
-        shutil.rmtree(root / "ltx" / level)
-    (root / "ltx" / "0" / "0000000000000001-0000000000000001.ltx").unlink()
+    root = l0_only_replica(tmp_path, drop=[1])
     e = open_error(vfs_uri(root.as_uri()), ext_path)
     assert e.sqlite_errorname == "SQLITE_CANTOPEN" and "no snapshot" in str(e), e
 
@@ -148,9 +152,8 @@ def test_truncated_file_is_corrupt_naming_the_file(tmp_path, ext_path):
 def test_corrupt_page_at_query_time_is_corrupt(tmp_path, ext_path):
     """A damaged page frame behind an intact header and index: the open succeeds, the read
     of that page fails with SQLITE_CORRUPT, and litestream_stats names the file."""
-    root = copy_replica("v0.5.17-4096", tmp_path)
-    for level in ("1", "9"):
-        shutil.rmtree(root / "ltx" / level)
+    # Later files may hold newer versions of page 2: keep file 1 alone, so page 2 comes from it.
+    root = l0_only_replica(tmp_path, drop=[2, 3, 4])
     base = root / "ltx" / "0" / "0000000000000001-0000000000000001.ltx"
     data = bytearray(base.read_bytes())
     # Frame of page 1 at offset 100: pgno u32, flags u16, compressed size u32, LZ4 block.
@@ -160,10 +163,6 @@ def test_corrupt_page_at_query_time_is_corrupt(tmp_path, ext_path):
     payload = page2 + 10
     data[payload:payload + 16] = b"\xff" * 16
     base.write_bytes(bytes(data))
-    # Later files may hold newer versions of page 2: keep file 1 alone, so page 2 comes from it.
-    for f in (root / "ltx" / "0").glob("*.ltx"):
-        if f != base:
-            f.unlink()
     r = connect(vfs_uri(root.as_uri(), name="corrupt.db"), ext=ext_path)
     with pytest.raises(sqlite3.DatabaseError) as info:
         r.execute("SELECT * FROM t").fetchall()

@@ -1,0 +1,46 @@
+"""The C example (c/query_replica.c), compiled with the system compiler against the system
+libsqlite3 and linked to the built library, queries a replica written by the real
+Litestream."""
+
+import shutil
+import subprocess
+
+import pytest
+
+import harness
+
+FIXTURE = harness.REPO_ROOT / "tests" / "fixtures" / "ltx" / "v0.5.17-4096"
+
+
+@pytest.fixture(scope="module")
+def query_replica(tmp_path_factory, ext_path):
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "no C compiler (tests/setup.sh installs gcc)"
+    out = tmp_path_factory.mktemp("c") / "query_replica"
+    subprocess.run([cc, "-Wall", "-Werror", f"-I{harness.REPO_ROOT / 'include'}",
+                    str(harness.REPO_ROOT / "c" / "query_replica.c"), f"-L{ext_path.parent}",
+                    "-llitestream", "-lsqlite3", "-o", str(out)], check=True)
+    return out
+
+
+def run(binary, ext_path, *args):
+    env = harness.child_env({"LD_LIBRARY_PATH": str(ext_path.parent)})
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, env=env,
+                          timeout=60)
+
+
+def test_c_program_queries_a_replica(query_replica, ext_path, tmp_path):
+    root = tmp_path / "replica"
+    shutil.copytree(FIXTURE / "replica", root)
+    res = run(query_replica, ext_path, root.as_uri(),
+              "SELECT count(*), litestream_txid() FROM t")
+    assert res.returncode == 0, res.stderr
+    want = harness.sqlite3.connect(f"file:{FIXTURE / 'restored-0000000000000004.db'}?immutable=1",
+                                   uri=True).execute("SELECT count(*) FROM t").fetchone()[0]
+    assert res.stdout.strip() == f"{want}\t0000000000000004"
+
+
+def test_c_program_reports_open_errors(query_replica, ext_path, tmp_path):
+    res = run(query_replica, ext_path, "ftp://nowhere/replica", "SELECT 1")
+    assert res.returncode == 1
+    assert "unsupported scheme" in res.stderr, res.stderr
