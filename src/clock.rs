@@ -69,3 +69,199 @@ mod tests {
         }
     }
 }
+
+/// What a user asked to look at: the newest state, or the state at an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instant {
+    Latest,
+    /// Milliseconds since the epoch.
+    At(i64),
+}
+
+/// Parses the instants the Go extension accepts, and a few more:
+/// `LATEST`; RFC 3339 with or without fraction and offset (`2026-11-21T09:30:00Z`,
+/// `2026-11-21 09:30:00.5+02:00`, no offset = UTC); a date (`2026-11-21`, midnight UTC);
+/// `now`, `yesterday`, `N unit(s) ago` (seconds, minutes, hours, days, weeks); and a negative
+/// Go duration relative to now (`-1h`, `-90s`, `-1h30m`).
+pub fn parse_instant(s: &str, now_ms: i64) -> Option<Instant> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    match lower.as_str() {
+        "latest" => return Some(Instant::Latest),
+        "now" => return Some(Instant::At(now_ms)),
+        "yesterday" => return Some(Instant::At(now_ms - 86_400_000)),
+        _ => {}
+    }
+    if let Some(d) = lower
+        .strip_prefix('-')
+        .and_then(crate::config::parse_duration)
+    {
+        return Some(Instant::At(now_ms - d.as_millis() as i64));
+    }
+    if let Some(ago) = lower.strip_suffix(" ago") {
+        let mut parts = ago.split_whitespace();
+        let n: f64 = parts.next()?.parse().ok()?;
+        let unit = parts.next()?;
+        if parts.next().is_some() || !n.is_finite() || n < 0.0 {
+            return None;
+        }
+        let ms = match unit.trim_end_matches('s') {
+            "second" | "sec" | "" => 1_000.0,
+            "minute" | "min" => 60_000.0,
+            "hour" | "hr" | "h" => 3_600_000.0,
+            "day" | "d" => 86_400_000.0,
+            "week" | "w" => 604_800_000.0,
+            _ => return None,
+        };
+        return Some(Instant::At(now_ms - (n * ms) as i64));
+    }
+    parse_rfc3339(t).map(Instant::At)
+}
+
+/// `YYYY-MM-DD[(T| )HH:MM[:SS[.fraction]]][Z|±HH:MM]` → ms since the epoch (UTC if no offset).
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let part = s.get(from..from + len)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (y, mo, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let mut ms = days_from_civil(y, mo as u32, d as u32) * 86_400_000;
+    let mut i = 10;
+    if i < b.len() && (b[i] == b'T' || b[i] == b't' || b[i] == b' ') {
+        let (h, mi) = (num(i + 1, 2)?, num(i + 4, 2)?);
+        if b.get(i + 3) != Some(&b':') || h > 23 || mi > 59 {
+            return None;
+        }
+        ms += (h * 3600 + mi * 60) * 1000;
+        i += 6;
+        if b.get(i) == Some(&b':') {
+            let sec = num(i + 1, 2)?;
+            if sec > 60 {
+                return None;
+            }
+            ms += sec * 1000;
+            i += 3;
+            if b.get(i) == Some(&b'.') {
+                let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                if digits == 0 {
+                    return None;
+                }
+                let frac = &s[i + 1..i + 1 + digits];
+                let padded: String = frac.chars().chain("000".chars()).take(3).collect();
+                ms += padded.parse::<i64>().ok()?;
+                i += 1 + digits;
+            }
+        }
+    }
+    match &s[i..] {
+        "" | "Z" | "z" => Some(ms),
+        zone if zone.len() == 6
+            && (zone.starts_with('+') || zone.starts_with('-'))
+            && &zone[3..4] == ":" =>
+        {
+            let (zh, zm) = (num(i + 1, 2)?, num(i + 4, 2)?);
+            let offset = (zh * 60 + zm) * 60_000;
+            Some(if zone.starts_with('+') {
+                ms - offset
+            } else {
+                ms + offset
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod instant_tests {
+    use super::*;
+
+    const NOW: i64 = 1_795_253_400_000; // 2026-11-21T09:30:00Z
+
+    #[test]
+    fn absolute() {
+        assert_eq!(
+            parse_instant("2026-11-21T09:30:00Z", NOW),
+            Some(Instant::At(NOW))
+        );
+        assert_eq!(
+            parse_instant("2026-11-21T09:30:00.25Z", NOW),
+            Some(Instant::At(NOW + 250))
+        );
+        assert_eq!(
+            parse_instant("2026-11-21T11:30:00+02:00", NOW),
+            Some(Instant::At(NOW))
+        );
+        assert_eq!(
+            parse_instant("2026-11-21 09:30:00", NOW),
+            Some(Instant::At(NOW))
+        );
+        assert_eq!(
+            parse_instant("2026-11-21T09:30:00.123456789Z", NOW),
+            Some(Instant::At(NOW + 123))
+        );
+        assert_eq!(parse_rfc3339(&rfc3339(NOW + 7)), Some(NOW + 7));
+        assert_eq!(
+            parse_instant("2026-11-21", NOW),
+            Some(Instant::At(NOW - 34_200_000))
+        );
+    }
+
+    #[test]
+    fn relative() {
+        assert_eq!(parse_instant("LATEST", NOW), Some(Instant::Latest));
+        assert_eq!(parse_instant("latest", NOW), Some(Instant::Latest));
+        assert_eq!(
+            parse_instant("5 minutes ago", NOW),
+            Some(Instant::At(NOW - 300_000))
+        );
+        assert_eq!(
+            parse_instant("1 hour ago", NOW),
+            Some(Instant::At(NOW - 3_600_000))
+        );
+        assert_eq!(
+            parse_instant("2 hours ago", NOW),
+            Some(Instant::At(NOW - 7_200_000))
+        );
+        assert_eq!(
+            parse_instant("30 seconds ago", NOW),
+            Some(Instant::At(NOW - 30_000))
+        );
+        assert_eq!(
+            parse_instant("yesterday", NOW),
+            Some(Instant::At(NOW - 86_400_000))
+        );
+        assert_eq!(
+            parse_instant("-1h", NOW),
+            Some(Instant::At(NOW - 3_600_000))
+        );
+        assert_eq!(
+            parse_instant("-1m30s", NOW),
+            Some(Instant::At(NOW - 90_000))
+        );
+        assert_eq!(parse_instant("now", NOW), Some(Instant::At(NOW)));
+    }
+
+    #[test]
+    fn rejects() {
+        for bad in [
+            "",
+            "soon",
+            "2026-13-01",
+            "2026-11-21T25:00:00Z",
+            "5 fortnights ago",
+            "-abc",
+            "2026-11-21T09:30:00+0200",
+        ] {
+            assert_eq!(parse_instant(bad, NOW), None, "{bad}");
+        }
+    }
+}

@@ -30,6 +30,7 @@ const OUR_PARAMS: &[&str] = &[
     "cache_size",
     "open_timeout",
     "log_level",
+    "time",
 ];
 
 /// The Go extension's parameters for features this version does not have yet: an error
@@ -81,6 +82,8 @@ pub struct Config {
     pub poll_interval: Duration,
     pub cache_size: u64,
     pub open_timeout: Duration,
+    /// `time`: open looking at this instant (time travel) instead of the newest state.
+    pub time: Option<crate::clock::Instant>,
 }
 
 impl Config {
@@ -145,11 +148,21 @@ impl Config {
             })?;
             crate::log::set_level(level);
         }
+        let time = match lookup("time") {
+            Some((src, v)) => Some(crate::clock::parse_instant(&v, crate::clock::now_ms()).ok_or_else(|| {
+                Error::config(
+                    &src,
+                    format!("{v:?} is not an instant (RFC 3339, '5 minutes ago', '-1h', 'yesterday' or LATEST)"),
+                )
+            })?),
+            None => None,
+        };
         Ok(Config {
             replica_url,
             poll_interval,
             cache_size,
             open_timeout,
+            time,
         })
     }
 }

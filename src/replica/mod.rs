@@ -7,7 +7,9 @@ pub mod index;
 pub mod plan;
 mod poller;
 pub mod registry;
+pub mod restore;
 pub mod snapshot;
+mod timetravel;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -59,6 +61,10 @@ pub struct Replica {
     wake: tokio::sync::Notify,
     /// Read transactions holding a snapshot now.
     pinned: AtomicUsize,
+    /// Headers of files met while time travelling (immutable, small).
+    headers: Mutex<HashMap<FileInfo, crate::ltx::Header>>,
+    /// Page indexes of files used by past states, so moving between instants reloads little.
+    indexes: Mutex<lru::LruCache<FileInfo, LoadedFile>>,
 }
 
 /// A snapshot held by a read transaction. While any is held, superseded cache entries are
@@ -116,6 +122,8 @@ impl Replica {
             replan_requested: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
             pinned: AtomicUsize::new(0),
+            headers: Mutex::new(HashMap::new()),
+            indexes: Mutex::new(lru::LruCache::new(INDEX_CACHE_FILES)),
         });
         let r = replica.clone();
         let (timeout, poll) = (config.open_timeout, config.poll_interval);
@@ -165,11 +173,11 @@ impl Replica {
         self.current.read().clone()
     }
 
-    /// Pins the newest state for a read transaction.
-    pub fn pin(self: &Arc<Self>) -> Pinned {
+    /// Pins a state (the newest, or a past one) for a read transaction.
+    pub fn pin(self: &Arc<Self>, past: Option<&Arc<Snapshot>>) -> Pinned {
         self.pinned.fetch_add(1, Ordering::AcqRel);
         Pinned {
-            snapshot: self.current(),
+            snapshot: past.cloned().unwrap_or_else(|| self.current()),
             replica: self.clone(),
         }
     }
@@ -444,6 +452,12 @@ impl Replica {
         })
     }
 }
+
+/// How many files' page indexes time travel keeps.
+const INDEX_CACHE_FILES: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(256) {
+    Some(n) => n,
+    None => unreachable!(),
+};
 
 /// How far one page miss reads ahead through the frames of the same file.
 const READ_AHEAD_BYTES: u64 = 128 * 1024;

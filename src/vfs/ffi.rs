@@ -11,7 +11,7 @@ use libsqlite3_sys as ffi;
 
 use super::api;
 use super::file::ReplicaFile;
-use crate::config::{Config, Params};
+use crate::config::Params;
 use crate::error::{code, Error};
 use crate::sql::{self, Value};
 
@@ -252,6 +252,18 @@ impl Params for UriParams {
     }
 }
 
+/// Whether a main-database open through our VFS is a replica. `VACUUM INTO 'x.db'` and a
+/// plain ATTACH from a replica connection open their file through the main database's VFS
+/// (ours) with no URI parameters: those are ordinary local files. A replica open names its
+/// `replica_url`, or at least `vfs=litestream` (the Go extension's form, with the URL in
+/// LITESTREAM_REPLICA_URL), or relies on that environment variable alone.
+fn names_a_replica(name: *const c_char) -> bool {
+    let params = UriParams(name);
+    params.get("replica_url").is_some()
+        || params.get("vfs").is_some()
+        || std::env::var_os(crate::config::env_name("replica_url")).is_some()
+}
+
 unsafe extern "C" fn x_open(
     vfs: *mut ffi::sqlite3_vfs,
     name: *const c_char,
@@ -262,7 +274,7 @@ unsafe extern "C" fn x_open(
     guard(ffi::SQLITE_CANTOPEN, || {
         // SAFETY: vfs is ours.
         let base = unsafe { base(vfs) };
-        if flags & ffi::SQLITE_OPEN_MAIN_DB == 0 || name.is_null() {
+        if flags & ffi::SQLITE_OPEN_MAIN_DB == 0 || name.is_null() || !names_a_replica(name) {
             // Temp files, journals, sort files: the base VFS opens them in place.
             // SAFETY: our szOsFile is at least the base's, so `file` has room for its file.
             return unsafe {
@@ -273,14 +285,12 @@ unsafe extern "C" fn x_open(
             };
         }
         let env = |k: &str| std::env::var(k).ok();
-        let replica = Config::from_params(&UriParams(name), &env)
-            .and_then(|c| crate::replica::registry::open(&c));
-        if let Err(e) = &replica {
+        let state = Box::new(ReplicaFile::open_with(&UriParams(name), &env));
+        if let Some(e) = state.open_error() {
             // The message reaches sqlite3_errmsg through the auto-extension; log it for
             // hosts that open with ATTACH, where it cannot.
             crate::log_info!("{e}");
         }
-        let state = Box::new(ReplicaFile::open(replica));
         let handle = file as *mut Handle;
         // SAFETY: SQLite allocated szOsFile bytes (>= size_of::<Handle>()) for `file`.
         unsafe {
@@ -631,13 +641,68 @@ fn file_of<'a>(db: *mut ffi::sqlite3, schema: &str) -> Option<&'a mut ReplicaFil
 // ---------------------------------------------------------------------------------------
 // SQL functions
 
-type SqlFn = fn(&ReplicaFile) -> crate::error::Result<Value>;
+/// A SQL function: its name, the argument counts it takes, which argument (if given) names
+/// the schema whose replica it acts on, and its body over that replica's file.
+struct SqlFunction {
+    name: &'static str,
+    arities: &'static [c_int],
+    schema_arg: usize,
+    call: fn(&mut ReplicaFile, &[Option<String>]) -> crate::error::Result<Value>,
+}
 
-const FUNCTIONS: &[(&str, SqlFn)] = &[
-    ("litestream_txid", sql::txid),
-    ("litestream_time", sql::time),
-    ("litestream_lag", sql::lag),
-    ("litestream_stats", sql::stats),
+fn arg(args: &[Option<String>], i: usize) -> Option<&str> {
+    args.get(i).and_then(|a| a.as_deref())
+}
+
+const FUNCTIONS: &[SqlFunction] = &[
+    SqlFunction {
+        name: "litestream_txid",
+        arities: &[0, 1],
+        schema_arg: 0,
+        call: |f, _| sql::txid(f),
+    },
+    SqlFunction {
+        name: "litestream_time",
+        arities: &[0, 1],
+        schema_arg: 0,
+        call: |f, _| sql::time(f),
+    },
+    SqlFunction {
+        name: "litestream_lag",
+        arities: &[0, 1],
+        schema_arg: 0,
+        call: |f, _| sql::lag(f),
+    },
+    SqlFunction {
+        name: "litestream_stats",
+        arities: &[0, 1],
+        schema_arg: 0,
+        call: |f, _| sql::stats(f),
+    },
+    SqlFunction {
+        name: "litestream_set_time",
+        arities: &[1, 2],
+        schema_arg: 1,
+        call: |f, a| match arg(a, 0) {
+            Some(v) => sql::set_time(f, v),
+            None => Err(Error::config(
+                "litestream_set_time",
+                "an instant is required",
+            )),
+        },
+    },
+    SqlFunction {
+        name: "litestream_restore",
+        arities: &[1, 2, 3],
+        schema_arg: 2,
+        call: |f, a| match arg(a, 0) {
+            Some(path) => sql::restore(f, path, arg(a, 1)),
+            None => Err(Error::config(
+                "litestream_restore",
+                "a file path is required",
+            )),
+        },
+    },
 ];
 
 fn register_functions(db: *mut ffi::sqlite3) -> Result<(), Error> {
@@ -645,10 +710,9 @@ fn register_functions(db: *mut ffi::sqlite3) -> Result<(), Error> {
     let create = api
         .create_function_v2
         .ok_or_else(missing("create_function_v2"))?;
-    for (i, (name, _)) in FUNCTIONS.iter().enumerate() {
-        let cname = CString::new(*name).map_err(|e| Error::Internal(e.to_string()))?;
-        // nArg 0: the connection's main schema; 1: the schema named by the argument.
-        for n_arg in [0, 1] {
+    for (i, function) in FUNCTIONS.iter().enumerate() {
+        let cname = CString::new(function.name).map_err(|e| Error::Internal(e.to_string()))?;
+        for &n_arg in function.arities {
             // SAFETY: db is a live connection; the app pointer is an index into FUNCTIONS,
             // never dereferenced.
             let rc = unsafe {
@@ -665,7 +729,10 @@ fn register_functions(db: *mut ffi::sqlite3) -> Result<(), Error> {
                 )
             };
             if rc != ffi::SQLITE_OK {
-                return Err(Error::Internal(format!("cannot create {name}() ({rc})")));
+                return Err(Error::Internal(format!(
+                    "cannot create {}() ({rc})",
+                    function.name
+                )));
             }
         }
     }
@@ -686,21 +753,29 @@ unsafe extern "C" fn call_function(
                 .context_db_handle
                 .map(|f| f(ctx))
                 .unwrap_or(ptr::null_mut());
-            let schema = if argc >= 1 {
-                api.value_text
-                    .and_then(|f| api::text(f(*argv) as *const c_char))
-                    .map(|s| s.into_owned())
-                    .unwrap_or_else(|| "main".into())
-            } else {
-                "main".to_string()
-            };
-            let result = match (FUNCTIONS.get(index), file_of(db, &schema)) {
-                (Some((_, f)), Some(file)) => f(file),
-                (Some((name, _)), None) => Err(Error::config(
-                    name,
-                    format!("schema {schema:?} is not a database opened with vfs=litestream"),
-                )),
-                (None, _) => Err(Error::Internal("unknown function".into())),
+            let args: Vec<Option<String>> = (0..argc.max(0) as usize)
+                .map(|i| {
+                    api.value_text
+                        .and_then(|f| api::text(f(*argv.add(i)) as *const c_char))
+                        .map(|s| s.into_owned())
+                })
+                .collect();
+            let result = match FUNCTIONS.get(index) {
+                None => Err(Error::Internal("unknown function".into())),
+                Some(function) => {
+                    let schema = arg(&args, function.schema_arg)
+                        .unwrap_or("main")
+                        .to_string();
+                    match file_of(db, &schema) {
+                        Some(file) => (function.call)(file, &args),
+                        None => Err(Error::config(
+                            function.name,
+                            format!(
+                                "schema {schema:?} is not a database opened with vfs=litestream"
+                            ),
+                        )),
+                    }
+                }
             };
             match result {
                 Ok(Value::Null) => {

@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use crate::clock::Instant;
+use crate::config::{Config, Params};
 use crate::error::{Error, Result};
 use crate::replica::{Pinned, Replica, Snapshot};
 
@@ -15,12 +17,21 @@ use crate::replica::{Pinned, Replica, Snapshot};
 pub const LOCK_NONE: i32 = 0;
 pub const LOCK_SHARED: i32 = 1;
 
+/// A past state a connection looks at instead of the newest (time travel).
+pub struct Past {
+    /// The instant asked for, ms since the epoch.
+    pub at_ms: i64,
+    pub snapshot: Arc<Snapshot>,
+}
+
 pub struct ReplicaFile {
     /// The replica, or why it could not be opened (reported at the first lock, and by the
     /// auto-extension when the connection opens, where a message can reach sqlite3_errmsg).
     pub replica: std::result::Result<Arc<Replica>, Arc<Error>>,
     pinned: Option<Pinned>,
     lock: i32,
+    /// Set while the connection looks at the past: polled updates are not shown.
+    past: Option<Past>,
 }
 
 /// The outcome of a read: how many bytes came from the file (the rest were zero-filled
@@ -30,12 +41,47 @@ pub struct ReadResult {
 }
 
 impl ReplicaFile {
+    /// Opens the replica that `params` (URI parameters, then the environment) name, at the
+    /// `time` they give if any. Never fails: an error is kept and reported later (see
+    /// `replica`).
+    pub fn open_with(params: &dyn Params, env: &dyn Fn(&str) -> Option<String>) -> ReplicaFile {
+        let config = match Config::from_params(params, env) {
+            Ok(c) => c,
+            Err(e) => return ReplicaFile::open(Err(e)),
+        };
+        let mut file = ReplicaFile::open(crate::replica::registry::open(&config));
+        if let (Some(instant), None) = (config.time, file.open_error()) {
+            if let Err(e) = file.set_time(instant) {
+                file.replica = Err(Arc::new(e));
+            }
+        }
+        file
+    }
+
     pub fn open(replica: Result<Arc<Replica>>) -> ReplicaFile {
         ReplicaFile {
             replica: replica.map_err(Arc::new),
             pinned: None,
             lock: LOCK_NONE,
+            past: None,
         }
+    }
+
+    /// Looks at the state at `instant` from the next read transaction on (never inside the
+    /// current one: that keeps the state it pinned). `Latest` follows the replica again.
+    pub fn set_time(&mut self, instant: Instant) -> Result<()> {
+        self.past = match instant {
+            Instant::Latest => None,
+            Instant::At(at_ms) => Some(Past {
+                at_ms,
+                snapshot: self.replica()?.snapshot_at(at_ms)?,
+            }),
+        };
+        Ok(())
+    }
+
+    pub fn past(&self) -> Option<&Past> {
+        self.past.as_ref()
     }
 
     pub fn replica(&self) -> Result<&Arc<Replica>> {
@@ -54,6 +100,9 @@ impl ReplicaFile {
         if let Some(p) = &self.pinned {
             return Some(p.snapshot.clone());
         }
+        if let Some(p) = &self.past {
+            return Some(p.snapshot.clone());
+        }
         self.replica.as_ref().ok().map(|r| r.current())
     }
 
@@ -67,7 +116,8 @@ impl ReplicaFile {
             ));
         }
         if self.lock == LOCK_NONE && level >= LOCK_SHARED {
-            self.pinned = self.replica.as_ref().ok().map(|r| r.pin());
+            let past = self.past.as_ref().map(|p| &p.snapshot);
+            self.pinned = self.replica.as_ref().ok().map(|r| r.pin(past));
         }
         self.lock = self.lock.max(level);
         Ok(())

@@ -1,0 +1,43 @@
+//! Writing a state out as an ordinary database file (`litestream_restore`): every page of
+//! the snapshot in order, exactly as the LTX files hold them (page 1 too, unlike what the
+//! VFS presents), the lock page as zeros, to a temporary name, synced, then renamed.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{Replica, Snapshot};
+use crate::error::{Error, Result};
+
+/// Returns the number of pages written.
+pub fn write_database(replica: &Arc<Replica>, snap: &Arc<Snapshot>, path: &Path) -> Result<u32> {
+    let tmp = path.with_extension(format!(
+        "{}litestream-tmp",
+        path.extension()
+            .map(|e| format!("{}.", e.to_string_lossy()))
+            .unwrap_or_default()
+    ));
+    let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", tmp.display()), e);
+    let result = (|| {
+        let f = std::fs::File::create(&tmp).map_err(|e| io("creating", e))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
+        let zeros = vec![0u8; snap.page_size as usize];
+        for pgno in 1..=snap.commit() {
+            match replica.read_page(snap, pgno)? {
+                Some(page) => out.write_all(&page),
+                None => out.write_all(&zeros),
+            }
+            .map_err(|e| io("writing", e))?;
+        }
+        let f = out
+            .into_inner()
+            .map_err(|e| io("writing", e.into_error()))?;
+        f.sync_all().map_err(|e| io("syncing", e))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map(|()| snap.commit())
+}

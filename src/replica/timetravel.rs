@@ -1,0 +1,119 @@
+//! Time travel: the state of a replica at an instant.
+//!
+//! The state shown at instant T is that of the last file of a chain whose header timestamp
+//! is at or before T (the rule of Litestream's restore). Timestamps grow with TXIDs within
+//! each level, so each level is binary-searched by reading file headers (100 bytes each,
+//! cached: files are immutable); the newest candidate that a chain from TXID 1 reaches
+//! exactly is the state. Only headers and page indexes are read, never pages.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{plan, LoadedFile, Replica, Snapshot};
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::ltx::{self, Header, Txid};
+use crate::storage::FileInfo;
+
+impl Replica {
+    /// The state at instant `at_ms` (ms since the epoch).
+    pub fn snapshot_at(self: &Arc<Self>, at_ms: i64) -> Result<Arc<Snapshot>> {
+        let r = self.clone();
+        crate::runtime::block_on(async move { r.snapshot_at_async(at_ms).await })
+    }
+
+    async fn snapshot_at_async(self: &Arc<Self>, at_ms: i64) -> Result<Arc<Snapshot>> {
+        let listed = self.store.list_all().await?;
+        let mut levels: BTreeMap<u8, Vec<FileInfo>> = BTreeMap::new();
+        for f in &listed {
+            levels.entry(f.level).or_default().push(f.clone());
+        }
+        let mut candidates = Vec::new();
+        for files in levels.values() {
+            if let Some(f) = self.last_at_or_before(files, at_ms).await? {
+                candidates.push(f.max);
+            }
+        }
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        candidates.dedup();
+        for target in candidates {
+            if let Ok(p) = plan::plan(&listed, Some(target)) {
+                if p.max_txid() == Some(target) {
+                    return self.build_state(&p.files).await.map(Arc::new);
+                }
+            }
+        }
+        Err(self.before_earliest(&listed, at_ms).await)
+    }
+
+    /// Among `files` (one level, ascending TXIDs), the last whose timestamp is <= `at_ms`.
+    async fn last_at_or_before(&self, files: &[FileInfo], at_ms: i64) -> Result<Option<FileInfo>> {
+        let (mut lo, mut hi) = (0usize, files.len());
+        // Invariant: files[..lo] are at or before `at_ms`, files[hi..] after it.
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.header(&files[mid]).await?.timestamp <= at_ms {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo.checked_sub(1).map(|i| files[i].clone()))
+    }
+
+    /// A file's header, read once per process (files are immutable).
+    pub(super) async fn header(&self, f: &FileInfo) -> Result<Header> {
+        if let Some(h) = self.headers.lock().get(f) {
+            return Ok(h.clone());
+        }
+        let bytes = self.store.read_range(f, 0..ltx::HEADER_SIZE as u64).await?;
+        let h = Header::decode(&bytes).map_err(|e| Error::corrupt(self.store.describe(f), e))?;
+        self.headers.lock().insert(f.clone(), h.clone());
+        Ok(h)
+    }
+
+    /// Loads the files of a chain (page indexes cached per file) and builds its state.
+    async fn build_state(&self, chain: &[FileInfo]) -> Result<Snapshot> {
+        let mut loaded: Vec<LoadedFile> = Vec::with_capacity(chain.len());
+        for f in chain {
+            let cached = self.indexes.lock().get(f).cloned();
+            let file = match cached {
+                Some(file) => file,
+                None => {
+                    let mut planner = self.planner.lock().await;
+                    let file = self.load(&mut planner, f).await?;
+                    drop(planner);
+                    let file = LoadedFile {
+                        bytes: None,
+                        ..file
+                    };
+                    self.indexes.lock().put(f.clone(), file.clone());
+                    file
+                }
+            };
+            loaded.push(file);
+        }
+        Snapshot::build(&loaded).ok_or_else(|| Error::Internal("empty chain".into()))
+    }
+
+    async fn before_earliest(&self, listed: &[FileInfo], at_ms: i64) -> Error {
+        let mut earliest: Option<i64> = None;
+        for f in listed.iter().filter(|f| f.min == Txid::new(1)) {
+            if let Ok(h) = self.header(f).await {
+                earliest = Some(earliest.map_or(h.timestamp, |e| e.min(h.timestamp)));
+            }
+        }
+        let reason = match earliest {
+            Some(e) => format!(
+                "{} is before the earliest reachable state ({})",
+                clock::rfc3339(at_ms),
+                clock::rfc3339(e)
+            ),
+            None => format!(
+                "no state of the replica is reachable at {}",
+                clock::rfc3339(at_ms)
+            ),
+        };
+        Error::config("time", reason)
+    }
+}

@@ -1,0 +1,157 @@
+"""Time travel on a replica written by the real Litestream: batches committed a few seconds
+apart, and for an instant inside each gap the reader shows exactly what was committed before
+it — through the `time` URI parameter, PRAGMA litestream_time, litestream_set_time(), relative
+phrases and ATTACH; LATEST follows the replica again; the past is read-only; an instant
+before the first state is a clear error; litestream_restore and VACUUM INTO produce the
+database that `litestream restore -timestamp` produces."""
+
+import datetime as dt
+import math
+import sqlite3
+import time
+
+import pytest
+
+import harness
+from harness import connect, create_source_db, insert_orders, table_digest, vfs_uri, wait_until
+
+BATCH = 50
+GAP = 3.0  # seconds between a batch being in the replica and the next commit
+
+
+def rfc3339(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory, ext_path):
+    """Three batches; yields (url, source writer, [(instant inside the gap after batch k,
+    row count then, orders digest then)], litestream)."""
+    tmp = tmp_path_factory.mktemp("tt")
+    db = tmp / "src.db"
+    w = create_source_db(db, rows=BATCH, overflow_rows=2)
+    url = f"file://{tmp}/replica"
+    ls = harness.Litestream(db, url, workdir=tmp).start()
+    marks = []
+    try:
+        for k in range(3):
+            if k:
+                insert_orders(w, 1 + k * BATCH, BATCH)
+            ls.wait_synced()
+            t = time.time() + 0.1
+            marks.append((t, w.execute("SELECT count(*) FROM orders").fetchone()[0],
+                          table_digest(w)))
+            time.sleep(GAP)
+        insert_orders(w, 1 + 3 * BATCH, BATCH)  # the latest state, after the last gap
+        ls.wait_synced()
+        yield url, w, marks, ls
+    finally:
+        ls.stop()
+
+
+def count(conn, schema="main"):
+    return conn.execute(f"SELECT count(*) FROM {schema}.orders").fetchone()[0]
+
+
+def test_uri_time_parameter(history, ext_path):
+    url, w, marks, _ = history
+    for k, (t, n, digest) in enumerate(marks):
+        r = connect(vfs_uri(url, name=f"uri{k}.db", time=rfc3339(t)), ext=ext_path)
+        assert count(r) == n
+        assert table_digest(r) == digest
+        assert r.execute("SELECT litestream_time()").fetchone()[0] == rfc3339(t)
+
+
+def test_pragma_function_and_latest(history, ext_path):
+    url, w, marks, _ = history
+    r = connect(vfs_uri(url, name="pragma.db", poll_interval="200ms"), ext=ext_path)
+    latest = count(w)
+    assert count(r) == latest
+    txids = []
+    for t, n, _ in marks:
+        shown = r.execute(f"PRAGMA litestream_time = '{rfc3339(t)}'").fetchone()[0]
+        assert shown == rfc3339(t)
+        assert count(r) == n
+        txids.append(r.execute("SELECT litestream_txid()").fetchone()[0])
+    assert txids == sorted(txids) and len(set(txids)) == 3
+    r.execute("SELECT litestream_set_time(?)", (rfc3339(marks[0][0]),)).fetchone()
+    assert count(r) == marks[0][1]
+    # The past is read-only and does not follow the replica.
+    with pytest.raises(sqlite3.OperationalError) as info:
+        r.execute("INSERT INTO orders(id, customer, amount) VALUES (-1, 'x', 1)")
+    assert info.value.sqlite_errorname == "SQLITE_READONLY"
+    r.execute("PRAGMA litestream_time = 'LATEST'")
+    assert count(r) == latest
+
+
+def test_relative_phrases(history, ext_path):
+    url, _, marks, _ = history
+    r = connect(vfs_uri(url, name="relative.db"), ext=ext_path)
+    for t, n, _ in marks:
+        # An instant in the middle of the gap, said as "N seconds ago" (whole seconds, so it
+        # lands within a second after the middle: still inside the gap).
+        secs = math.floor(time.time() - (t + GAP / 2))
+        r.execute("SELECT litestream_set_time(?)", (f"{secs} seconds ago",)).fetchone()
+        assert count(r) == n, secs
+        r.execute("SELECT litestream_set_time(?)", (f"-{secs}s",)).fetchone()
+        assert count(r) == n, secs
+
+
+def test_time_change_waits_for_the_next_transaction(history, ext_path):
+    url, w, marks, _ = history
+    r = connect(vfs_uri(url, name="txn.db"), ext=ext_path)
+    r.execute("BEGIN")
+    assert count(r) == count(w)
+    r.execute("SELECT litestream_set_time(?)", (rfc3339(marks[0][0]),)).fetchone()
+    assert count(r) == count(w), "the open read transaction keeps its state"
+    r.execute("COMMIT")
+    assert count(r) == marks[0][1]
+
+
+def test_attach_past_and_present_in_one_statement(history, ext_path):
+    url, w, marks, _ = history
+    t, n, _ = marks[1]
+    r = connect(vfs_uri(url, name="now.db"), ext=ext_path)
+    r.execute("ATTACH ? AS past", (vfs_uri(url, name="past.db", time=rfc3339(t)),))
+    new = r.execute("SELECT count(*) FROM orders o LEFT JOIN past.orders p USING(id) "
+                    "WHERE p.id IS NULL").fetchone()[0]
+    assert new == count(w) - n
+    assert r.execute("SELECT litestream_txid('past') < litestream_txid()").fetchone()[0] == 1
+
+
+def test_instant_before_the_first_state_is_an_error(history, ext_path):
+    url, _, _, _ = history
+    r = connect(vfs_uri(url, name="early.db"), ext=ext_path)
+    with pytest.raises(sqlite3.Error, match="before the earliest reachable state"):
+        r.execute("PRAGMA litestream_time = '2001-01-01T00:00:00Z'").fetchall()
+    with pytest.raises(sqlite3.Error, match="is not an instant"):
+        r.execute("SELECT litestream_set_time('someday')").fetchall()
+    assert count(r) > 0, "a failed change leaves the connection as it was"
+    with pytest.raises(sqlite3.Error) as info:
+        connect(vfs_uri(url, name="early2.db", time="2001-01-01T00:00:00Z"), ext=ext_path)
+    assert info.value.sqlite_errorname == "SQLITE_CANTOPEN"
+    assert "earliest reachable state" in str(info.value)
+
+
+def test_restore_and_vacuum_into_match_litestream_restore(history, ext_path, tmp_path):
+    url, _, marks, ls = history
+    t, n, digest = marks[1]
+    theirs = tmp_path / "theirs.db"
+    ls.restore(theirs, timestamp=rfc3339(t))
+    r = connect(vfs_uri(url, name="restore.db"), ext=ext_path)
+    ours = tmp_path / "ours.db"
+    pages = r.execute("SELECT litestream_restore(?, ?)", (str(ours), rfc3339(t))).fetchone()[0]
+    assert ours.read_bytes() == theirs.read_bytes(), "page-exact with litestream restore"
+    assert pages * 4096 == ours.stat().st_size
+    # The shown state, restored without naming an instant, and VACUUM INTO.
+    r.execute("PRAGMA litestream_time = ?".replace("?", f"'{rfc3339(t)}'")).fetchall()
+    shown = tmp_path / "shown.db"
+    r.execute("SELECT litestream_restore(?)", (str(shown),)).fetchone()
+    assert shown.read_bytes() == theirs.read_bytes()
+    vac = tmp_path / "vacuum.db"
+    r.execute("VACUUM INTO ?", (str(vac),))
+    for path in (ours, vac):
+        c = sqlite3.connect(str(path))
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert table_digest(c) == digest and count(c) == n
