@@ -155,3 +155,48 @@ def test_restore_and_vacuum_into_match_litestream_restore(history, ext_path, tmp
         c = sqlite3.connect(str(path))
         assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert table_digest(c) == digest and count(c) == n
+
+
+@pytest.mark.slow
+def test_time_travel_after_compaction(tmp_path, ext_path):
+    """Litestream compacts L0 into L1 every 2 s and deletes compacted L0 files: instants are
+    then resolved at the granularity of the files that remain, exactly as Litestream's own
+    restore resolves them."""
+    db = tmp_path / "src.db"
+    w = create_source_db(db, rows=BATCH, overflow_rows=0)
+    url = f"file://{tmp_path}/replica"
+    ls = harness.Litestream(db, url, workdir=tmp_path, config=harness.FAST_COMPACTION).start()
+    instants = []
+    try:
+        for k in range(4):
+            if k:
+                insert_orders(w, 1 + k * BATCH, BATCH)
+            ls.wait_synced()
+            instants.append(time.time() + 0.1)
+            time.sleep(GAP)
+        insert_orders(w, 1 + 4 * BATCH, BATCH)  # so that every instant has a later file
+        ls.wait_synced()
+        # Wait until compaction has removed the early L0 files.
+        wait_until(lambda: min((f.min_txid for f in ls.list_ltx() if f.level == 0),
+                               default=10**9) > 2, 30, interval=0.5,
+                   message="L0 files to be compacted away")
+        levels = {f.level for f in ls.list_ltx()}
+        assert 1 in levels, levels
+        r = connect(vfs_uri(url, name="compacted.db"), ext=ext_path)
+        checked = 0
+        for t in instants:
+            theirs = tmp_path / f"theirs-{checked}.db"
+            try:
+                ls.restore(theirs, timestamp=rfc3339(t))
+            except Exception:  # noqa: BLE001 - an instant the remaining files cannot reach
+                with pytest.raises(sqlite3.Error):
+                    r.execute(f"PRAGMA litestream_time = '{rfc3339(t)}'").fetchall()
+                continue
+            r.execute(f"PRAGMA litestream_time = '{rfc3339(t)}'").fetchall()
+            want = sqlite3.connect(str(theirs))
+            assert count(r) == count(want), rfc3339(t)
+            assert table_digest(r) == table_digest(want)
+            checked += 1
+        assert checked >= 2, "most instants stay reachable after compaction"
+    finally:
+        ls.stop()
