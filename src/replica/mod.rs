@@ -9,7 +9,7 @@ mod poller;
 pub mod registry;
 pub mod restore;
 pub mod snapshot;
-mod timetravel;
+pub mod timetravel;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};

@@ -117,3 +117,89 @@ impl Replica {
         Error::config("time", reason)
     }
 }
+
+/// One reachable state, as `litestream_history` lists it: the file whose end gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    pub txid: Txid,
+    pub timestamp_ms: i64,
+    pub level: u8,
+    pub min_txid: Txid,
+    pub file: String,
+    pub size: u64,
+}
+
+impl Replica {
+    /// Every state a chain from TXID 1 reaches exactly, one entry per file that ends at it,
+    /// in TXID order (then level).
+    pub fn history(self: &Arc<Self>) -> Result<Vec<HistoryEntry>> {
+        let r = self.clone();
+        crate::runtime::block_on(async move {
+            let listed = r.store.list_all().await?;
+            let mut entries = Vec::new();
+            for f in reachable(&listed) {
+                let h = r.header(&f).await?;
+                entries.push(HistoryEntry {
+                    txid: f.max,
+                    timestamp_ms: h.timestamp,
+                    level: f.level,
+                    min_txid: f.min,
+                    file: r.store.relative_path(&f),
+                    size: f.size,
+                });
+            }
+            Ok(entries)
+        })
+    }
+}
+
+/// The files whose end TXID a chain from TXID 1 reaches, in (max, level) order.
+pub fn reachable(files: &[FileInfo]) -> Vec<FileInfo> {
+    let mut by_min: Vec<&FileInfo> = files.iter().collect();
+    by_min.sort_by_key(|f| (f.min, f.max, f.level));
+    // A file extends a reachable state when it starts right after one; every file that
+    // ends before this one starts was seen first.
+    let mut ends = std::collections::BTreeSet::from([0u64]);
+    let mut out = Vec::new();
+    for f in by_min {
+        if ends.contains(&(f.min.get() - 1)) {
+            ends.insert(f.max.get());
+            out.push(f.clone());
+        }
+    }
+    out.sort_by_key(|f| (f.max, f.level));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(level: u8, min: u64, max: u64) -> FileInfo {
+        FileInfo {
+            level,
+            min: Txid::new(min),
+            max: Txid::new(max),
+            size: 1,
+        }
+    }
+
+    #[test]
+    fn reachable_states_skip_what_a_gap_cuts_off() {
+        let files = vec![
+            f(9, 1, 4),
+            f(1, 5, 8),
+            f(0, 7, 7),
+            f(0, 8, 8),
+            f(0, 9, 9),
+            f(0, 11, 12),
+        ];
+        let got: Vec<_> = reachable(&files)
+            .iter()
+            .map(|f| (f.level, f.max.get()))
+            .collect();
+        // L0 7 and 8 continue from 6, which only the compacted 5..8 held: unreachable on
+        // their own; 9 continues from 8 (reached by 5..8); 11..12 lies after a gap.
+        assert_eq!(got, vec![(9, 4), (1, 8), (0, 9)]);
+    }
+}

@@ -77,6 +77,11 @@ impl Store {
         join(&self.level_path(f.level), &f.name())
     }
 
+    /// The file's path relative to the replica root (`ltx/0/…ltx`, or `0000/…ltx` on S3).
+    pub fn relative_path(&self, f: &FileInfo) -> String {
+        format!("{}/{}", self.backend.layout.level_dir(f.level), f.name())
+    }
+
     /// A name for messages: the replica URL's root and the file within it.
     pub fn describe(&self, f: &FileInfo) -> String {
         format!("{} ({})", self.file_path(f), self.url)

@@ -20,7 +20,7 @@ use crate::sql::{self, Value};
 const FCNTL_LITESTREAM_FILE: c_int = 0x4c53_0001;
 
 /// Runs `f`, turning a panic into `on_panic` instead of unwinding into C.
-fn guard(on_panic: c_int, f: impl FnOnce() -> c_int) -> c_int {
+pub(super) fn guard(on_panic: c_int, f: impl FnOnce() -> c_int) -> c_int {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(on_panic)
 }
 
@@ -616,7 +616,7 @@ unsafe extern "C" fn f_file_control(
 }
 
 /// The replica file behind `schema` of connection `db`, when it is one of ours.
-fn file_of<'a>(db: *mut ffi::sqlite3, schema: &str) -> Option<&'a mut ReplicaFile> {
+pub(super) fn file_of<'a>(db: *mut ffi::sqlite3, schema: &str) -> Option<&'a mut ReplicaFile> {
     let fc = api::get()?.file_control?;
     let schema = CString::new(schema).ok()?;
     let mut p: *mut ReplicaFile = ptr::null_mut();
@@ -736,6 +736,7 @@ fn register_functions(db: *mut ffi::sqlite3) -> Result<(), Error> {
             }
         }
     }
+    super::vtab::register(db)?;
     Ok(())
 }
 
