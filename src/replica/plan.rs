@@ -117,12 +117,7 @@ mod tests {
     use super::*;
 
     fn f(level: u8, min: u64, max: u64) -> FileInfo {
-        FileInfo {
-            level,
-            min: Txid::new(min),
-            max: Txid::new(max),
-            size: 100,
-        }
+        FileInfo::for_test(level, min, max)
     }
 
     fn ranges(p: &Plan) -> Vec<(u8, u64, u64)> {

@@ -176,12 +176,7 @@ mod tests {
     use super::*;
 
     fn f(level: u8, min: u64, max: u64) -> FileInfo {
-        FileInfo {
-            level,
-            min: Txid::new(min),
-            max: Txid::new(max),
-            size: 1,
-        }
+        FileInfo::for_test(level, min, max)
     }
 
     #[test]

@@ -29,6 +29,17 @@ impl FileInfo {
     pub fn name(&self) -> String {
         layout::file_name(self.min, self.max)
     }
+
+    /// A file for tests of planning code: level and TXID range, nominal size.
+    #[cfg(test)]
+    pub fn for_test(level: u8, min: u64, max: u64) -> FileInfo {
+        FileInfo {
+            level,
+            min: Txid::new(min),
+            max: Txid::new(max),
+            size: 100,
+        }
+    }
 }
 
 impl std::fmt::Display for FileInfo {
