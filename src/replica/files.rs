@@ -43,7 +43,7 @@ pub async fn load(store: &Store, info: &FileInfo, id: FileId) -> Result<LoadedFi
             header.min_txid, header.max_txid, info.min, info.max
         ))));
     }
-    let (index_len, _trailer) =
+    let (index_len, trailer) =
         ltx::decode_tail(&tail[tail.len() - ltx::TAIL_SIZE..]).map_err(corrupt)?;
     let index_end = size - ltx::TAIL_SIZE as u64;
     let index_start = index_end
@@ -80,6 +80,7 @@ pub async fn load(store: &Store, info: &FileInfo, id: FileId) -> Result<LoadedFi
             id,
             info: info.clone(),
             header,
+            post_apply_checksum: trailer.post_apply_checksum,
         }),
         pages: Arc::new(pages),
         bytes: whole.then_some(tail),

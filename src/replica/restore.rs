@@ -1,6 +1,9 @@
 //! Writing a state out as an ordinary database file (`litestream_restore`): every page of
 //! the snapshot in order, exactly as the LTX files hold them (page 1 too, unlike what the
-//! VFS presents), the lock page as zeros, to a temporary name, synced, then renamed.
+//! VFS presents), the lock page as zeros, to a temporary name, synced, then renamed. When the
+//! last file of the chain carries database checksums (Litestream 0.5 writes none; other
+//! writers may), the pages written must add up to its post-apply checksum, or nothing is
+//! renamed into place.
 
 use std::io::Write;
 use std::path::Path;
@@ -8,6 +11,7 @@ use std::sync::Arc;
 
 use super::{Replica, Snapshot};
 use crate::error::{Error, Result};
+use crate::ltx::{DatabaseChecksum, LtxError};
 
 /// Returns the number of pages written.
 pub fn write_database(replica: &Arc<Replica>, snap: &Arc<Snapshot>, path: &Path) -> Result<u32> {
@@ -22,12 +26,25 @@ pub fn write_database(replica: &Arc<Replica>, snap: &Arc<Snapshot>, path: &Path)
         let f = std::fs::File::create(&tmp).map_err(|e| io("creating", e))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
         let zeros = vec![0u8; snap.page_size as usize];
+        let mut checksum = DatabaseChecksum::new(snap.page_size);
         for pgno in 1..=snap.commit() {
-            match replica.read_page(snap, pgno)? {
-                Some(page) => out.write_all(&page),
-                None => out.write_all(&zeros),
+            let page = replica.read_page(snap, pgno)?;
+            let page: &[u8] = page.as_deref().unwrap_or(&zeros);
+            checksum.add(pgno, page);
+            out.write_all(page).map_err(|e| io("writing", e))?;
+        }
+        if let Some(last) = snap.last_file().filter(|m| m.header.has_checksums()) {
+            let got = checksum.finish();
+            if got != last.post_apply_checksum {
+                return Err(Error::corrupt(
+                    replica.store.describe(&last.info),
+                    LtxError::ChecksumMismatch {
+                        what: "database (restored pages against the post-apply checksum)",
+                        expected: last.post_apply_checksum,
+                        got,
+                    },
+                ));
             }
-            .map_err(|e| io("writing", e))?;
         }
         let f = out
             .into_inner()

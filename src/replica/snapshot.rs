@@ -15,6 +15,9 @@ pub struct FileMeta {
     pub id: FileId,
     pub info: FileInfo,
     pub header: Header,
+    /// The database checksum after applying this file (meaningful when the header says the
+    /// file carries checksums).
+    pub post_apply_checksum: u64,
 }
 
 /// A file with its page index, as loaded to apply it. The page list is not kept in the
@@ -61,6 +64,12 @@ impl Snapshot {
 
     pub fn file(&self, id: FileId) -> Option<&Arc<FileMeta>> {
         self.files.get(&id)
+    }
+
+    /// The file whose end is this state (the last of the chain).
+    pub fn last_file(&self) -> Option<&Arc<FileMeta>> {
+        let last = self.chain.last()?;
+        self.files.values().find(|m| &m.info == last)
     }
 
     /// Builds the state at the end of `chain` (files in TXID order, contiguous).
@@ -208,6 +217,7 @@ mod tests {
                     size: 1 << 20,
                 },
                 header,
+                post_apply_checksum: 0,
             }),
             pages: Arc::new(
                 pages
