@@ -61,6 +61,7 @@ pub struct Replica {
     wake: tokio::sync::Notify,
     /// Read transactions holding a snapshot now.
     pinned: AtomicUsize,
+    read_ahead: ReadAhead,
     /// Headers of files met while time travelling (immutable, small).
     headers: Mutex<HashMap<FileInfo, crate::ltx::Header>>,
     /// Page indexes of files used by past states, so moving between instants reloads little.
@@ -122,6 +123,7 @@ impl Replica {
             replan_requested: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
             pinned: AtomicUsize::new(0),
+            read_ahead: ReadAhead::default(),
             headers: Mutex::new(HashMap::new()),
             indexes: Mutex::new(lru::LruCache::new(INDEX_CACHE_FILES)),
         });
@@ -403,7 +405,8 @@ impl Replica {
         let mut run = vec![(pgno, loc)];
         let mut end = loc.offset + loc.size as u64;
         let mut next = pgno + 1;
-        while next <= snap.commit() && end - loc.offset < READ_AHEAD_BYTES {
+        let window = self.read_ahead.window(pgno);
+        while next <= snap.commit() && run.len() < window && end - loc.offset < READ_AHEAD_BYTES {
             let l = snap.index.get(next);
             if l.is_none()
                 || l.file != loc.file
@@ -416,11 +419,16 @@ impl Replica {
             end += l.size as u64;
             next += 1;
         }
-        let store = self.store.clone();
-        let info = meta.info.clone();
+        self.read_ahead.fetched(next);
         let start = loc.offset;
-        let bytes =
-            crate::runtime::block_on(async move { store.read_range(&info, start..end).await })?;
+        let bytes = match self.store.read_range_local(&meta.info, start..end) {
+            Some(local) => local?,
+            None => {
+                let store = self.store.clone();
+                let info = meta.info.clone();
+                crate::runtime::block_on(async move { store.read_range(&info, start..end).await })?
+            }
+        };
         let mut wanted = None;
         for (p, l) in run {
             let at = (l.offset - start) as usize;
@@ -459,8 +467,36 @@ const INDEX_CACHE_FILES: std::num::NonZeroUsize = match std::num::NonZeroUsize::
     None => unreachable!(),
 };
 
-/// How far one page miss reads ahead through the frames of the same file.
+/// How far one page miss reads ahead through the frames of the same file, at most.
 const READ_AHEAD_BYTES: u64 = 128 * 1024;
+
+/// Sizes read-ahead from the access pattern, as an OS does: a miss right after the last
+/// run doubles the window (a scan), any other miss starts again from one page (a point
+/// lookup decodes only the page it needs). Shared by the replica's readers; a race only
+/// blurs the heuristic.
+#[derive(Default)]
+struct ReadAhead {
+    /// The page after the last run fetched.
+    next: AtomicU32,
+    /// Pages the next sequential miss may fetch.
+    window: AtomicU32,
+}
+
+impl ReadAhead {
+    fn window(&self, pgno: u32) -> usize {
+        let w = if pgno == self.next.load(Ordering::Relaxed) {
+            (self.window.load(Ordering::Relaxed).max(1) * 2).min(1024)
+        } else {
+            1
+        };
+        self.window.store(w, Ordering::Relaxed);
+        w as usize
+    }
+
+    fn fetched(&self, next: u32) {
+        self.next.store(next, Ordering::Relaxed);
+    }
+}
 
 const NO_FILES: &str = "the replica holds no LTX files";
 

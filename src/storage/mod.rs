@@ -160,6 +160,58 @@ impl Store {
         Ok(files)
     }
 
+    /// Reads a byte range of a local (file://) replica's file right on the calling thread,
+    /// with one positional read: a page miss on a local disk should cost a system call, not
+    /// two hops between thread pools. `None` for remote stores (use `read_range`).
+    pub fn read_range_local(&self, f: &FileInfo, range: Range<u64>) -> Option<Result<Bytes>> {
+        use std::os::unix::fs::FileExt;
+        let root = self.backend.local_root.as_ref()?;
+        let path = root.join(self.relative_path(f));
+        self.stats.get_requests.fetch_add(1, Ordering::Relaxed);
+        let want = range.end.saturating_sub(range.start) as usize;
+        let result = std::fs::File::open(&path).and_then(|file| {
+            let mut buf = vec![0u8; want];
+            let mut done = 0;
+            while done < want {
+                match file.read_at(&mut buf[done..], range.start + done as u64)? {
+                    0 => break,
+                    n => done += n,
+                }
+            }
+            buf.truncate(done);
+            Ok(buf)
+        });
+        Some(match result {
+            Ok(buf) if buf.len() == want => {
+                self.stats
+                    .get_bytes
+                    .fetch_add(want as u64, Ordering::Relaxed);
+                Ok(Bytes::from(buf))
+            }
+            Ok(buf) => Err(Error::corrupt(
+                self.describe(f),
+                crate::ltx::LtxError::Truncated {
+                    what: format!(
+                        "range {}..{} returned {} bytes",
+                        range.start,
+                        range.end,
+                        buf.len()
+                    ),
+                },
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                Err(Error::NotFound {
+                    file: self.describe(f),
+                })
+            }
+            Err(e) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                Err(Error::io(format!("reading {}", self.describe(f)), e))
+            }
+        })
+    }
+
     pub async fn read_range(&self, f: &FileInfo, range: Range<u64>) -> Result<Bytes> {
         self.stats.get_requests.fetch_add(1, Ordering::Relaxed);
         let want = range.end.saturating_sub(range.start);

@@ -16,6 +16,8 @@ pub struct Backend {
     pub store: Arc<dyn ObjectStore>,
     pub root: Path,
     pub layout: Layout,
+    /// For file:// replicas, the root folder on the local file system.
+    pub local_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -97,6 +99,7 @@ pub fn open(raw: &str, timeouts: Timeouts) -> Result<Backend> {
                 store: Arc::new(object_store::local::LocalFileSystem::new()),
                 root,
                 layout: Layout::LtxDecimal,
+                local_root: Some(path),
             })
         }
         "s3" => {
@@ -138,6 +141,7 @@ pub fn open(raw: &str, timeouts: Timeouts) -> Result<Backend> {
                 store: Arc::new(store),
                 root: Path::from(key_path),
                 layout: Layout::HexLevels,
+                local_root: None,
             })
         }
         "gs" | "gcs" => {
@@ -155,6 +159,7 @@ pub fn open(raw: &str, timeouts: Timeouts) -> Result<Backend> {
                 store: Arc::new(store),
                 root: Path::from(key_path),
                 layout: Layout::LtxDecimal,
+                local_root: None,
             })
         }
         "abs" | "az" => {
@@ -179,6 +184,7 @@ pub fn open(raw: &str, timeouts: Timeouts) -> Result<Backend> {
                 store: Arc::new(store),
                 root: Path::from(key_path),
                 layout: Layout::LtxDecimal,
+                local_root: None,
             })
         }
         other => Err(bad(
