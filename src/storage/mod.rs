@@ -188,17 +188,7 @@ impl Store {
                     .fetch_add(want as u64, Ordering::Relaxed);
                 Ok(Bytes::from(buf))
             }
-            Ok(buf) => Err(Error::corrupt(
-                self.describe(f),
-                crate::ltx::LtxError::Truncated {
-                    what: format!(
-                        "range {}..{} returned {} bytes",
-                        range.start,
-                        range.end,
-                        buf.len()
-                    ),
-                },
-            )),
+            Ok(buf) => Err(self.short_read(f, &range, buf.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 Err(Error::NotFound {
@@ -225,19 +215,19 @@ impl Store {
             .get_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if bytes.len() as u64 != want {
-            return Err(Error::corrupt(
-                self.describe(f),
-                crate::ltx::LtxError::Truncated {
-                    what: format!(
-                        "range {}..{} returned {} bytes",
-                        range.start,
-                        range.end,
-                        bytes.len()
-                    ),
-                },
-            ));
+            return Err(self.short_read(f, &range, bytes.len()));
         }
         Ok(bytes)
+    }
+
+    /// A range that came back shorter than asked: the object is truncated.
+    fn short_read(&self, f: &FileInfo, range: &Range<u64>, got: usize) -> Error {
+        Error::corrupt(
+            self.describe(f),
+            crate::ltx::LtxError::Truncated {
+                what: format!("range {}..{} returned {got} bytes", range.start, range.end),
+            },
+        )
     }
 
     fn fail(&self, what: String, e: object_store::Error) -> Error {
