@@ -123,20 +123,15 @@ impl Config {
             }
         };
         let poll_interval = match lookup("poll_interval") {
-            Some((src, v)) => parse_positive_duration(&src, &v)?,
+            Some((src, v)) => positive_duration(&src, &v)?,
             None => DEFAULT_POLL_INTERVAL,
         };
         let cache_size = match lookup("cache_size") {
-            Some((src, v)) => parse_size(&v).ok_or_else(|| {
-                Error::config(
-                    &src,
-                    format!("{v:?} is not a size (bytes, or e.g. 64MB, 1GiB)"),
-                )
-            })?,
+            Some((src, v)) => size(&src, &v)?,
             None => DEFAULT_CACHE_SIZE,
         };
         let open_timeout = match lookup("open_timeout") {
-            Some((src, v)) => parse_positive_duration(&src, &v)?,
+            Some((src, v)) => positive_duration(&src, &v)?,
             None => DEFAULT_OPEN_TIMEOUT,
         };
         if let Some((src, v)) = lookup("log_level") {
@@ -149,12 +144,7 @@ impl Config {
             crate::log::set_level(level);
         }
         let time = match lookup("time") {
-            Some((src, v)) => Some(crate::clock::parse_instant(&v, crate::clock::now_ms()).ok_or_else(|| {
-                Error::config(
-                    &src,
-                    format!("{v:?} is not an instant (RFC 3339, '5 minutes ago', '-1h', 'yesterday' or LATEST)"),
-                )
-            })?),
+            Some((src, v)) => Some(instant(&src, &v)?),
             None => None,
         };
         Ok(Config {
@@ -167,7 +157,23 @@ impl Config {
     }
 }
 
-fn parse_positive_duration(param: &str, v: &str) -> Result<Duration> {
+/// Whether a main-database open through the VFS is a replica. `VACUUM INTO 'x.db'` and a
+/// plain ATTACH from a replica connection open their file through the main database's VFS
+/// (ours) with no URI parameters: those are ordinary local files. A replica open names its
+/// `replica_url`, or at least `vfs=litestream` (the Go extension's form, with the URL in
+/// LITESTREAM_REPLICA_URL), or relies on that environment variable alone.
+pub fn names_a_replica(params: &dyn Params, env: &dyn Fn(&str) -> Option<String>) -> bool {
+    params.get("replica_url").is_some()
+        || params.get("vfs").is_some()
+        || env(&env_name("replica_url")).is_some()
+}
+
+// Parameter values, shared by URI parameters, environment variables and pragmas, so that
+// each is accepted, and refused, with the same words wherever it is given. `param` is the
+// name the user wrote (`poll_interval`, `LITESTREAM_POLL_INTERVAL`, `litestream_time`).
+
+/// A positive Go duration (`500ms`, `2s`, `1m30s`).
+pub fn positive_duration(param: &str, v: &str) -> Result<Duration> {
     match parse_duration(v) {
         Some(d) if !d.is_zero() => Ok(d),
         _ => Err(Error::config(
@@ -175,6 +181,28 @@ fn parse_positive_duration(param: &str, v: &str) -> Result<Duration> {
             format!("{v:?} is not a positive duration (Go syntax: 500ms, 2s, 1m30s)"),
         )),
     }
+}
+
+/// A byte size (`1048576`, `64MB`, `1GiB`).
+pub fn size(param: &str, v: &str) -> Result<u64> {
+    parse_size(v).ok_or_else(|| {
+        Error::config(
+            param,
+            format!("{v:?} is not a size (bytes, or e.g. 64MB, 1GiB)"),
+        )
+    })
+}
+
+/// An instant (see `clock::parse_instant`), relative ones measured from now.
+pub fn instant(param: &str, v: &str) -> Result<crate::clock::Instant> {
+    crate::clock::parse_instant(v, crate::clock::now_ms()).ok_or_else(|| {
+        Error::config(
+            param,
+            format!(
+                "{v:?} is not an instant (RFC 3339, '5 minutes ago', '-1h', 'yesterday' or LATEST)"
+            ),
+        )
+    })
 }
 
 /// Parses a Go `time.ParseDuration` string ("300ms", "1.5h", "2h45m"). Negative durations
@@ -313,6 +341,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.replica_url, "file:///uri");
+    }
+
+    #[test]
+    fn replica_opens_are_told_from_local_files() {
+        assert!(names_a_replica(
+            &map(&[("replica_url", "s3://b/p")]),
+            &no_env
+        ));
+        assert!(names_a_replica(&map(&[("vfs", "litestream")]), &no_env));
+        let env = |k: &str| (k == "LITESTREAM_REPLICA_URL").then(|| "file:///r".to_string());
+        assert!(names_a_replica(&map(&[]), &env));
+        // VACUUM INTO 'out.db' through a replica connection: no parameters at all.
+        assert!(!names_a_replica(&map(&[]), &no_env));
     }
 
     #[test]

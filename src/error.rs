@@ -73,39 +73,33 @@ pub enum Error {
     Internal(String),
 }
 
-/// SQLite primary and extended result codes that this crate returns.
-/// (Values from sqlite3.h; kept here so that the mapping reads as a table.)
-pub mod code {
-    pub const OK: i32 = 0;
-    pub const ERROR: i32 = 1;
-    pub const INTERNAL: i32 = 2;
-    pub const BUSY: i32 = 5;
-    pub const READONLY: i32 = 8;
-    pub const IOERR: i32 = 10;
-    pub const CORRUPT: i32 = 11;
-    pub const NOTFOUND: i32 = 12;
-    pub const CANTOPEN: i32 = 14;
-    pub const IOERR_READ: i32 = IOERR | (1 << 8);
-    pub const IOERR_SHORT_READ: i32 = IOERR | (2 << 8);
-    pub const IOERR_WRITE: i32 = IOERR | (3 << 8);
-}
-
 impl Error {
     /// The SQLite result code that reports this error.
     pub fn sqlite_code(&self) -> i32 {
+        use libsqlite3_sys as code;
         match self {
             Error::Config { .. }
             | Error::BadUrl { .. }
             | Error::NoState { .. }
-            | Error::Gap { .. } => code::CANTOPEN,
-            Error::Corrupt { .. } => code::CORRUPT,
+            | Error::Gap { .. } => code::SQLITE_CANTOPEN,
+            Error::Corrupt { .. } => code::SQLITE_CORRUPT,
             Error::NotFound { .. } | Error::Storage { .. } | Error::Timeout { .. } => {
-                code::IOERR_READ
+                code::SQLITE_IOERR_READ
             }
-            Error::ReadOnly(_) => code::READONLY,
-            Error::Io { .. } => code::IOERR,
-            Error::Internal(_) => code::INTERNAL,
+            Error::ReadOnly(_) => code::SQLITE_READONLY,
+            Error::Io { .. } => code::SQLITE_IOERR,
+            Error::Internal(_) => code::SQLITE_INTERNAL,
             Error::Reported { code, .. } => *code,
+        }
+    }
+
+    /// The code for this error raised by a SQL function or table while a statement runs: a
+    /// bad argument is a plain SQLITE_ERROR there (SQLITE_CANTOPEN would claim that the
+    /// database failed to open).
+    pub fn statement_code(&self) -> i32 {
+        match self {
+            Error::Config { .. } => libsqlite3_sys::SQLITE_ERROR,
+            other => other.sqlite_code(),
         }
     }
 
@@ -139,33 +133,38 @@ impl Error {
             source,
         }
     }
-
-    /// True when retrying later may succeed (the poller keeps going on these).
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Error::Storage { .. } | Error::Timeout { .. } | Error::NotFound { .. }
-        )
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use libsqlite3_sys as code;
+
     #[test]
     fn codes_follow_the_table() {
         assert_eq!(
             Error::config("poll_interval", "bad").sqlite_code(),
-            code::CANTOPEN
+            code::SQLITE_CANTOPEN
         );
-        assert_eq!(Error::ReadOnly("x".into()).sqlite_code(), code::READONLY);
+        assert_eq!(
+            Error::ReadOnly("x".into()).sqlite_code(),
+            code::SQLITE_READONLY
+        );
         assert_eq!(
             Error::NotFound { file: "a".into() }.sqlite_code(),
-            code::IOERR_READ
+            code::SQLITE_IOERR_READ
         );
         assert!(Error::config("poll_interval", "bad")
             .to_string()
             .contains("poll_interval"));
+        assert_eq!(
+            Error::config("litestream_time", "bad").statement_code(),
+            code::SQLITE_ERROR
+        );
+        assert_eq!(
+            Error::ReadOnly("x".into()).statement_code(),
+            code::SQLITE_READONLY
+        );
     }
 }

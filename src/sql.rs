@@ -31,7 +31,7 @@ impl Value {
 }
 
 pub fn txid(file: &ReplicaFile) -> Result<Value> {
-    let snap = file.snapshot().ok_or_else(|| not_open(file))?;
+    let snap = file.snapshot()?;
     Ok(Value::Text(snap.txid.to_string()))
 }
 
@@ -41,20 +41,14 @@ pub fn time(file: &ReplicaFile) -> Result<Value> {
     if let Some(past) = file.past() {
         return Ok(Value::Text(clock::rfc3339(past.at_ms)));
     }
-    let snap = file.snapshot().ok_or_else(|| not_open(file))?;
+    let snap = file.snapshot()?;
     Ok(Value::Text(clock::rfc3339(snap.timestamp_ms)))
 }
 
 /// `litestream_set_time(instant)` and `PRAGMA litestream_time = instant`: see
 /// `clock::parse_instant` for the forms; `LATEST` follows the replica again.
 pub fn set_time(file: &mut ReplicaFile, value: &str) -> Result<Value> {
-    let instant = clock::parse_instant(value, clock::now_ms()).ok_or_else(|| {
-        Error::config(
-            "litestream_time",
-            format!("{value:?} is not an instant (RFC 3339, '5 minutes ago', '-1h', 'yesterday' or LATEST)"),
-        )
-    })?;
-    file.set_time(instant)?;
+    file.set_time(config::instant("litestream_time", value)?)?;
     Ok(Value::Null)
 }
 
@@ -64,16 +58,10 @@ pub fn set_time(file: &mut ReplicaFile, value: &str) -> Result<Value> {
 pub fn restore(file: &ReplicaFile, path: &str, instant: Option<&str>) -> Result<Value> {
     let replica = file.replica()?;
     let snap = match instant {
-        None => file.snapshot().ok_or_else(|| not_open(file))?,
-        Some(v) => match clock::parse_instant(v, clock::now_ms()) {
-            Some(clock::Instant::Latest) => replica.current(),
-            Some(clock::Instant::At(ms)) => replica.snapshot_at(ms)?,
-            None => {
-                return Err(Error::config(
-                    "litestream_restore",
-                    format!("{v:?} is not an instant"),
-                ))
-            }
+        None => file.snapshot()?,
+        Some(v) => match config::instant("litestream_restore", v)? {
+            clock::Instant::Latest => replica.current(),
+            clock::Instant::At(ms) => replica.snapshot_at(ms)?,
         },
     };
     crate::replica::restore::write_database(replica, &snap, std::path::Path::new(path))
@@ -96,7 +84,7 @@ pub fn lag(file: &ReplicaFile) -> Result<Value> {
 /// `PRAGMA litestream_stats`: what this replica costs and where it stands, as JSON.
 pub fn stats(file: &ReplicaFile) -> Result<Value> {
     let replica = file.replica()?;
-    let snap = file.snapshot().ok_or_else(|| not_open(file))?;
+    let snap = file.snapshot()?;
     let (entries, bytes) = replica.cache.usage();
     let s = &replica.store.stats;
     let status = replica.status.lock().clone();
@@ -165,15 +153,7 @@ pub fn pragma(file: &mut ReplicaFile, name: &str, value: Option<&str>) -> Option
         "litestream_poll_interval" => (|| {
             let replica = file.replica()?;
             if let Some(v) = value {
-                let d = config::parse_duration(v)
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| {
-                        Error::config(
-                            "litestream_poll_interval",
-                            format!("{v:?} is not a positive duration (500ms, 2s)"),
-                        )
-                    })?;
-                replica.set_poll_interval(d);
+                replica.set_poll_interval(config::positive_duration(&name, v)?);
             }
             Ok(Value::Text(format_duration(
                 replica.settings().poll_interval,
@@ -182,13 +162,7 @@ pub fn pragma(file: &mut ReplicaFile, name: &str, value: Option<&str>) -> Option
         "litestream_cache_size" => (|| {
             let replica = file.replica()?;
             if let Some(v) = value {
-                let n = config::parse_size(v).ok_or_else(|| {
-                    Error::config(
-                        "litestream_cache_size",
-                        format!("{v:?} is not a size (bytes, or 64MB)"),
-                    )
-                })?;
-                replica.cache.set_capacity(n);
+                replica.cache.set_capacity(config::size(&name, v)?);
             }
             Ok(Value::Int(replica.cache.capacity() as i64))
         })(),
@@ -203,14 +177,4 @@ pub fn pragma(file: &mut ReplicaFile, name: &str, value: Option<&str>) -> Option
         _ => return None,
     };
     Some(result)
-}
-
-fn not_open(file: &ReplicaFile) -> Error {
-    match file.open_error() {
-        Some(e) => Error::Reported {
-            code: e.sqlite_code(),
-            message: e.to_string(),
-        },
-        None => Error::Internal("replica not open".into()),
-    }
 }

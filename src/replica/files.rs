@@ -86,3 +86,103 @@ pub async fn load(store: &Store, info: &FileInfo, id: FileId) -> Result<LoadedFi
         bytes: whole.then_some(tail),
     })
 }
+
+/// Page indexes of immutable files, kept so that re-planning and moving between instants
+/// reload little. Bounded by index entries (16 bytes each), not by files: one snapshot's
+/// index can be as large as thousands of L0 files'.
+pub struct IndexCache {
+    lru: lru::LruCache<FileInfo, LoadedFile>,
+    entries: usize,
+    capacity: usize,
+}
+
+impl IndexCache {
+    pub fn new(capacity_entries: usize) -> Self {
+        IndexCache {
+            lru: lru::LruCache::unbounded(),
+            entries: 0,
+            capacity: capacity_entries,
+        }
+    }
+
+    pub fn get(&mut self, f: &FileInfo) -> Option<LoadedFile> {
+        self.lru.get(f).cloned()
+    }
+
+    /// Keeps `file`'s index (not its bytes), evicting the least recently used.
+    pub fn put(&mut self, file: &LoadedFile) {
+        if file.pages.len() > self.capacity {
+            return;
+        }
+        let kept = LoadedFile {
+            bytes: None,
+            ..file.clone()
+        };
+        self.entries += kept.pages.len();
+        if let Some(old) = self.lru.put(file.meta.info.clone(), kept) {
+            self.entries -= old.pages.len();
+        }
+        while self.entries > self.capacity {
+            match self.lru.pop_lru() {
+                Some((_, old)) => self.entries -= old.pages.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// Every file of a chain must have the chain's page size.
+pub fn check_page_size(store: &Store, file: &LoadedFile, page_size: u32) -> Result<()> {
+    if file.meta.header.page_size == page_size {
+        return Ok(());
+    }
+    Err(Error::corrupt(
+        store.describe(&file.meta.info),
+        LtxError::Mismatch(format!(
+            "page size {} differs from the chain's {page_size}",
+            file.meta.header.page_size
+        )),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ltx::{PageIndexEntry, Txid};
+
+    fn file(id: FileId, max: u64, pages: usize) -> LoadedFile {
+        LoadedFile {
+            meta: Arc::new(crate::replica::snapshot::FileMeta {
+                id,
+                info: FileInfo::for_test(0, max, max),
+                header: Header::new(4096, 1, Txid::new(max), Txid::new(max), 0),
+                post_apply_checksum: 0,
+            }),
+            pages: Arc::new(
+                (1..=pages as u32)
+                    .map(|pgno| PageIndexEntry {
+                        pgno,
+                        offset: 100,
+                        size: 10,
+                    })
+                    .collect(),
+            ),
+            bytes: Some(bytes::Bytes::from_static(b"whole file")),
+        }
+    }
+
+    #[test]
+    fn index_cache_is_bounded_by_entries_and_keeps_no_bytes() {
+        let mut c = IndexCache::new(100);
+        c.put(&file(1, 1, 60));
+        c.put(&file(2, 2, 30));
+        assert!(c.get(&FileInfo::for_test(0, 1, 1)).is_some());
+        assert!(c.get(&FileInfo::for_test(0, 1, 1)).unwrap().bytes.is_none());
+        c.put(&file(3, 3, 30)); // 120 > 100: the least recently used (file 2) goes
+        assert!(c.get(&FileInfo::for_test(0, 2, 2)).is_none());
+        assert!(c.get(&FileInfo::for_test(0, 3, 3)).is_some());
+        c.put(&file(4, 4, 101)); // larger than the whole cache: not kept
+        assert!(c.get(&FileInfo::for_test(0, 4, 4)).is_none());
+        assert!(c.entries <= 100);
+    }
+}

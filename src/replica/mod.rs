@@ -12,7 +12,7 @@ pub mod snapshot;
 pub mod timetravel;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -57,15 +57,14 @@ pub struct Replica {
     /// a file gone).
     planner: tokio::sync::Mutex<Planner>,
     next_file_id: AtomicU32,
-    replan_requested: AtomicBool,
     wake: tokio::sync::Notify,
     /// Read transactions holding a snapshot now.
     pinned: AtomicUsize,
     read_ahead: ReadAhead,
     /// Headers of files met while time travelling (immutable, small).
     headers: Mutex<HashMap<FileInfo, crate::ltx::Header>>,
-    /// Page indexes of files used by past states, so moving between instants reloads little.
-    indexes: Mutex<lru::LruCache<FileInfo, LoadedFile>>,
+    /// Page indexes of files used by past states (time travel).
+    indexes: Mutex<files::IndexCache>,
 }
 
 /// A snapshot held by a read transaction. While any is held, superseded cache entries are
@@ -113,6 +112,7 @@ impl Replica {
                 txid: Txid::ZERO,
                 page_size: 4096,
                 timestamp_ms: 0,
+                checksum: None,
                 index: Default::default(),
                 files: Default::default(),
                 chain: Vec::new(),
@@ -120,12 +120,11 @@ impl Replica {
             status: Mutex::new(PollStatus::default()),
             planner: tokio::sync::Mutex::new(Planner::default()),
             next_file_id: AtomicU32::new(0),
-            replan_requested: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
             pinned: AtomicUsize::new(0),
             read_ahead: ReadAhead::default(),
             headers: Mutex::new(HashMap::new()),
-            indexes: Mutex::new(lru::LruCache::new(INDEX_CACHE_FILES)),
+            indexes: Mutex::new(files::IndexCache::new(INDEX_CACHE_ENTRIES)),
         });
         let r = replica.clone();
         let (timeout, poll) = (config.open_timeout, config.poll_interval);
@@ -214,15 +213,19 @@ impl Replica {
     /// after compacting it, before a reader that pinned a state built on it reads its pages.
     fn cache_whole_file(&self, file: &LoadedFile) {
         let Some(bytes) = &file.bytes else { return };
-        let page_size = file.meta.header.page_size;
-        for e in file.pages.iter() {
-            let Some(frame) = bytes.get(e.offset as usize..e.end() as usize) else {
-                continue;
-            };
-            if let Ok(page) = ltx::decode_page_frame(frame, page_size, e.pgno) {
-                self.cache.insert((file.meta.id, e.pgno), page.into());
-            }
-        }
+        let run: Vec<(u32, index::Loc)> = file
+            .pages
+            .iter()
+            .map(|e| {
+                let loc = index::Loc {
+                    file: file.meta.id,
+                    size: e.size,
+                    offset: e.offset,
+                };
+                (e.pgno, loc)
+            })
+            .collect();
+        self.cache_frames(file.meta.id, file.meta.header.page_size, bytes, 0, &run);
     }
 
     fn file_id(&self, planner: &mut Planner, info: &FileInfo) -> FileId {
@@ -232,9 +235,58 @@ impl Replica {
             .or_insert_with(|| self.next_file_id.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// Loads one file's header and page index, remembering its header for time travel.
     async fn load(&self, planner: &mut Planner, info: &FileInfo) -> Result<LoadedFile> {
         let id = self.file_id(planner, info);
-        files::load(&self.store, info, id).await
+        let file = files::load(&self.store, info, id).await?;
+        self.headers
+            .lock()
+            .insert(info.clone(), file.meta.header.clone());
+        Ok(file)
+    }
+
+    /// Loads the files of a chain: indexes from the index cache where it has them, the rest
+    /// in parallel, kept in the cache when `keep` (time travel; the live state's index
+    /// already holds what it needs). All must share the first file's page size.
+    async fn load_chain(
+        &self,
+        planner: &mut Planner,
+        chain: &[FileInfo],
+        keep: bool,
+    ) -> Result<Vec<LoadedFile>> {
+        use futures::StreamExt;
+        let mut slots: Vec<Option<LoadedFile>> = {
+            let mut cache = self.indexes.lock();
+            chain.iter().map(|f| cache.get(f)).collect()
+        };
+        let missing: Vec<(usize, FileInfo, FileId)> = chain
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| slots[*i].is_none())
+            .map(|(i, f)| (i, f.clone(), self.file_id(planner, f)))
+            .collect();
+        let mut loads = futures::stream::iter(missing.into_iter().map(|(i, f, id)| {
+            let store = self.store.clone();
+            async move { (i, files::load(&store, &f, id).await) }
+        }))
+        .buffer_unordered(8);
+        while let Some((i, file)) = loads.next().await {
+            let file = file?;
+            self.headers
+                .lock()
+                .insert(file.meta.info.clone(), file.meta.header.clone());
+            if keep {
+                self.indexes.lock().put(&file);
+            }
+            slots[i] = Some(file);
+        }
+        let loaded: Vec<LoadedFile> = slots.into_iter().flatten().collect();
+        if let Some(first) = loaded.first() {
+            for file in &loaded {
+                files::check_page_size(&self.store, file, first.meta.header.page_size)?;
+            }
+        }
+        Ok(loaded)
     }
 
     /// Lists the whole replica and rebuilds the state from the best plan. Publishes it if
@@ -294,28 +346,7 @@ impl Replica {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        let mut loaded = Vec::with_capacity(chosen.files.len());
-        let ids: Vec<FileId> = chosen
-            .files
-            .iter()
-            .map(|f| self.file_id(planner, f))
-            .collect();
-        let loads: Vec<_> = chosen
-            .files
-            .iter()
-            .cloned()
-            .zip(ids)
-            .map(|(f, id)| {
-                let store = self.store.clone();
-                async move { files::load(&store, &f, id).await }
-            })
-            .collect();
-        use futures::StreamExt;
-        let mut stream = futures::stream::iter(loads).buffered(8);
-        while let Some(file) = stream.next().await {
-            loaded.push(file?);
-        }
-        check_page_sizes(&self.store, &loaded)?;
+        let loaded = self.load_chain(planner, &chosen.files, false).await?;
         let Some(snap) = Snapshot::build(&loaded) else {
             return Err(Error::NoState {
                 url,
@@ -375,7 +406,13 @@ impl Replica {
                 // Compaction or retention deleted the file under us. Re-plan now; the newer
                 // state serves this read if its copy of the page is no newer than ours.
                 crate::log_info!("{file} is gone; re-planning");
-                self.request_replan_now()?;
+                if let Err(e) = self.request_replan_now() {
+                    // The read still failed as a read: report the missing file, not the
+                    // planning error (which the poll status keeps).
+                    crate::log_warn!("re-planning after {file} vanished failed: {e}");
+                    self.status.lock().last_error = Some(e.to_string());
+                    return Err(Error::NotFound { file });
+                }
                 let latest = self.current();
                 let loc = latest.index.get(pgno);
                 let usable = latest
@@ -420,35 +457,45 @@ impl Replica {
             next += 1;
         }
         self.read_ahead.fetched(next);
-        let start = loc.offset;
-        let bytes = match self.store.read_range_local(&meta.info, start..end) {
-            Some(local) => local?,
-            None => {
-                let store = self.store.clone();
-                let info = meta.info.clone();
-                crate::runtime::block_on(async move { store.read_range(&info, start..end).await })?
+        let bytes = self
+            .store
+            .read_range_blocking(&meta.info, loc.offset..end)?;
+        let wanted = self.cache_frames(loc.file, snap.page_size, &bytes, loc.offset, &run);
+        match wanted {
+            Some(Ok(page)) => Ok(page),
+            Some(Err(e)) => Err(Error::corrupt(self.store.describe(&meta.info), e)),
+            None => Err(Error::Internal(format!(
+                "page {pgno} was not in its own read"
+            ))),
+        }
+    }
+
+    /// Decodes the frames `run` (pgno, location; the first is the page wanted) out of
+    /// `bytes`, which start at file offset `start`, and caches each page. Returns the first
+    /// page's outcome; a bad neighbour is not cached and is reported when it is read itself.
+    fn cache_frames(
+        &self,
+        file: FileId,
+        page_size: u32,
+        bytes: &[u8],
+        start: u64,
+        run: &[(u32, index::Loc)],
+    ) -> Option<std::result::Result<Arc<[u8]>, ltx::LtxError>> {
+        let mut first = None;
+        for (i, (pgno, l)) in run.iter().enumerate() {
+            let frame = (l.offset.checked_sub(start))
+                .and_then(|at| bytes.get(at as usize..at as usize + l.size as usize))
+                .ok_or_else(|| ltx::LtxError::truncated(format!("frame of page {pgno}")));
+            let page = frame.and_then(|f| ltx::decode_page_frame(f, page_size, *pgno));
+            let page = page.map(|p| -> Arc<[u8]> { p.into() });
+            if let Ok(p) = &page {
+                self.cache.insert((file, *pgno), p.clone());
             }
-        };
-        let mut wanted = None;
-        for (p, l) in run {
-            let at = (l.offset - start) as usize;
-            let frame = &bytes[at..at + l.size as usize];
-            match ltx::decode_page_frame(frame, snap.page_size, p) {
-                Ok(page) => {
-                    let page: Arc<[u8]> = page.into();
-                    self.cache.insert((l.file, p), page.clone());
-                    if p == pgno {
-                        wanted = Some(page);
-                    }
-                }
-                // A bad neighbour is reported when it is itself read.
-                Err(e) if p == pgno => {
-                    return Err(Error::corrupt(self.store.describe(&meta.info), e))
-                }
-                Err(_) => {}
+            if i == 0 {
+                first = Some(page);
             }
         }
-        wanted.ok_or_else(|| Error::Internal(format!("page {pgno} was not in its own read")))
+        first
     }
 
     /// Re-plans from a full listing before returning (used when a file vanished).
@@ -461,11 +508,8 @@ impl Replica {
     }
 }
 
-/// How many files' page indexes time travel keeps.
-const INDEX_CACHE_FILES: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(256) {
-    Some(n) => n,
-    None => unreachable!(),
-};
+/// How many page-index entries (16 bytes each) the index cache keeps: 32 MiB.
+const INDEX_CACHE_ENTRIES: usize = 2 << 20;
 
 /// How far one page miss reads ahead through the frames of the same file, at most.
 const READ_AHEAD_BYTES: u64 = 128 * 1024;
@@ -500,20 +544,35 @@ impl ReadAhead {
 
 const NO_FILES: &str = "the replica holds no LTX files";
 
-fn check_page_sizes(store: &Store, loaded: &[LoadedFile]) -> Result<()> {
-    let Some(first) = loaded.first() else {
-        return Ok(());
-    };
-    for f in loaded {
-        if f.meta.header.page_size != first.meta.header.page_size {
-            return Err(Error::corrupt(
-                store.describe(&f.meta.info),
-                ltx::LtxError::Mismatch(format!(
-                    "page size {} differs from the chain's {}",
-                    f.meta.header.page_size, first.meta.header.page_size
-                )),
-            ));
+#[cfg(test)]
+mod tests {
+    use super::ReadAhead;
+
+    #[test]
+    fn read_ahead_grows_on_sequential_misses_and_resets_on_random_ones() {
+        let ra = ReadAhead::default();
+        assert_eq!(ra.window(10), 1, "a first miss fetches one page");
+        ra.fetched(11);
+        assert_eq!(ra.window(11), 2, "the next page: sequential, double");
+        ra.fetched(13);
+        assert_eq!(ra.window(13), 4);
+        ra.fetched(17);
+        assert_eq!(
+            ra.window(500),
+            1,
+            "a jump: back to one page (a point lookup)"
+        );
+        // A long scan: each miss is the page after the last run; the window doubles up to
+        // its cap and stays there.
+        let mut pos = 1000u32;
+        let mut windows = Vec::new();
+        for _ in 0..14 {
+            let w = ra.window(pos);
+            windows.push(w);
+            pos += w as u32;
+            ra.fetched(pos);
         }
+        assert_eq!(&windows[..4], &[1, 2, 4, 8]);
+        assert_eq!(*windows.last().unwrap(), 1024, "{windows:?}");
     }
-    Ok(())
 }

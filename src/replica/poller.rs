@@ -4,7 +4,8 @@
 //! re-points pages onto compacted files and snapshots that cover files of the chain, so
 //! that Litestream may delete those files under us. When the chain cannot be extended
 //! although newer files exist (files deleted before we saw their replacements), or a reader
-//! found a file gone, it re-plans from a full listing instead of wedging.
+//! found a file gone (`Replica::request_replan_now`), it re-plans from a full listing
+//! instead of wedging.
 
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
@@ -59,12 +60,6 @@ async fn run(weak: Weak<Replica>) {
 
 async fn poll_once(replica: &Arc<Replica>) -> Result<()> {
     let mut planner = replica.planner.lock().await;
-    if replica
-        .replan_requested
-        .swap(false, std::sync::atomic::Ordering::AcqRel)
-    {
-        return replica.replan(&mut planner, false).await;
-    }
     for level in POLLED_LEVELS {
         let after = planner.last_listed.get(&level).cloned();
         let listed = replica.store.list_level(level, after.as_ref()).await?;
@@ -100,6 +95,7 @@ async fn poll_once(replica: &Arc<Replica>) -> Result<()> {
             }
             Err(e) => return Err(e),
         };
+        super::files::check_page_size(&replica.store, &file, snap.page_size)?;
         crate::log_debug!("apply {f}");
         replica.cache_whole_file(&file);
         let (s, m) = snap.apply(&file);
@@ -156,13 +152,4 @@ fn best_start(files: &[FileInfo], next: u64) -> Option<FileInfo> {
         .filter(|f| f.min.get() == next)
         .max_by_key(|f| (f.max, f.level))
         .cloned()
-}
-
-impl Replica {
-    /// Asks the poller to re-plan from a full listing at its next tick, and wakes it.
-    pub fn request_replan(&self) {
-        self.replan_requested
-            .store(true, std::sync::atomic::Ordering::Release);
-        self.wake.notify_one();
-    }
 }

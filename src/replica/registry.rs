@@ -35,11 +35,3 @@ fn lookup(url: &str) -> Option<Arc<Replica>> {
     map.retain(|_, w| w.strong_count() > 0);
     map.get(url).and_then(Weak::upgrade)
 }
-
-/// How many replicas are open in the process (for stats and tests).
-pub fn open_count() -> usize {
-    let mut map = REPLICAS.lock();
-    let map = map.get_or_insert_with(HashMap::new);
-    map.retain(|_, w| w.strong_count() > 0);
-    map.len()
-}

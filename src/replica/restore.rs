@@ -1,7 +1,7 @@
 //! Writing a state out as an ordinary database file (`litestream_restore`): every page of
 //! the snapshot in order, exactly as the LTX files hold them (page 1 too, unlike what the
 //! VFS presents), the lock page as zeros, to a temporary name, synced, then renamed. When the
-//! last file of the chain carries database checksums (Litestream 0.5 writes none; other
+//! file that produced the state carries database checksums (Litestream 0.5 writes none; other
 //! writers may), the pages written must add up to its post-apply checksum, or nothing is
 //! renamed into place.
 
@@ -15,12 +15,9 @@ use crate::ltx::{DatabaseChecksum, LtxError};
 
 /// Returns the number of pages written.
 pub fn write_database(replica: &Arc<Replica>, snap: &Arc<Snapshot>, path: &Path) -> Result<u32> {
-    let tmp = path.with_extension(format!(
-        "{}litestream-tmp",
-        path.extension()
-            .map(|e| format!("{}.", e.to_string_lossy()))
-            .unwrap_or_default()
-    ));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".litestream-tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", tmp.display()), e);
     let result = (|| {
         let f = std::fs::File::create(&tmp).map_err(|e| io("creating", e))?;
@@ -33,14 +30,14 @@ pub fn write_database(replica: &Arc<Replica>, snap: &Arc<Snapshot>, path: &Path)
             checksum.add(pgno, page);
             out.write_all(page).map_err(|e| io("writing", e))?;
         }
-        if let Some(last) = snap.last_file().filter(|m| m.header.has_checksums()) {
+        if let Some(expected) = snap.checksum {
             let got = checksum.finish();
-            if got != last.post_apply_checksum {
+            if got != expected {
                 return Err(Error::corrupt(
-                    replica.store.describe(&last.info),
+                    format!("state {} of {}", snap.txid, replica.store.url()),
                     LtxError::ChecksumMismatch {
                         what: "database (restored pages against the post-apply checksum)",
-                        expected: last.post_apply_checksum,
+                        expected,
                         got,
                     },
                 ));

@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub page_size: u32,
     /// Header timestamp (ms since the epoch) of the newest file applied.
     pub timestamp_ms: i64,
+    /// The database checksum of this state, when the file that produced it carries one.
+    pub checksum: Option<u64>,
     pub index: PageIndex,
     /// The files that `index` points into.
     pub files: Arc<BTreeMap<FileId, Arc<FileMeta>>>,
@@ -66,12 +68,6 @@ impl Snapshot {
         self.files.get(&id)
     }
 
-    /// The file whose end is this state (the last of the chain).
-    pub fn last_file(&self) -> Option<&Arc<FileMeta>> {
-        let last = self.chain.last()?;
-        self.files.values().find(|m| &m.info == last)
-    }
-
     /// Builds the state at the end of `chain` (files in TXID order, contiguous).
     pub fn build(chain: &[LoadedFile]) -> Option<Snapshot> {
         let first = chain.first()?;
@@ -79,6 +75,7 @@ impl Snapshot {
             txid: Txid::ZERO,
             page_size: first.meta.header.page_size,
             timestamp_ms: 0,
+            checksum: None,
             index: PageIndex::default(),
             files: Arc::new(BTreeMap::new()),
             chain: Vec::new(),
@@ -119,6 +116,10 @@ impl Snapshot {
         }
         next.txid = meta.header.max_txid;
         next.timestamp_ms = meta.header.timestamp;
+        next.checksum = meta
+            .header
+            .has_checksums()
+            .then_some(meta.post_apply_checksum);
         next.chain.push(meta.info.clone());
         Arc::make_mut(&mut next.files).insert(meta.id, meta);
         (next, moved)

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{plan, LoadedFile, Replica, Snapshot};
+use super::{plan, Replica, Snapshot};
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::ltx::{self, Header, Txid};
@@ -72,27 +72,12 @@ impl Replica {
         Ok(h)
     }
 
-    /// Loads the files of a chain (page indexes cached per file) and builds its state.
+    /// Builds the state at the end of `chain`.
     async fn build_state(&self, chain: &[FileInfo]) -> Result<Snapshot> {
-        let mut loaded: Vec<LoadedFile> = Vec::with_capacity(chain.len());
-        for f in chain {
-            let cached = self.indexes.lock().get(f).cloned();
-            let file = match cached {
-                Some(file) => file,
-                None => {
-                    let mut planner = self.planner.lock().await;
-                    let file = self.load(&mut planner, f).await?;
-                    drop(planner);
-                    let file = LoadedFile {
-                        bytes: None,
-                        ..file
-                    };
-                    self.indexes.lock().put(f.clone(), file.clone());
-                    file
-                }
-            };
-            loaded.push(file);
-        }
+        let loaded = {
+            let mut planner = self.planner.lock().await;
+            self.load_chain(&mut planner, chain, true).await?
+        };
         Snapshot::build(&loaded).ok_or_else(|| Error::Internal("empty chain".into()))
     }
 

@@ -6,6 +6,7 @@ pub mod url;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -74,10 +75,6 @@ impl Store {
 
     pub fn url(&self) -> &str {
         &self.url
-    }
-
-    pub fn layout(&self) -> Layout {
-        self.backend.layout
     }
 
     fn level_path(&self, level: u8) -> Path {
@@ -160,10 +157,18 @@ impl Store {
         Ok(files)
     }
 
-    /// Reads a byte range of a local (file://) replica's file right on the calling thread,
-    /// with one positional read: a page miss on a local disk should cost a system call, not
-    /// two hops between thread pools. `None` for remote stores (use `read_range`).
-    pub fn read_range_local(&self, f: &FileInfo, range: Range<u64>) -> Option<Result<Bytes>> {
+    /// Reads a byte range from a thread outside the runtime (SQLite's), waiting for it. A
+    /// file:// replica is read right on the calling thread with one positional read: a page
+    /// miss on a local disk should cost a system call, not two hops between thread pools.
+    pub fn read_range_blocking(self: &Arc<Self>, f: &FileInfo, range: Range<u64>) -> Result<Bytes> {
+        if let Some(local) = self.read_range_local(f, range.clone()) {
+            return local;
+        }
+        let (store, f) = (self.clone(), f.clone());
+        crate::runtime::block_on(async move { store.read_range(&f, range).await })
+    }
+
+    fn read_range_local(&self, f: &FileInfo, range: Range<u64>) -> Option<Result<Bytes>> {
         use std::os::unix::fs::FileExt;
         let root = self.backend.local_root.as_ref()?;
         let path = root.join(self.relative_path(f));

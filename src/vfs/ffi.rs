@@ -12,7 +12,7 @@ use libsqlite3_sys as ffi;
 use super::api;
 use super::file::ReplicaFile;
 use crate::config::Params;
-use crate::error::{code, Error};
+use crate::error::Error;
 use crate::sql::{self, Value};
 
 /// A private file-control opcode: asks a file for its `ReplicaFile` (so SQL functions can
@@ -37,7 +37,7 @@ pub unsafe extern "C" fn sqlite3_litestream_init(
     pz_err: *mut *mut c_char,
     api_table: *const ffi::sqlite3_api_routines,
 ) -> c_int {
-    guard(code::INTERNAL, || {
+    guard(ffi::SQLITE_INTERNAL, || {
         api::set(api_table);
         match init(db) {
             Ok(()) => ffi::SQLITE_OK_LOAD_PERMANENTLY,
@@ -68,12 +68,6 @@ pub unsafe extern "C" fn sqlite3_litestreamvfs_init(
 
 fn init(db: *mut ffi::sqlite3) -> Result<(), Error> {
     let api = api::get().ok_or_else(|| Error::Internal("no SQLite API table".into()))?;
-    if api::version() < 3_031_000 {
-        return Err(Error::Internal(format!(
-            "SQLite {} is too old: the litestream extension needs 3.31 or newer",
-            api::version()
-        )));
-    }
     register_vfs()?;
     // New connections get the SQL functions (and open errors reported) through an
     // auto-extension that, unlike the Go extension's, returns SQLITE_OK for every
@@ -155,6 +149,14 @@ static VFS: OnceLock<Result<(), String>> = OnceLock::new();
 fn register_vfs() -> Result<(), Error> {
     let result = VFS.get_or_init(|| {
         let api = api::get().ok_or("no SQLite API table")?;
+        // sqlite3_uri_key (3.31) is the newest routine we call; a shorter routine table
+        // would be read past its end. Both entry paths register through here.
+        if api::version() < 3_031_000 {
+            return Err(format!(
+                "SQLite {} is too old: the litestream extension needs 3.31 or newer",
+                api::version()
+            ));
+        }
         let find = api.vfs_find.ok_or("sqlite3_vfs_find missing")?;
         let register = api.vfs_register.ok_or("sqlite3_vfs_register missing")?;
         let name = CString::new(super::VFS_NAME).map_err(|e| e.to_string())?;
@@ -252,18 +254,6 @@ impl Params for UriParams {
     }
 }
 
-/// Whether a main-database open through our VFS is a replica. `VACUUM INTO 'x.db'` and a
-/// plain ATTACH from a replica connection open their file through the main database's VFS
-/// (ours) with no URI parameters: those are ordinary local files. A replica open names its
-/// `replica_url`, or at least `vfs=litestream` (the Go extension's form, with the URL in
-/// LITESTREAM_REPLICA_URL), or relies on that environment variable alone.
-fn names_a_replica(name: *const c_char) -> bool {
-    let params = UriParams(name);
-    params.get("replica_url").is_some()
-        || params.get("vfs").is_some()
-        || std::env::var_os(crate::config::env_name("replica_url")).is_some()
-}
-
 unsafe extern "C" fn x_open(
     vfs: *mut ffi::sqlite3_vfs,
     name: *const c_char,
@@ -274,7 +264,10 @@ unsafe extern "C" fn x_open(
     guard(ffi::SQLITE_CANTOPEN, || {
         // SAFETY: vfs is ours.
         let base = unsafe { base(vfs) };
-        if flags & ffi::SQLITE_OPEN_MAIN_DB == 0 || name.is_null() || !names_a_replica(name) {
+        if flags & ffi::SQLITE_OPEN_MAIN_DB == 0
+            || name.is_null()
+            || !crate::config::names_a_replica(&UriParams(name), &|k| std::env::var(k).ok())
+        {
             // Temp files, journals, sort files: the base VFS opens them in place.
             // SAFETY: our szOsFile is at least the base's, so `file` has room for its file.
             return unsafe {
@@ -486,7 +479,7 @@ unsafe extern "C" fn f_read(
         // SAFETY: buf points to amt writable bytes for the duration of the call.
         let buf = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, len) };
         match f.read(buf, offset) {
-            Ok(r) if r.filled == len => ffi::SQLITE_OK,
+            Ok(filled) if filled == len => ffi::SQLITE_OK,
             Ok(_) => ffi::SQLITE_IOERR_SHORT_READ,
             Err(e) => report(e),
         }
@@ -505,11 +498,11 @@ unsafe extern "C" fn f_write(
     _: c_int,
     _: ffi::sqlite3_int64,
 ) -> c_int {
-    code::READONLY
+    ffi::SQLITE_READONLY
 }
 
 unsafe extern "C" fn f_truncate(_: *mut ffi::sqlite3_file, _: ffi::sqlite3_int64) -> c_int {
-    code::READONLY
+    ffi::SQLITE_READONLY
 }
 
 unsafe extern "C" fn f_sync(_: *mut ffi::sqlite3_file, _: c_int) -> c_int {
@@ -800,7 +793,7 @@ unsafe extern "C" fn call_function(
                         f(ctx, msg.as_ptr() as *const c_char, n);
                     }
                     if let Some(f) = api.result_error_code {
-                        f(ctx, e.sqlite_code());
+                        f(ctx, e.statement_code());
                     }
                 }
             }

@@ -34,12 +34,6 @@ pub struct ReplicaFile {
     past: Option<Past>,
 }
 
-/// The outcome of a read: how many bytes came from the file (the rest were zero-filled
-/// because the read went past the end).
-pub struct ReadResult {
-    pub filled: usize,
-}
-
 impl ReplicaFile {
     /// Opens the replica that `params` (URI parameters, then the environment) name, at the
     /// `time` they give if any. Never fails: an error is kept and reported later (see
@@ -84,40 +78,35 @@ impl ReplicaFile {
         self.past.as_ref()
     }
 
+    /// The replica, or the error that kept it from opening, with that error's code.
     pub fn replica(&self) -> Result<&Arc<Replica>> {
-        self.replica
-            .as_ref()
-            .map_err(|e| Error::Internal(e.to_string()))
+        self.replica.as_ref().map_err(|e| clone_error(e))
     }
 
     pub fn open_error(&self) -> Option<&Error> {
         self.replica.as_ref().err().map(|e| e.as_ref())
     }
 
-    /// The state this connection sees now: the pinned one inside a read transaction,
-    /// else the newest.
-    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        if let Some(p) = &self.pinned {
-            return Some(p.snapshot.clone());
-        }
-        if let Some(p) = &self.past {
-            return Some(p.snapshot.clone());
-        }
-        self.replica.as_ref().ok().map(|r| r.current())
+    /// The state this connection sees now: the pinned one inside a read transaction, else
+    /// the past one it looks at, else the newest.
+    pub fn snapshot(&self) -> Result<Arc<Snapshot>> {
+        let replica = self.replica()?;
+        Ok(match (&self.pinned, &self.past) {
+            (Some(p), _) => p.snapshot.clone(),
+            (None, Some(p)) => p.snapshot.clone(),
+            (None, None) => replica.current(),
+        })
     }
 
     pub fn lock(&mut self, level: i32) -> Result<()> {
-        if let Err(e) = &self.replica {
-            return Err(clone_error(e));
-        }
+        let replica = self.replica()?.clone();
         if level > LOCK_SHARED {
             return Err(Error::ReadOnly(
                 "a replica opened through the litestream VFS".into(),
             ));
         }
         if self.lock == LOCK_NONE && level >= LOCK_SHARED {
-            let past = self.past.as_ref().map(|p| &p.snapshot);
-            self.pinned = self.replica.as_ref().ok().map(|r| r.pin(past));
+            self.pinned = Some(replica.pin(self.past.as_ref().map(|p| &p.snapshot)));
         }
         self.lock = self.lock.max(level);
         Ok(())
@@ -130,17 +119,18 @@ impl ReplicaFile {
         }
     }
 
+    /// The database size in bytes. A replica that failed to open looks like an empty file
+    /// (SQLite reads the header at open, before the first lock can report the error).
     pub fn file_size(&self) -> u64 {
         self.snapshot().map(|s| s.file_size()).unwrap_or(0)
     }
 
-    /// Fills `buf` with the bytes at `offset`. Bytes past the end of the database read as
-    /// zeros (`filled` says how many were real), as SQLite expects of a short read.
-    pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<ReadResult> {
+    /// Fills `buf` with the bytes at `offset` and returns how many came from the file: bytes
+    /// past the end of the database read as zeros, as SQLite expects of a short read.
+    pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
         buf.fill(0);
-        let (Ok(replica), Some(snap)) = (&self.replica, self.snapshot()) else {
-            // Not opened: look like an empty file until the first lock reports why.
-            return Ok(ReadResult { filled: 0 });
+        let (Ok(replica), Ok(snap)) = (&self.replica, self.snapshot()) else {
+            return Ok(0); // not opened: empty, as file_size says
         };
         let page_size = snap.page_size as u64;
         let size = snap.file_size();
@@ -163,9 +153,7 @@ impl ReplicaFile {
             }
             pos += n as u64;
         }
-        Ok(ReadResult {
-            filled: end.saturating_sub(offset) as usize,
-        })
+        Ok(end.saturating_sub(offset) as usize)
     }
 }
 

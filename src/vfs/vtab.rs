@@ -212,7 +212,7 @@ unsafe extern "C" fn x_filter(
             Err(e) => {
                 // zErrMsg belongs to the vtab; SQLite frees it with sqlite3_free.
                 table.base.zErrMsg = api::sqlite_string(&e.to_string());
-                e.sqlite_code()
+                e.statement_code()
             }
         }
     })

@@ -174,8 +174,51 @@ def test_corrupt_page_at_query_time_is_corrupt(tmp_path, ext_path):
 def test_write_is_readonly(tmp_path, ext_path):
     url = copy_replica("v0.5.17-4096", tmp_path).as_uri()
     r = connect(vfs_uri(url), ext=ext_path)
+    before = rows(r)
     with pytest.raises(sqlite3.OperationalError) as info:
         r.execute("INSERT INTO t(v) VALUES ('nope')")
     assert info.value.sqlite_errorname == "SQLITE_READONLY", info.value
     assert "readonly" in str(info.value)
-    assert rows(r)[-1] != (None, "nope")
+    assert rows(r) == before
+
+
+def damage_after_open(tmp_path, ext_path, damage):
+    """Opens a reader on a replica whose one file holds every page, applies `damage` to that
+    file once the open has loaded its index, reads the table, and returns the error and the
+    reader's last read error from litestream_stats."""
+    root = l0_only_replica(tmp_path, drop=[2, 3, 4])
+    base = root / "ltx" / "0" / "0000000000000001-0000000000000001.ltx"
+    r = connect(vfs_uri(root.as_uri(), name="damaged.db"), ext=ext_path)
+    damage(base)
+    with pytest.raises(sqlite3.Error) as info:
+        r.execute("SELECT * FROM t").fetchall()
+    stats = json.loads(r.execute("SELECT litestream_stats()").fetchone()[0])
+    assert base.name in stats["reads"]["last_error"], stats
+    return info.value, stats["reads"]["last_error"]
+
+
+def test_file_deleted_after_open_is_ioerr_naming_it(tmp_path, ext_path):
+    """Nothing else reaches TXID 1 any more: the read fails as a read, naming the file."""
+    e, last = damage_after_open(tmp_path, ext_path, lambda f: f.unlink())
+    assert e.sqlite_errorname == "SQLITE_IOERR_READ", e
+    assert "not found" in last
+
+
+def test_file_truncated_after_open_is_corrupt(tmp_path, ext_path):
+    e, last = damage_after_open(tmp_path, ext_path,
+                                lambda f: f.write_bytes(f.read_bytes()[:200]))
+    assert e.sqlite_errorname == "SQLITE_CORRUPT", e
+    assert "truncated" in last
+
+
+def test_restore_errors(tmp_path, ext_path):
+    url = copy_replica("v0.5.17-4096", tmp_path).as_uri()
+    r = connect(vfs_uri(url, name="restore-errors.db"), ext=ext_path)
+    with pytest.raises(sqlite3.Error, match="litestream_restore.*is not an instant"):
+        r.execute("SELECT litestream_restore(?, 'someday')", (str(tmp_path / "x.db"),)).fetchone()
+    missing_dir = tmp_path / "no" / "such" / "dir" / "x.db"
+    with pytest.raises(sqlite3.Error) as info:
+        r.execute("SELECT litestream_restore(?)", (str(missing_dir),)).fetchone()
+    assert info.value.sqlite_errorname == "SQLITE_IOERR", info.value
+    assert "no/such/dir" in str(info.value)
+    assert not missing_dir.exists()

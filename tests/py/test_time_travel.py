@@ -137,8 +137,9 @@ def test_instant_before_the_first_state_is_an_error(history, ext_path):
     r = connect(vfs_uri(url, name="early.db"), ext=ext_path)
     with pytest.raises(sqlite3.Error, match="before the earliest reachable state"):
         r.execute("PRAGMA litestream_time = '2001-01-01T00:00:00Z'").fetchall()
-    with pytest.raises(sqlite3.Error, match="is not an instant"):
+    with pytest.raises(sqlite3.Error, match="is not an instant") as info:
         r.execute("SELECT litestream_set_time('someday')").fetchall()
+    assert info.value.sqlite_errorname == "SQLITE_ERROR", "a bad argument, not a failed open"
     assert count(r) > 0, "a failed change leaves the connection as it was"
     with pytest.raises(sqlite3.Error) as info:
         connect(vfs_uri(url, name="early2.db", time="2001-01-01T00:00:00Z"), ext=ext_path)
