@@ -31,17 +31,20 @@ const OUR_PARAMS: &[&str] = &[
     "open_timeout",
     "log_level",
     "time",
+    "role",
+    "sync",
+    "restore",
+    "checksum",
+    "shutdown_timeout",
+    // The Go extension's write mode, mapped onto role=primary.
+    "write_enabled",
+    "sync_interval",
+    "buffer_path",
 ];
 
 /// The Go extension's parameters for features this version does not have yet: an error
 /// says so instead of silently ignoring them.
-const NOT_YET: &[&str] = &[
-    "write_enabled",
-    "sync_interval",
-    "buffer_path",
-    "hydration_enabled",
-    "hydration_path",
-];
+const NOT_YET: &[&str] = &["hydration_enabled", "hydration_path"];
 
 /// Where parameter values come from. The FFI layer implements it over
 /// `sqlite3_uri_parameter`; tests implement it over a map.
@@ -76,6 +79,65 @@ impl LogLevel {
     }
 }
 
+/// `role`: read the replica, or write the local database and ship it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Replica,
+    Primary,
+}
+
+/// `sync`: when COMMIT returns on a primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Once the transaction is in the local WAL; it ships in the background.
+    Local,
+    /// Once the transaction is in the replica.
+    Remote,
+}
+
+/// `restore`: what a primary does at open with the replica's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreMode {
+    /// Restore when the local database does not exist (the default).
+    IfMissing,
+    /// Never restore: the local database wins over a replica that disagrees.
+    Never,
+    /// Always replace the local database with the replica's state.
+    Always,
+}
+
+/// What only a primary reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrimaryConfig {
+    pub sync: SyncMode,
+    pub restore: RestoreMode,
+    /// Keep database checksums in the LTX files written (`checksum=on`). Off by default:
+    /// Litestream 0.5.17's own restore rejects files that carry them ("validate trailer:
+    /// post-apply checksum not allowed"), and its files never do.
+    pub checksum: bool,
+    /// Least time between two uploads (the Go extension's `sync_interval`); commits in
+    /// between are merged into one file.
+    pub sync_interval: Duration,
+    /// How long closing the last connection waits for pending files to ship.
+    pub shutdown_timeout: Duration,
+    /// Where the primary keeps its state and spooled files (`buffer_path`); by default
+    /// `<database>-litestream` beside the database.
+    pub meta_dir: Option<String>,
+}
+
+impl Default for PrimaryConfig {
+    fn default() -> Self {
+        PrimaryConfig {
+            sync: SyncMode::Local,
+            restore: RestoreMode::IfMissing,
+            checksum: false,
+            sync_interval: Duration::ZERO,
+            shutdown_timeout: Duration::from_secs(10),
+            meta_dir: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub replica_url: String,
@@ -84,6 +146,8 @@ pub struct Config {
     pub open_timeout: Duration,
     /// `time`: open looking at this instant (time travel) instead of the newest state.
     pub time: Option<crate::clock::Instant>,
+    pub role: Role,
+    pub primary: PrimaryConfig,
 }
 
 impl Config {
@@ -147,12 +211,71 @@ impl Config {
             Some((src, v)) => Some(instant(&src, &v)?),
             None => None,
         };
+        let mut role = match lookup("role") {
+            Some((src, v)) => match v.trim().to_ascii_lowercase().as_str() {
+                "replica" => Role::Replica,
+                "primary" => Role::Primary,
+                _ => {
+                    return Err(Error::config(
+                        &src,
+                        format!("{v:?} is not replica or primary"),
+                    ))
+                }
+            },
+            None => Role::Replica,
+        };
+        if let Some((src, v)) = lookup("write_enabled") {
+            if boolean(&src, &v)? {
+                role = Role::Primary;
+            }
+        }
+        let mut primary = PrimaryConfig::default();
+        if let Some((src, v)) = lookup("sync") {
+            primary.sync = match v.trim().to_ascii_lowercase().as_str() {
+                "local" | "async" => SyncMode::Local,
+                "remote" => SyncMode::Remote,
+                _ => return Err(Error::config(&src, format!("{v:?} is not local or remote"))),
+            };
+        }
+        if let Some((src, v)) = lookup("restore") {
+            primary.restore = match v.trim().to_ascii_lowercase().as_str() {
+                "if-missing" | "if_missing" => RestoreMode::IfMissing,
+                "never" => RestoreMode::Never,
+                "always" => RestoreMode::Always,
+                _ => {
+                    return Err(Error::config(
+                        &src,
+                        format!("{v:?} is not if-missing, never or always"),
+                    ))
+                }
+            };
+        }
+        if let Some((src, v)) = lookup("checksum") {
+            primary.checksum = boolean(&src, &v)?;
+        }
+        if let Some((src, v)) = lookup("sync_interval") {
+            primary.sync_interval = positive_duration(&src, &v)?;
+        }
+        if let Some((src, v)) = lookup("shutdown_timeout") {
+            primary.shutdown_timeout = positive_duration(&src, &v)?;
+        }
+        if let Some((_, v)) = lookup("buffer_path") {
+            primary.meta_dir = Some(v);
+        }
+        if role == Role::Primary && time.is_some() {
+            return Err(Error::config(
+                "time",
+                "a primary shows its newest state; open the replica (role=replica) to look at the past",
+            ));
+        }
         Ok(Config {
             replica_url,
             poll_interval,
             cache_size,
             open_timeout,
             time,
+            role,
+            primary,
         })
     }
 }
@@ -180,6 +303,15 @@ pub fn positive_duration(param: &str, v: &str) -> Result<Duration> {
             param,
             format!("{v:?} is not a positive duration (Go syntax: 500ms, 2s, 1m30s)"),
         )),
+    }
+}
+
+/// A switch: `on`/`off`, `true`/`false`, `1`/`0`, `yes`/`no`.
+pub fn boolean(param: &str, v: &str) -> Result<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => Ok(true),
+        "0" | "false" | "off" | "no" => Ok(false),
+        _ => Err(Error::config(param, format!("{v:?} is not on or off"))),
     }
 }
 

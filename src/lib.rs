@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod log;
 pub mod ltx;
+pub mod primary;
 pub mod replica;
 pub mod runtime;
 pub mod sql;

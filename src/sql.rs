@@ -10,6 +10,8 @@ use std::time::SystemTime;
 use crate::clock;
 use crate::config::{self, format_duration};
 use crate::error::{Error, Result};
+use crate::ltx::Txid;
+use crate::primary::Primary;
 use crate::vfs::file::ReplicaFile;
 
 /// A value returned to SQL.
@@ -81,6 +83,12 @@ pub fn lag(file: &ReplicaFile) -> Result<Value> {
     Ok(Value::Int(secs))
 }
 
+/// A moment for JSON, in RFC 3339.
+fn when(t: Option<SystemTime>) -> Option<String> {
+    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| clock::rfc3339(d.as_millis() as i64))
+}
+
 /// `PRAGMA litestream_stats`: what this replica costs and where it stands, as JSON.
 pub fn stats(file: &ReplicaFile) -> Result<Value> {
     let replica = file.replica()?;
@@ -88,10 +96,6 @@ pub fn stats(file: &ReplicaFile) -> Result<Value> {
     let (entries, bytes) = replica.cache.usage();
     let s = &replica.store.stats;
     let status = replica.status.lock().clone();
-    let when = |t: Option<SystemTime>| {
-        t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| clock::rfc3339(d.as_millis() as i64))
-    };
     let v = serde_json::json!({
         "replica_url": replica.store.url(),
         "txid": snap.txid.to_string(),
@@ -138,6 +142,7 @@ pub fn pragma(file: &mut ReplicaFile, name: &str, value: Option<&str>) -> Option
     };
     let result = match name.as_str() {
         "litestream_txid" => read_only(txid, file),
+        "litestream_role" => read_only(|_| Ok(Value::Text("replica".into())), file),
         "litestream_lag" => read_only(lag, file),
         "litestream_stats" => read_only(stats, file),
         // Setting answers with the instant now shown (a row, where the Go extension's
@@ -177,4 +182,113 @@ pub fn pragma(file: &mut ReplicaFile, name: &str, value: Option<&str>) -> Option
         _ => return None,
     };
     Some(result)
+}
+
+// ---------------------------------------------------------------------------------------
+// A primary
+
+/// The TXID a primary's replica holds (the newest shipped), 16 hex digits.
+pub fn primary_txid(p: &Primary) -> Result<Value> {
+    let shipped = p.progress().shipped.map_or(0, |s| s.txid);
+    Ok(Value::Text(Txid::new(shipped).to_string()))
+}
+
+/// Seconds the replica is behind: 0 when everything committed has shipped, else the time
+/// since the last upload (or since open, before the first).
+pub fn primary_lag(p: &Primary) -> Result<Value> {
+    if p.may_restart_wal() {
+        return Ok(Value::Int(0));
+    }
+    let since = p.progress().last_upload.unwrap_or(p.opened_at);
+    Ok(Value::Int(
+        since.elapsed().map_or(0, |d| d.as_secs() as i64),
+    ))
+}
+
+pub fn primary_stats(p: &Primary) -> Result<Value> {
+    let pr = p.progress();
+    let s = &p.store().stats;
+    Ok(Value::Text(
+        serde_json::json!({
+            "role": "primary",
+            "replica_url": p.replica_url(),
+            "database": p.db_path.display().to_string(),
+            "shipped_txid": Txid::new(pr.shipped.map_or(0, |s| s.txid)).to_string(),
+            "encoded_txid": Txid::new(pr.encoded_txid).to_string(),
+            "pending": !p.may_restart_wal(),
+            "pending_files": pr.pending_files,
+            "uploads": pr.uploads,
+            "upload_bytes": pr.upload_bytes,
+            "last_upload": when(pr.last_upload),
+            "last_error": pr.last_error,
+            "stopped": pr.stopped,
+            "sync": format!("{:?}", p.config.primary.sync).to_ascii_lowercase(),
+            "storage": {
+                "put_requests": s.put_requests.load(Ordering::Relaxed),
+                "put_bytes": s.put_bytes.load(Ordering::Relaxed),
+                "get_requests": s.get_requests.load(Ordering::Relaxed),
+                "list_requests": s.list_requests.load(Ordering::Relaxed),
+                "errors": s.errors.load(Ordering::Relaxed),
+            },
+        })
+        .to_string(),
+    ))
+}
+
+/// A SQL function called on a primary's schema.
+pub fn primary_function(p: &Primary, name: &str) -> Result<Value> {
+    match name {
+        "litestream_txid" => primary_txid(p),
+        "litestream_lag" => primary_lag(p),
+        "litestream_stats" => primary_stats(p),
+        _ => Err(Error::config(
+            name,
+            "not available on a primary (open the replica with role=replica)",
+        )),
+    }
+}
+
+/// The pragmas of a primary's main database: ours, and the ones that would stop capture.
+/// None: not ours to answer (SQLite handles it).
+pub fn primary_pragma(p: &Primary, name: &str, value: Option<&str>) -> Option<Result<Value>> {
+    let name = name.to_ascii_lowercase();
+    let read_only = |f: fn(&Primary) -> Result<Value>| match value {
+        None => f(p),
+        Some(_) => Err(Error::config(&name, "is read-only")),
+    };
+    let v = value.map(|v| {
+        v.trim()
+            .trim_matches(|c| c == '\'' || c == '"')
+            .to_ascii_lowercase()
+    });
+    Some(match name.as_str() {
+        "litestream_txid" => read_only(primary_txid),
+        "litestream_lag" => read_only(primary_lag),
+        "litestream_stats" => read_only(primary_stats),
+        "litestream_role" => read_only(|_| Ok(Value::Text("primary".into()))),
+        "litestream_replica_url" => read_only(|p| Ok(Value::Text(p.replica_url().into()))),
+        "litestream_sync" => read_only(|p| {
+            Ok(Value::Text(
+                format!("{:?}", p.config.primary.sync).to_ascii_lowercase(),
+            ))
+        }),
+        "journal_mode" if v.as_deref().is_some_and(|v| v != "wal") => Err(Error::config(
+            "journal_mode",
+            "role=primary keeps the database in WAL mode (its WAL is what ships)",
+        )),
+        "locking_mode" if v.as_deref() == Some("exclusive") => Err(Error::config(
+            "locking_mode",
+            "role=primary needs the shared WAL index; exclusive locking mode is not supported",
+        )),
+        "synchronous"
+            if p.config.primary.sync == crate::config::SyncMode::Remote
+                && v.as_deref().is_some_and(|v| !matches!(v, "full" | "2" | "extra" | "3")) =>
+        {
+            Err(Error::config(
+                "synchronous",
+                "sync=remote needs synchronous=FULL (each commit syncs the WAL, and waits for the replica)",
+            ))
+        }
+        _ => return None,
+    })
 }

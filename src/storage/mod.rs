@@ -54,8 +54,17 @@ impl std::fmt::Display for FileInfo {
 pub struct StorageStats {
     pub get_requests: AtomicU64,
     pub get_bytes: AtomicU64,
+    pub put_requests: AtomicU64,
+    pub put_bytes: AtomicU64,
     pub list_requests: AtomicU64,
     pub errors: AtomicU64,
+}
+
+/// What a conditional put found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    Yes,
+    AlreadyExists,
 }
 
 pub struct Store {
@@ -223,6 +232,57 @@ impl Store {
             return Err(self.short_read(f, &range, bytes.len()));
         }
         Ok(bytes)
+    }
+
+    /// The path of a level's file relative to the replica root, for writing one.
+    pub fn file_rel(&self, level: u8, min: Txid, max: Txid) -> String {
+        format!(
+            "{}/{}",
+            self.backend.layout.level_dir(level),
+            layout::file_name(min, max)
+        )
+    }
+
+    /// Creates the object at `rel` (relative to the replica root) unless it exists: a
+    /// conditional put (`If-None-Match: *` on S3), so that of two writers exactly one wins.
+    pub async fn put_new(&self, rel: &str, bytes: Bytes) -> Result<Created> {
+        use object_store::{PutMode, PutOptions, PutPayload};
+        let path = join(&self.backend.root, rel);
+        self.stats.put_requests.fetch_add(1, Ordering::Relaxed);
+        let n = bytes.len() as u64;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .backend
+            .store
+            .put_opts(&path, PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => {
+                self.stats.put_bytes.fetch_add(n, Ordering::Relaxed);
+                Ok(Created::Yes)
+            }
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(Created::AlreadyExists),
+            Err(e) => Err(self.fail(path.to_string(), e)),
+        }
+    }
+
+    /// The whole object at `rel`, or None when there is none.
+    pub async fn get(&self, rel: &str) -> Result<Option<Bytes>> {
+        let path = join(&self.backend.root, rel);
+        self.stats.get_requests.fetch_add(1, Ordering::Relaxed);
+        match self.backend.store.get(&path).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|e| self.fail(path.to_string(), e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.fail(path.to_string(), e)),
+        }
     }
 
     /// A range that came back shorter than asked: the object is truncated.

@@ -11,7 +11,8 @@ use libsqlite3_sys as ffi;
 
 use super::api;
 use super::file::ReplicaFile;
-use crate::config::Params;
+use super::passthrough;
+use crate::config::{Config, Params, Role};
 use crate::error::Error;
 use crate::sql::{self, Value};
 
@@ -127,6 +128,13 @@ pub unsafe extern "C" fn sqlite3_litestream_autoinit(
         if let Err(e) = register_vfs().and_then(|()| register_functions(db)) {
             crate::log_warn!("litestream extension: {e}");
         }
+        if let Err(e) = prepare_primary(db) {
+            if !pz_err.is_null() {
+                // SAFETY: SQLite passes a valid out-pointer for the message.
+                unsafe { *pz_err = api::sqlite_string(&e.to_string()) };
+            }
+            return e.sqlite_code();
+        }
         if let Some(file) = file_of(db, "main") {
             if let Some(e) = file.open_error() {
                 if !pz_err.is_null() {
@@ -169,7 +177,9 @@ fn register_vfs() -> Result<(), Error> {
         let base_ref = unsafe { &*base };
         // Non-replica files (temp files, journals) are opened by the base VFS in place, so
         // our file size must fit both.
-        let size = (std::mem::size_of::<Handle>() as c_int).max(base_ref.szOsFile);
+        let size = (std::mem::size_of::<Handle>() as c_int)
+            .max(std::mem::size_of::<super::passthrough::PassHandle>() as c_int)
+            .max(base_ref.szOsFile);
         let vfs = Box::new(ffi::sqlite3_vfs {
             iVersion: 2,
             szOsFile: size,
@@ -264,10 +274,29 @@ unsafe extern "C" fn x_open(
     guard(ffi::SQLITE_CANTOPEN, || {
         // SAFETY: vfs is ours.
         let base = unsafe { base(vfs) };
-        if flags & ffi::SQLITE_OPEN_MAIN_DB == 0
-            || name.is_null()
-            || !crate::config::names_a_replica(&UriParams(name), &|k| std::env::var(k).ok())
-        {
+        // SAFETY: name is NULL or the file name SQLite passes, valid during the call.
+        let path = unsafe { api::text(name) }.map(|p| std::path::PathBuf::from(p.as_ref()));
+        let env = |k: &str| std::env::var(k).ok();
+        if flags & ffi::SQLITE_OPEN_WAL != 0 {
+            if let Some(primary) = path.as_deref().and_then(crate::primary::by_wal) {
+                // SAFETY: xOpen's arguments; our szOsFile covers a PassHandle.
+                return unsafe {
+                    passthrough::open(
+                        base,
+                        name,
+                        file,
+                        flags,
+                        out_flags,
+                        primary,
+                        passthrough::Kind::Wal,
+                    )
+                };
+            }
+        }
+        let ours = flags & ffi::SQLITE_OPEN_MAIN_DB != 0
+            && !name.is_null()
+            && crate::config::names_a_replica(&UriParams(name), &env);
+        if !ours {
             // Temp files, journals, sort files: the base VFS opens them in place.
             // SAFETY: our szOsFile is at least the base's, so `file` has room for its file.
             return unsafe {
@@ -277,8 +306,33 @@ unsafe extern "C" fn x_open(
                 }
             };
         }
-        let env = |k: &str| std::env::var(k).ok();
-        let state = Box::new(ReplicaFile::open_with(&UriParams(name), &env));
+        let state = match Config::from_params(&UriParams(name), &env) {
+            Ok(config) if config.role == Role::Primary => {
+                match path.as_deref().map(|p| crate::primary::open(p, &config)) {
+                    Some(Ok(primary)) => {
+                        // SAFETY: xOpen's arguments; our szOsFile covers a PassHandle.
+                        return unsafe {
+                            passthrough::open(
+                                base,
+                                name,
+                                file,
+                                flags,
+                                out_flags,
+                                primary,
+                                passthrough::Kind::Db,
+                            )
+                        };
+                    }
+                    Some(Err(e)) => ReplicaFile::open(Err(e)),
+                    None => ReplicaFile::open(Err(Error::config(
+                        "role",
+                        "a primary needs a database file name",
+                    ))),
+                }
+            }
+            _ => ReplicaFile::open_with(&UriParams(name), &env),
+        };
+        let state = Box::new(state);
         if let Some(e) = state.open_error() {
             // The message reaches sqlite3_errmsg through the auto-extension; log it for
             // hosts that open with ATTACH, where it cannot.
@@ -304,6 +358,13 @@ unsafe extern "C" fn x_delete(
     sync: c_int,
 ) -> c_int {
     guard(ffi::SQLITE_IOERR_DELETE, || {
+        // SAFETY: name is a valid C string for the call.
+        let path = unsafe { api::text(name) }.map(|p| std::path::PathBuf::from(p.as_ref()));
+        if let Some(primary) = path.as_deref().and_then(crate::primary::by_wal) {
+            if !primary.may_delete_wal() {
+                return ffi::SQLITE_OK;
+            }
+        }
         // SAFETY: vfs is ours; the base VFS handles local files.
         unsafe {
             let base = base(vfs);
@@ -324,7 +385,8 @@ unsafe extern "C" fn x_access(
     guard(ffi::SQLITE_IOERR_ACCESS, || {
         // SAFETY: name is a valid C string for the call.
         let n = unsafe { api::text(name) }.unwrap_or_default();
-        if n.ends_with("-journal") || n.ends_with("-wal") || n.ends_with("-shm") {
+        let side_file = n.ends_with("-journal") || n.ends_with("-wal") || n.ends_with("-shm");
+        if side_file && !crate::primary::is_primary_side_file(std::path::Path::new(n.as_ref())) {
             // A replica has no hot journal and no WAL: never look for local ones.
             // SAFETY: out is a valid out-pointer.
             unsafe { *out = 0 };
@@ -631,6 +693,56 @@ pub(super) fn file_of<'a>(db: *mut ffi::sqlite3, schema: &str) -> Option<&'a mut
     unsafe { p.as_mut() }
 }
 
+/// The primary behind `schema` of connection `db`, when it is one of ours.
+fn primary_of<'a>(db: *mut ffi::sqlite3, schema: &str) -> Option<&'a crate::primary::Primary> {
+    let fc = api::get()?.file_control?;
+    let schema = CString::new(schema).ok()?;
+    let mut p: *const crate::primary::Primary = ptr::null();
+    // SAFETY: our opcode writes a pointer to the file's primary, which lives while the file
+    // is open; the caller holds the connection.
+    let rc = unsafe {
+        fc(
+            db,
+            schema.as_ptr(),
+            passthrough::FCNTL_LITESTREAM_PRIMARY,
+            &mut p as *mut _ as *mut c_void,
+        )
+    };
+    if rc != ffi::SQLITE_OK {
+        return None;
+    }
+    // SAFETY: set by the primary file's xFileControl from a live Arc.
+    unsafe { p.as_ref() }
+}
+
+/// A new connection to a primary: put it in WAL mode (its WAL is what ships), with
+/// synchronous=FULL under sync=remote (each commit then syncs the WAL, where it waits).
+fn prepare_primary(db: *mut ffi::sqlite3) -> Result<(), Error> {
+    let Some(primary) = primary_of(db, "main") else {
+        return Ok(());
+    };
+    let mut sql = String::from("PRAGMA journal_mode=WAL;");
+    if primary.config.primary.sync == crate::config::SyncMode::Remote {
+        sql.push_str("PRAGMA synchronous=FULL;");
+    }
+    let exec = api::get()
+        .and_then(|a| a.exec)
+        .ok_or_else(missing("exec"))?;
+    let sql = CString::new(sql).map_err(|e| Error::Internal(e.to_string()))?;
+    // SAFETY: db is a live connection; no callback; the error message is not requested.
+    let rc = unsafe { exec(db, sql.as_ptr(), None, ptr::null_mut(), ptr::null_mut()) };
+    if rc != ffi::SQLITE_OK {
+        return Err(Error::Reported {
+            code: rc,
+            message: format!(
+                "litestream: cannot put {} in WAL mode (SQLite error {rc})",
+                primary.db_path.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // SQL functions
 
@@ -760,9 +872,10 @@ unsafe extern "C" fn call_function(
                     let schema = arg(&args, function.schema_arg)
                         .unwrap_or("main")
                         .to_string();
-                    match file_of(db, &schema) {
-                        Some(file) => (function.call)(file, &args),
-                        None => Err(Error::config(
+                    match (file_of(db, &schema), primary_of(db, &schema)) {
+                        (Some(file), _) => (function.call)(file, &args),
+                        (None, Some(primary)) => sql::primary_function(primary, function.name),
+                        (None, None) => Err(Error::config(
                             function.name,
                             format!(
                                 "schema {schema:?} is not a database opened with vfs=litestream"

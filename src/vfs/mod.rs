@@ -5,6 +5,7 @@
 mod api;
 mod ffi;
 pub mod file;
+mod passthrough;
 mod vtab;
 
 /// The VFS name, as the Go extension registers it.

@@ -1,0 +1,314 @@
+//! The shipper: one tokio task per primary. Each round it reads the transactions committed
+//! in the WAL since the last round, writes them as one LTX file (MinTXID..MaxTXID, the newest
+//! version of each page) to the spool folder, and uploads spooled files in TXID order. When
+//! commits come faster than uploads, a round simply finds more transactions: they are merged.
+//!
+//! Single writer: before a file starting at TXID N is uploaded, the primary creates the claim
+//! object `claims/<N>` with a conditional put. Two primaries continuing one replica both need
+//! the claim of the same TXID, so exactly one of them can write it; the other stops shipping.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use super::local::LocalDb;
+use super::state::Position;
+use super::sums::PageSums;
+use super::wal::{self, WalPos};
+use super::Primary;
+use crate::error::{Error, Result};
+use crate::ltx::{Encoder, Header, Txid};
+use crate::storage::Created;
+
+/// An encoded file waiting to be uploaded.
+pub(super) struct Spooled {
+    pub path: PathBuf,
+    pub min: u64,
+    /// The state after it.
+    pub after: Position,
+    /// Write ends noted when the round that encoded it started: once it ships, everything
+    /// committed before them has shipped.
+    pub notes: u64,
+}
+
+/// The shipper's own state; only its task touches it.
+pub(super) struct Shipper {
+    /// Where the last encoded transaction ends in the WAL (None: at its start).
+    pub cursor: Option<WalPos>,
+    pub txid: u64,
+    pub page_size: u32,
+    /// Page checksums of the newest encoded state (None with `checksum=off`).
+    pub sums: Option<PageSums>,
+    /// The database checksum the next file starts from (its pre-apply), when known.
+    pub chain: Option<u64>,
+    pub queue: VecDeque<Spooled>,
+}
+
+pub(super) fn spool_dir(meta_dir: &Path) -> PathBuf {
+    meta_dir.join("spool")
+}
+
+/// Writes an LTX file to `path` (via a temporary name) from `pages`, in ascending order.
+pub(super) fn write_ltx(
+    path: &Path,
+    header: Header,
+    pages: impl Iterator<Item = Result<(u32, Vec<u8>)>>,
+    sums: &mut Option<PageSums>,
+) -> Result<u64> {
+    let tmp = path.with_extension("tmp");
+    let io = |e| Error::io(format!("writing {}", tmp.display()), e);
+    let corrupt = |e| Error::corrupt(tmp.display().to_string(), e);
+    let with_checksums = header.has_checksums();
+    let commit = header.commit;
+    let mut enc =
+        Encoder::new(BufWriter::new(File::create(&tmp).map_err(io)?), header).map_err(corrupt)?;
+    for page in pages {
+        let (pgno, data) = page?;
+        if pgno > commit {
+            continue;
+        }
+        if let Some(s) = sums.as_mut() {
+            s.set(pgno, &data);
+        }
+        enc.add_page(pgno, &data).map_err(corrupt)?;
+    }
+    if let Some(s) = sums.as_mut() {
+        s.truncate(commit);
+    }
+    let post = match (with_checksums, sums.as_ref()) {
+        (true, Some(s)) => s.checksum(),
+        _ => 0,
+    };
+    let (w, _) = enc.finish(post).map_err(corrupt)?;
+    let f = w.into_inner().map_err(|e| io(e.into_error()))?;
+    f.sync_data().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(post)
+}
+
+/// A header for a file of this primary: with checksums when both ends are known.
+pub(super) fn header(
+    sh: &Shipper,
+    node_id: u64,
+    commit: u32,
+    min: u64,
+    max: u64,
+    ts: i64,
+) -> Header {
+    let mut h = Header::new(sh.page_size, commit, Txid::new(min), Txid::new(max), ts);
+    h.node_id = node_id;
+    let pre = if min == 1 { Some(0) } else { sh.chain };
+    if let (Some(_), Some(pre)) = (&sh.sums, pre) {
+        h.flags &= !Header::FLAG_NO_CHECKSUM;
+        h.pre_apply_checksum = pre;
+    }
+    h
+}
+
+impl Shipper {
+    /// Encodes what was committed in the WAL since the last round into one spooled file.
+    fn encode_new(&mut self, p: &Primary, notes: u64) -> Result<()> {
+        let f = match File::open(&p.wal_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(format!("opening {}", p.wal_path.display()), e)),
+        };
+        let io = |e| Error::io(format!("reading {}", p.wal_path.display()), e);
+        let Some(hdr) = wal::read_header(&f).map_err(io)? else {
+            return Ok(());
+        };
+        // A new generation (the WAL was restarted, which is refused while anything in it
+        // has not shipped) continues from its start.
+        let from = match self.cursor {
+            Some(c) if hdr.same_generation(&c) => c,
+            _ => hdr.start(),
+        };
+        let txns = wal::committed_after(&f, &hdr, &from).map_err(io)?;
+        let Some(last) = txns.last() else {
+            self.cursor = Some(from);
+            return Ok(());
+        };
+        if self.page_size == 0 {
+            self.page_size = hdr.page_size;
+            self.sums = self.sums.take().map(|_| PageSums::new(hdr.page_size));
+        } else if self.page_size != hdr.page_size {
+            return Err(Error::Internal(format!(
+                "the WAL's page size {} differs from the database's {}",
+                hdr.page_size, self.page_size
+            )));
+        }
+        let mut frames = std::collections::BTreeMap::new();
+        for t in &txns {
+            frames.extend(t.pages.iter().map(|(&pg, &off)| (pg, off)));
+        }
+        let (min, max) = (self.txid + 1, self.txid + txns.len() as u64);
+        let ts = p.last_note_ms.load(Ordering::Relaxed).max(1);
+        let mut h = header(self, p.node_id, last.commit, min, max, ts);
+        h.wal_offset = from.offset as i64;
+        h.wal_size = (last.end.offset - from.offset) as i64;
+        h.wal_salt1 = hdr.salt1;
+        h.wal_salt2 = hdr.salt2;
+        let path =
+            spool_dir(&p.meta_dir).join(format!("{}-{}.ltx", Txid::new(min), Txid::new(max)));
+        let page_size = self.page_size;
+        let salts = (hdr.salt1, hdr.salt2);
+        let pages = frames.iter().map(|(&pgno, &off)| {
+            wal::read_page(&f, page_size, off, salts)
+                .map(|data| (pgno, data))
+                .map_err(io)
+        });
+        let post = if min == 1 && !covers_all(&frames, last.commit, page_size) {
+            // The first file must hold every page; take the ones this batch did not write
+            // from the database file.
+            let local = LocalDb::open(&p.db_path, &p.wal_path)?;
+            let all = local.pgnos().map(|pg| local.page(pg).map(|d| (pg, d)));
+            write_ltx(&path, h, all, &mut self.sums)?
+        } else {
+            write_ltx(&path, h, pages, &mut self.sums)?
+        };
+        self.chain = self.sums.as_ref().map(PageSums::checksum);
+        self.cursor = Some(last.end);
+        self.txid = max;
+        self.queue.push_back(Spooled {
+            path,
+            min,
+            after: Position {
+                txid: max,
+                checksum: post,
+                wal: Some(last.end),
+            },
+            notes,
+        });
+        Ok(())
+    }
+
+    /// Uploads the oldest spooled file: claim its first TXID, then create the file.
+    async fn upload_front(&mut self, p: &Primary) -> Result<Uploaded> {
+        let Some(f) = self.queue.front() else {
+            return Ok(Uploaded::Yes);
+        };
+        let (min, after) = (f.min, f.after);
+        let bytes = Bytes::from(
+            std::fs::read(&f.path)
+                .map_err(|e| Error::io(format!("reading {}", f.path.display()), e))?,
+        );
+        p.update_state(|s| s.in_flight = Some((min, after)))?;
+        let claim = format!("claims/{}", Txid::new(min));
+        let mine = format!("{{\"node_id\":\"{:016x}\"}}", p.node_id);
+        if p.store.put_new(&claim, Bytes::from(mine.clone())).await? == Created::AlreadyExists {
+            let theirs = p.store.get(&claim).await?.unwrap_or_default();
+            if theirs != mine.as_bytes() {
+                return Ok(Uploaded::Lost(format!(
+                    "another primary ({}) already wrote TXID {} to {}",
+                    String::from_utf8_lossy(&theirs).trim(),
+                    Txid::new(min),
+                    p.store.url()
+                )));
+            }
+        }
+        let rel = p.store.file_rel(0, Txid::new(min), Txid::new(after.txid));
+        let n = bytes.len() as u64;
+        // Already there with our claim: an earlier attempt landed without its answer.
+        p.store.put_new(&rel, bytes).await?;
+        p.update_state(|s| {
+            s.shipped = after;
+            s.in_flight = None;
+        })?;
+        let f = self.queue.pop_front().expect("front checked above");
+        let _ = std::fs::remove_file(&f.path);
+        let pending = self.queue.len();
+        p.set_progress(|pr| {
+            pr.shipped = Some(after);
+            pr.shipped_notes = pr.shipped_notes.max(f.notes);
+            pr.pending_files = pending;
+            pr.uploads += 1;
+            pr.upload_bytes += n;
+            pr.last_upload = Some(SystemTime::now());
+            pr.last_error = None;
+        });
+        Ok(Uploaded::Yes)
+    }
+
+    /// One round: encode what is new, then upload every spooled file.
+    async fn round(&mut self, p: &Primary) -> Result<Option<String>> {
+        let notes = p.notes.load(Ordering::Acquire);
+        tokio::task::block_in_place(|| self.encode_new(p, notes))?;
+        let (txid, pending) = (self.txid, self.queue.len());
+        p.set_progress(|pr| {
+            pr.encoded_txid = txid;
+            pr.pending_files = pending;
+        });
+        while !self.queue.is_empty() {
+            if let Uploaded::Lost(why) = self.upload_front(p).await? {
+                return Ok(Some(why));
+            }
+        }
+        p.set_progress(|pr| pr.shipped_notes = pr.shipped_notes.max(notes));
+        Ok(None)
+    }
+}
+
+fn covers_all(frames: &std::collections::BTreeMap<u32, u64>, commit: u32, page_size: u32) -> bool {
+    let lock = crate::ltx::lock_pgno(page_size);
+    (1..=commit).all(|pg| pg == lock || frames.contains_key(&pg))
+}
+
+enum Uploaded {
+    Yes,
+    Lost(String),
+}
+
+/// Starts the shipper task of `p`.
+pub(super) fn start(p: &Arc<Primary>, shipper: Shipper) -> Result<()> {
+    let weak = Arc::downgrade(p);
+    crate::runtime::handle()?.spawn(run(weak, shipper));
+    Ok(())
+}
+
+async fn run(weak: Weak<Primary>, mut sh: Shipper) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(p) = weak.upgrade() else { return };
+        match sh.round(&p).await {
+            Ok(None) => backoff = Duration::from_millis(100),
+            Ok(Some(lost)) => {
+                crate::log_warn!(
+                    "litestream: {}: shipping stopped: {lost}",
+                    p.db_path.display()
+                );
+                p.set_progress(|pr| pr.stopped = Some(lost));
+                return;
+            }
+            Err(e) => {
+                crate::log_warn!(
+                    "litestream: {}: shipping: {e} (retrying in {backoff:?})",
+                    p.db_path.display()
+                );
+                p.set_progress(|pr| pr.last_error = Some(e.to_string()));
+                let wait = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                drop(p);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        }
+        let interval = p.config.primary.sync_interval;
+        let wake = p.wake.clone();
+        let woken = wake.notified();
+        // Hold no strong reference while idle, so the last connection's close ends the task.
+        let caught_up = p.may_restart_wal();
+        drop(p);
+        if caught_up {
+            woken.await;
+        }
+        if !interval.is_zero() {
+            tokio::time::sleep(interval).await;
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Reading SQLite's write-ahead log: its header, and the transactions committed in it after
+//! a known position. Pure file reading; no SQLite calls.
+//!
+//! A WAL is a 32-byte header then frames of (24-byte header, one page). A frame belongs to
+//! the current generation when its salts equal the header's, and is valid when the running
+//! checksum (over every frame since the header) matches the one stored in it; a frame whose
+//! commit field is non-zero ends a transaction and gives the database size in pages. This is
+//! exactly how SQLite's own recovery decides what was committed, so frames of a transaction
+//! that was rolled back, or whose commit frame was torn by a crash, are never taken.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+pub const HEADER_SIZE: u64 = 32;
+pub const FRAME_HEADER_SIZE: u64 = 24;
+const MAGIC_LE: u32 = 0x377f_0682;
+const MAGIC_BE: u32 = 0x377f_0683;
+
+/// Where reading stopped: the end of the last committed frame taken, with the running
+/// checksum there (the next frame's checksum continues from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WalPos {
+    pub salt1: u32,
+    pub salt2: u32,
+    pub ckpt_seq: u32,
+    pub offset: u64,
+    pub cksum1: u32,
+    pub cksum2: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalHeader {
+    /// Checksums are computed over big-endian words (magic 0x377f0683).
+    pub big_endian: bool,
+    pub page_size: u32,
+    pub ckpt_seq: u32,
+    pub salt1: u32,
+    pub salt2: u32,
+    pub cksum1: u32,
+    pub cksum2: u32,
+}
+
+impl WalHeader {
+    /// The position right after the header: a generation with no frames yet.
+    pub fn start(&self) -> WalPos {
+        WalPos {
+            salt1: self.salt1,
+            salt2: self.salt2,
+            ckpt_seq: self.ckpt_seq,
+            offset: HEADER_SIZE,
+            cksum1: self.cksum1,
+            cksum2: self.cksum2,
+        }
+    }
+
+    pub fn same_generation(&self, pos: &WalPos) -> bool {
+        self.salt1 == pos.salt1 && self.salt2 == pos.salt2
+    }
+
+    pub fn frame_size(&self) -> u64 {
+        FRAME_HEADER_SIZE + u64::from(self.page_size)
+    }
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_be_bytes(w)
+}
+
+/// SQLite's WAL checksum (`walChecksumBytes`): two running 32-bit sums over pairs of words.
+pub fn checksum(big_endian: bool, data: &[u8], (mut s1, mut s2): (u32, u32)) -> (u32, u32) {
+    for pair in data.chunks_exact(8) {
+        let word = |i: usize| {
+            let w = [pair[i], pair[i + 1], pair[i + 2], pair[i + 3]];
+            if big_endian {
+                u32::from_be_bytes(w)
+            } else {
+                u32::from_le_bytes(w)
+            }
+        };
+        s1 = s1.wrapping_add(word(0)).wrapping_add(s2);
+        s2 = s2.wrapping_add(word(4)).wrapping_add(s1);
+    }
+    (s1, s2)
+}
+
+/// The header, or None when the file is shorter than a header or the header is not valid
+/// (a WAL being created, or truncated by a checkpoint): there is nothing committed in it.
+pub fn read_header(f: &File) -> io::Result<Option<WalHeader>> {
+    let mut b = [0u8; HEADER_SIZE as usize];
+    if read_full(f, &mut b, 0)? < b.len() {
+        return Ok(None);
+    }
+    let big_endian = match be32(&b, 0) {
+        MAGIC_LE => false,
+        MAGIC_BE => true,
+        _ => return Ok(None),
+    };
+    let page_size = match be32(&b, 8) {
+        1 => 65536,
+        n => n,
+    };
+    if !crate::ltx::is_valid_page_size(page_size) {
+        return Ok(None);
+    }
+    let (c1, c2) = checksum(big_endian, &b[..24], (0, 0));
+    if (c1, c2) != (be32(&b, 24), be32(&b, 28)) {
+        return Ok(None);
+    }
+    Ok(Some(WalHeader {
+        big_endian,
+        page_size,
+        ckpt_seq: be32(&b, 12),
+        salt1: be32(&b, 16),
+        salt2: be32(&b, 20),
+        cksum1: c1,
+        cksum2: c2,
+    }))
+}
+
+/// One committed transaction: the newest frame of each page it wrote, and the database size
+/// in pages after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Txn {
+    pub commit: u32,
+    /// Page number → offset of the frame (its 24-byte header) in the WAL.
+    pub pages: BTreeMap<u32, u64>,
+    /// The position after its commit frame.
+    pub end: WalPos,
+}
+
+/// The transactions committed after `from` (a position in the generation of `hdr`), in order.
+/// Stops at the first frame that is not valid: past it nothing is committed.
+pub fn committed_after(f: &File, hdr: &WalHeader, from: &WalPos) -> io::Result<Vec<Txn>> {
+    let frame_size = hdr.frame_size() as usize;
+    let mut buf = vec![0u8; frame_size];
+    let mut txns = Vec::new();
+    let mut pages = BTreeMap::new();
+    let (mut offset, mut sums) = (from.offset, (from.cksum1, from.cksum2));
+    loop {
+        if read_full(f, &mut buf, offset)? < frame_size {
+            break;
+        }
+        if be32(&buf, 8) != hdr.salt1 || be32(&buf, 12) != hdr.salt2 {
+            break;
+        }
+        let s = checksum(hdr.big_endian, &buf[..8], sums);
+        let s = checksum(hdr.big_endian, &buf[FRAME_HEADER_SIZE as usize..], s);
+        if s != (be32(&buf, 16), be32(&buf, 20)) {
+            break;
+        }
+        let (pgno, commit) = (be32(&buf, 0), be32(&buf, 4));
+        if pgno == 0 {
+            break;
+        }
+        pages.insert(pgno, offset);
+        sums = s;
+        offset += frame_size as u64;
+        if commit != 0 {
+            txns.push(Txn {
+                commit,
+                pages: std::mem::take(&mut pages),
+                end: WalPos {
+                    salt1: hdr.salt1,
+                    salt2: hdr.salt2,
+                    ckpt_seq: hdr.ckpt_seq,
+                    offset,
+                    cksum1: sums.0,
+                    cksum2: sums.1,
+                },
+            });
+        }
+    }
+    Ok(txns)
+}
+
+/// Reads the page of the frame at `frame_offset`, checking that the frame still belongs to
+/// the generation `pos` names (a restarted WAL would hold other pages there).
+pub fn read_page(
+    f: &File,
+    page_size: u32,
+    frame_offset: u64,
+    salts: (u32, u32),
+) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; FRAME_HEADER_SIZE as usize + page_size as usize];
+    if read_full(f, &mut buf, frame_offset)? < buf.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "WAL frame is short",
+        ));
+    }
+    if (be32(&buf, 8), be32(&buf, 12)) != salts {
+        return Err(io::Error::other(
+            "the WAL was restarted under an unshipped frame",
+        ));
+    }
+    Ok(buf.split_off(FRAME_HEADER_SIZE as usize))
+}
+
+/// Reads up to `buf.len()` bytes at `offset`; returns how many (fewer only at end of file).
+pub fn read_full(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Writes a WAL the way SQLite does (little-endian checksums): `txns` is a list of
+    /// transactions, each a list of (pgno, fill byte), the last frame marked commit.
+    pub fn write_wal(
+        path: &std::path::Path,
+        page_size: u32,
+        salts: (u32, u32),
+        txns: &[Vec<(u32, u8)>],
+    ) {
+        let mut out = Vec::new();
+        let mut h = Vec::new();
+        h.extend_from_slice(&MAGIC_LE.to_be_bytes());
+        h.extend_from_slice(&3007000u32.to_be_bytes());
+        h.extend_from_slice(&page_size.to_be_bytes());
+        h.extend_from_slice(&7u32.to_be_bytes());
+        h.extend_from_slice(&salts.0.to_be_bytes());
+        h.extend_from_slice(&salts.1.to_be_bytes());
+        let mut s = checksum(false, &h, (0, 0));
+        h.extend_from_slice(&s.0.to_be_bytes());
+        h.extend_from_slice(&s.1.to_be_bytes());
+        out.extend_from_slice(&h);
+        for txn in txns {
+            for (i, &(pgno, fill)) in txn.iter().enumerate() {
+                let commit = if i + 1 == txn.len() { pgno.max(3) } else { 0 };
+                let page = vec![fill; page_size as usize];
+                let mut fh = Vec::new();
+                fh.extend_from_slice(&pgno.to_be_bytes());
+                fh.extend_from_slice(&commit.to_be_bytes());
+                s = checksum(false, &fh, s);
+                s = checksum(false, &page, s);
+                fh.extend_from_slice(&salts.0.to_be_bytes());
+                fh.extend_from_slice(&salts.1.to_be_bytes());
+                fh.extend_from_slice(&s.0.to_be_bytes());
+                fh.extend_from_slice(&s.1.to_be_bytes());
+                out.extend_from_slice(&fh);
+                out.extend_from_slice(&page);
+            }
+        }
+        std::fs::File::create(path)
+            .unwrap()
+            .write_all(&out)
+            .unwrap();
+    }
+
+    #[test]
+    fn reads_committed_transactions_and_stops_at_a_torn_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db-wal");
+        write_wal(
+            &p,
+            512,
+            (11, 22),
+            &[vec![(1, 1), (2, 2)], vec![(2, 3), (3, 4), (2, 5)]],
+        );
+        let f = File::open(&p).unwrap();
+        let hdr = read_header(&f).unwrap().unwrap();
+        assert_eq!((hdr.page_size, hdr.salt1, hdr.salt2), (512, 11, 22));
+        let txns = committed_after(&f, &hdr, &hdr.start()).unwrap();
+        assert_eq!(txns.len(), 2);
+        assert_eq!(
+            txns[0].pages.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        // The newest frame of page 2 in the second transaction is its third frame.
+        let fs = hdr.frame_size();
+        assert_eq!(txns[1].pages[&2], HEADER_SIZE + 4 * fs);
+        assert_eq!(
+            read_page(&f, 512, txns[1].pages[&2], (11, 22)).unwrap()[0],
+            5
+        );
+        // Resuming from the first transaction's end finds only the second.
+        let rest = committed_after(&f, &hdr, &txns[0].end).unwrap();
+        assert_eq!(rest, txns[1..].to_vec());
+
+        // Flip one byte of the last frame: the second transaction is no longer committed.
+        let mut bytes = std::fs::read(&p).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&p, &bytes).unwrap();
+        let f = File::open(&p).unwrap();
+        assert_eq!(committed_after(&f, &hdr, &hdr.start()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn frames_without_a_commit_are_not_a_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db-wal");
+        write_wal(&p, 512, (1, 2), &[vec![(1, 1)]]);
+        // Append the frames of a transaction that never committed: copy the file's first
+        // frame with its commit field zeroed (and so an invalid checksum).
+        let mut bytes = std::fs::read(&p).unwrap();
+        let frame = bytes[32..32 + 24 + 512].to_vec();
+        let mut torn = frame.clone();
+        torn[4..8].copy_from_slice(&0u32.to_be_bytes());
+        bytes.extend_from_slice(&torn);
+        std::fs::write(&p, &bytes).unwrap();
+        let f = File::open(&p).unwrap();
+        let hdr = read_header(&f).unwrap().unwrap();
+        assert_eq!(committed_after(&f, &hdr, &hdr.start()).unwrap().len(), 1);
+        // A wrong generation reads nothing, and a short file has no header.
+        assert!(read_page(&f, 512, 32, (9, 9)).is_err());
+        std::fs::write(&p, &bytes[..20]).unwrap();
+        assert_eq!(read_header(&File::open(&p).unwrap()).unwrap(), None);
+    }
+}

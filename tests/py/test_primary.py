@@ -1,0 +1,249 @@
+"""Primary (role=primary): a local database written through the VFS ships itself to the
+replica. Oracles: the real `litestream restore`, the Go VFS extension, and our read replica."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import harness
+from harness import (ORDERS_SCHEMA, all_tables_digest, connect, insert_orders, integrity_check,
+                     list_ltx, restore, txid_str, vfs_uri, wait_until)
+
+
+def primary_uri(db: Path, url: str, **params) -> str:
+    return vfs_uri(url, name=str(db), role="primary", **params)
+
+
+def open_primary(db: Path, url: str, **params) -> sqlite3.Connection:
+    return connect(primary_uri(db, url, **params))
+
+
+def stats(conn) -> dict:
+    return json.loads(conn.execute("PRAGMA litestream_stats").fetchone()[0])
+
+
+def wait_shipped(conn, timeout: float = 60) -> dict:
+    """Waits until nothing committed is waiting to ship; returns the stats then."""
+    wait_until(lambda: not stats(conn)["pending"], timeout)
+    s = stats(conn)
+    assert s["last_error"] is None and s["stopped"] is None, s
+    return s
+
+
+def restored(url: str, tmp_path: Path, name: str) -> sqlite3.Connection:
+    out = tmp_path / name
+    restore(url, out)
+    conn = sqlite3.connect(out)
+    assert integrity_check(conn) == "ok"
+    return conn
+
+
+def workload(conn, big: bytes) -> None:
+    """Inserts, updates, deletes, blobs larger than a page, schema changes, and a
+    checkpoint of every mode in between."""
+    conn.executescript(ORDERS_SCHEMA)
+    insert_orders(conn, 1, 500)
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    conn.execute("BEGIN")
+    conn.execute("UPDATE orders SET amount = amount + 1 WHERE id % 3 = 0")
+    conn.execute("DELETE FROM orders WHERE id % 7 = 0")
+    conn.execute("COMMIT")
+    conn.execute("INSERT INTO orders(id, customer, amount, payload) VALUES (9001, 'big', 1, ?)", (big,))
+    conn.execute("PRAGMA wal_checkpoint(FULL)")
+    conn.execute("ALTER TABLE orders ADD COLUMN region TEXT DEFAULT 'eu'")
+    conn.execute("CREATE TABLE audit(id INTEGER PRIMARY KEY, what TEXT)")
+    conn.executemany("INSERT INTO audit(what) VALUES (?)", [(f"e{i}",) for i in range(300)])
+    conn.execute("PRAGMA wal_checkpoint(RESTART)")
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO audit(what) VALUES ('rolled back')")
+    conn.execute("ROLLBACK")
+    conn.execute("DROP INDEX orders_customer")
+    conn.execute("CREATE INDEX orders_amount ON orders(amount)")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("UPDATE orders SET payload = ? WHERE id = 9001", (big[::-1],))
+    conn.execute("INSERT INTO orders(id, customer, amount, region) "
+                 "SELECT id + 1000, customer, amount, 'us' FROM orders WHERE id <= 200")
+
+
+@pytest.mark.parametrize("backend", ["file", "s3"])
+def test_workload_ships_and_every_reader_agrees(backend, replica_url, tmp_path):
+    url = replica_url(backend)
+    db = tmp_path / "app.db"
+    conn = open_primary(db, url)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA litestream_role").fetchone()[0] == "primary"
+    workload(conn, os.urandom(300_000))
+    s = wait_shipped(conn)
+    local = all_tables_digest(conn)
+    assert "audit" in local and not any(t.startswith("_litestream") for t in local)
+    assert conn.execute("SELECT count(*) FROM audit WHERE what = 'rolled back'").fetchone()[0] == 0
+
+    # The real Litestream restores exactly the local database.
+    assert all_tables_digest(restored(url, tmp_path, "restored.db")) == local
+    # Our read replica, and the Go extension in its own process, see the same state.
+    reader = connect(vfs_uri(url, name=str(tmp_path / "reader.db")))
+    assert all_tables_digest(reader) == local
+    assert reader.execute("SELECT litestream_txid()").fetchone()[0] == s["shipped_txid"]
+    go_rows = harness.go_vfs(url, ["SELECT count(*), sum(amount) FROM orders",
+                                   "SELECT count(*) FROM audit"])
+    assert go_rows[0][0] == list(conn.execute("SELECT count(*), sum(amount) FROM orders").fetchone())
+    assert go_rows[1][0][0] == 300
+    # No file overlaps another: one L0 file per batch, TXIDs contiguous from 1.
+    files = sorted((f.min_txid, f.max_txid) for f in list_ltx(url) if f.level == 0)
+    assert files[0][0] == 1
+    assert all(b[0] == a[1] + 1 for a, b in zip(files, files[1:])), files
+    assert files[-1][1] == int(s["shipped_txid"], 16)
+
+    # Reopened, the primary goes on with the next TXIDs.
+    reader.close()
+    conn.close()
+    conn = open_primary(db, url)
+    conn.execute("INSERT INTO audit(what) VALUES ('after reopen')")
+    s2 = wait_shipped(conn)
+    assert int(s2["shipped_txid"], 16) == int(s["shipped_txid"], 16) + 1
+    assert all_tables_digest(restored(url, tmp_path, "restored2.db")) == all_tables_digest(conn)
+
+
+def test_commit_is_shipped_by_close(replica_url, tmp_path):
+    url = replica_url("file")
+    conn = open_primary(tmp_path / "app.db", url)
+    conn.execute("CREATE TABLE t(x)")
+    conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(50)])
+    conn.close()  # the last connection: flushes within shutdown_timeout
+    r = restored(url, tmp_path, "r.db")
+    assert r.execute("SELECT count(*), sum(x) FROM t").fetchone() == (50, sum(range(50)))
+    assert not (tmp_path / "app.db-wal").exists(), "the WAL of a fully shipped database is removed"
+
+
+def test_existing_database_ships_a_snapshot_first(replica_url, tmp_path):
+    url = replica_url("s3")
+    db = tmp_path / "old.db"
+    harness.create_source_db(db, rows=1500).close()
+    conn = open_primary(db, url)
+    s = wait_shipped(conn)
+    assert s["shipped_txid"] == txid_str(1)
+    assert [(f.level, f.min_txid, f.max_txid) for f in list_ltx(url)] == [(0, 1, 1)]
+    conn.execute("DELETE FROM orders WHERE id < 100")
+    wait_shipped(conn)
+    assert all_tables_digest(restored(url, tmp_path, "r.db")) == all_tables_digest(conn)
+
+
+def test_missing_local_database_is_restored_and_disagreement_is_an_error(replica_url, tmp_path):
+    url = replica_url("file")
+    a = open_primary(tmp_path / "a.db", url)
+    a.execute("CREATE TABLE t(x)")
+    a.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(100)])
+    wait_shipped(a)
+    a.close()
+
+    # b.db does not exist: it is restored from the replica, then continues it.
+    b = open_primary(tmp_path / "b.db", url)
+    assert b.execute("SELECT count(*) FROM t").fetchone()[0] == 100
+    before = int(stats(b)["shipped_txid"], 16)
+    b.execute("INSERT INTO t VALUES (100)")
+    assert int(wait_shipped(b)["shipped_txid"], 16) == before + 1
+    b.close()
+
+    # a.db shipped up to an older TXID than the replica now holds: a clear error...
+    with pytest.raises(sqlite3.OperationalError, match="disagree.*restore=always"):
+        open_primary(tmp_path / "a.db", url).execute("SELECT 1")
+    # ...unless told which wins.
+    a = open_primary(tmp_path / "a.db", url, restore="always")
+    assert a.execute("SELECT count(*) FROM t").fetchone()[0] == 101
+    a.close()
+
+
+def test_refuses_what_would_stop_capture(replica_url, tmp_path):
+    conn = open_primary(tmp_path / "app.db", replica_url("file"))
+    with pytest.raises(sqlite3.OperationalError, match="WAL mode"):
+        conn.execute("PRAGMA journal_mode=DELETE")
+    with pytest.raises(sqlite3.OperationalError, match="exclusive locking mode"):
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+    with pytest.raises(sqlite3.OperationalError, match="role"):
+        connect(vfs_uri(replica_url("file", "other"), name=str(tmp_path / "x.db"), role="leader"))
+    # The Go extension's write mode is the same thing.
+    go = connect(vfs_uri(replica_url("file", "go"), name=str(tmp_path / "go.db"),
+                         write_enabled="true", sync_interval="1s"))
+    assert go.execute("PRAGMA litestream_role").fetchone()[0] == "primary"
+
+
+WRITER = textwrap.dedent("""
+    import sqlite3, sys
+    ext, uri, log = sys.argv[1:4]
+    l = sqlite3.connect(":memory:"); l.enable_load_extension(True); l.load_extension(ext)
+    c = sqlite3.connect(uri, uri=True, isolation_level=None)
+    c.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)")
+    with open(log, "a") as out:
+        for i in range(1, 1_000_000):
+            c.execute("INSERT INTO t VALUES (?, randomblob(3000))", (i,))
+            if i % 97 == 0:
+                c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            out.write(f"{i}\\n"); out.flush()   # after COMMIT returned
+""")
+
+
+def kill_writer_after(uri: str, log: Path, ext, commits: int) -> int:
+    p = subprocess.Popen([harness.child_python(), "-c", WRITER, str(ext), uri, str(log)],
+                         env=harness.child_env(), stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: log.exists() and len(log.read_text().split()) >= commits, 60)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    return int(log.read_text().split()[-1])
+
+
+def ids(conn) -> list:
+    return [r[0] for r in conn.execute("SELECT id FROM t ORDER BY id")]
+
+
+@pytest.mark.parametrize("sync", ["local", "remote"])
+def test_sigkill_mid_workload(sync, ext_path, replica_url, tmp_path):
+    url = replica_url("s3")
+    db = tmp_path / "app.db"
+    committed = kill_writer_after(primary_uri(db, url, sync=sync), tmp_path / "log", ext_path, 150)
+    # The replica is restorable and holds a prefix of the committed transactions; with
+    # sync=remote, every transaction whose COMMIT returned.
+    shipped = ids(restored(url, tmp_path, "after-kill.db"))
+    assert shipped == list(range(1, len(shipped) + 1))
+    if sync == "remote":
+        assert len(shipped) >= committed, (len(shipped), committed)
+    # Reopened, the primary ships the rest, and nothing twice.
+    conn = open_primary(db, url)
+    local = ids(conn)
+    assert local[:committed] == list(range(1, committed + 1))
+    wait_shipped(conn)
+    assert ids(restored(url, tmp_path, "after-reopen.db")) == local
+    files = sorted((f.min_txid, f.max_txid) for f in list_ltx(url))
+    assert all(b[0] == a[1] + 1 for a, b in zip(files, files[1:])), files
+
+
+def test_two_primaries_on_one_replica(replica_url, tmp_path):
+    url = replica_url("file")
+    a = open_primary(tmp_path / "a.db", url)
+    a.execute("CREATE TABLE t(who, n)")
+    wait_shipped(a)
+    # b.db is restored from the replica and both now think they continue it.
+    b = open_primary(tmp_path / "b.db", url, sync="remote")
+    for n in range(20):
+        a.execute("INSERT INTO t VALUES ('a', ?)", (n,))
+    wait_shipped(a)
+    # b's first commit needs the claim of a TXID that a already wrote: it fails, and b stops.
+    with pytest.raises(sqlite3.OperationalError):
+        b.execute("INSERT INTO t VALUES ('b', 0)")
+    assert "another primary" in stats(b)["stopped"]
+    a.execute("INSERT INTO t VALUES ('a', 20)")
+    wait_shipped(a)
+    r = restored(url, tmp_path, "r.db")
+    assert r.execute("SELECT count(*) FROM t WHERE who = 'b'").fetchone()[0] == 0
+    assert r.execute("SELECT count(*) FROM t").fetchone()[0] == 21
+    mins = [f.min_txid for f in list_ltx(url)]
+    assert len(mins) == len(set(mins)), "nothing was overwritten or written twice"
