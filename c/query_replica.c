@@ -1,42 +1,27 @@
 /*
 ** query_replica: runs one SQL statement against a Litestream replica and prints the rows,
-** tab-separated. Links the litestream library directly (see include/litestream.h).
+** tab-separated. Links the litestream library directly (see include/litestream.h); with a
+** third argument it reads the replica as it was at that instant (time travel).
 **
 **   cc -Iinclude c/query_replica.c -Ltarget/release -llitestream -lsqlite3 -o query_replica
 **   LD_LIBRARY_PATH=target/release ./query_replica file:///path/to/replica "SELECT count(*) FROM t"
+**   LD_LIBRARY_PATH=target/release ./query_replica s3://bkt/app "SELECT ..." 2026-11-21T09:30:00Z
 */
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "litestream.h"
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: %s REPLICA_URL SQL\n", argv[0]);
+  if (argc != 3 && argc != 4) {
+    fprintf(stderr, "usage: %s REPLICA_URL SQL [TIME]\n", argv[0]);
     return 2;
   }
-  int rc = litestream_register();
-  if (rc != SQLITE_OK) {
-    fprintf(stderr, "litestream_register: %s\n", sqlite3_errstr(rc));
-    return 1;
-  }
-
-  /* The replica URL goes in the URI; '&' inside it must be escaped as %26. */
-  char *uri = sqlite3_mprintf("file:replica.db?vfs=litestream&replica_url=%s", argv[1]);
-  for (char *p = strstr(uri, "replica_url=") + 12; *p; p++) {
-    if (*p == '&') {
-      char *escaped = sqlite3_mprintf("%.*s%%26%s", (int)(p - uri), uri, p + 1);
-      p = escaped + (p - uri) + 2;
-      sqlite3_free(uri);
-      uri = escaped;
-    }
-  }
+  /* litestream_open registers the VFS and escapes the values into the URI. */
+  litestream_config cfg = {.replica_url = argv[1], .time = argc == 4 ? argv[3] : 0};
   sqlite3 *db = 0;
-  rc = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, 0);
-  sqlite3_free(uri);
+  int rc = litestream_open(&cfg, &db, SQLITE_OPEN_READONLY);
   if (rc != SQLITE_OK) {
-    fprintf(stderr, "open: %s\n", sqlite3_errmsg(db));
+    fprintf(stderr, "open: %s\n", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
     sqlite3_close(db);
     return 1;
   }

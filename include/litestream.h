@@ -12,6 +12,9 @@
 **        litestream_register();            // once, before opening replicas
 **        sqlite3_open_v2("file:app.db?vfs=litestream&replica_url=s3://bucket/app",
 **                        &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, 0);
+**      or, with the URI built and escaped for you:
+**        litestream_config cfg = {.replica_url = "s3://bucket/app", .poll_interval = "500ms"};
+**        litestream_open(&cfg, &db, 0);    // registers the VFS first if needed
 **
 ** Configuration is by URI parameters (replica_url, poll_interval, cache_size, open_timeout)
 ** or the LITESTREAM_<NAME> environment variables; see README.md.
@@ -20,6 +23,7 @@
 #define LITESTREAM_H
 
 #include <sqlite3.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -49,6 +53,66 @@ static inline int litestream_register(void) {
   /* Opening any connection runs the automatic extension, which registers the VFS. */
   rc = sqlite3_open(":memory:", &db);
   sqlite3_close(db);
+  return rc;
+}
+
+/* What litestream_uri() and litestream_open() put into the URI. NULL fields are left out, so
+** the LITESTREAM_<NAME> environment variable or the default applies (see README.md). Values
+** are given as they are documented there (e.g. poll_interval "500ms", cache_size "64MB", time
+** "2026-11-21T09:30:00Z"); they are escaped for the URI here. */
+typedef struct litestream_config {
+  const char *replica_url; /* file:///abs/path, s3://bucket/prefix?endpoint=..., gs://... */
+  const char *poll_interval;
+  const char *cache_size;
+  const char *open_timeout;
+  const char *time; /* open looking at the state at this instant (read-only) */
+  const char *log_level;
+} litestream_config;
+
+/* Appends "&name=value" with value percent-escaped where SQLite's URI parser would otherwise
+** cut or change it ('&', '#', '%', '=', '?'), and escapes spaces, controls and non-ASCII bytes
+** too so the URI stays one printable token. */
+static inline void litestream__uri_param(sqlite3_str *s, const char *name, const char *value) {
+  if (!value) return;
+  sqlite3_str_appendf(s, "&%s=", name);
+  for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
+    if (*p <= ' ' || *p >= 0x7f || strchr("%&#=?", *p)) {
+      sqlite3_str_appendf(s, "%%%02X", *p);
+    } else {
+      sqlite3_str_appendchar(s, 1, (char)*p);
+    }
+  }
+}
+
+/* The URI that opens cfg's replica through the litestream VFS, e.g.
+** "file:replica.db?vfs=litestream&replica_url=s3://bkt/app?endpoint=http://h:9000%26x=y".
+** Returns a string to release with sqlite3_free(), or NULL when out of memory. */
+static inline char *litestream_uri(const litestream_config *cfg) {
+  sqlite3_str *s = sqlite3_str_new(0);
+  sqlite3_str_appendall(s, "file:replica.db?vfs=litestream");
+  litestream__uri_param(s, "replica_url", cfg->replica_url);
+  litestream__uri_param(s, "poll_interval", cfg->poll_interval);
+  litestream__uri_param(s, "cache_size", cfg->cache_size);
+  litestream__uri_param(s, "open_timeout", cfg->open_timeout);
+  litestream__uri_param(s, "time", cfg->time);
+  litestream__uri_param(s, "log_level", cfg->log_level);
+  return sqlite3_str_finish(s);
+}
+
+/* Opens cfg's replica: sqlite3_open_v2(litestream_uri(cfg), db, flags | SQLITE_OPEN_URI),
+** with flags 0 meaning SQLITE_OPEN_READONLY. Registers the VFS first (litestream_register)
+** unless it is already registered, e.g. by loading the extension. As with sqlite3_open_v2,
+** *db is set even on failure (for sqlite3_errmsg) and must be closed with sqlite3_close. */
+static inline int litestream_open(const litestream_config *cfg, sqlite3 **db, int flags) {
+  *db = 0;
+  if (!sqlite3_vfs_find("litestream")) {
+    int rc = litestream_register();
+    if (rc != SQLITE_OK) return rc;
+  }
+  char *uri = litestream_uri(cfg);
+  if (!uri) return SQLITE_NOMEM;
+  int rc = sqlite3_open_v2(uri, db, (flags ? flags : SQLITE_OPEN_READONLY) | SQLITE_OPEN_URI, 0);
+  sqlite3_free(uri);
   return rc;
 }
 

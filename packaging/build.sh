@@ -4,7 +4,7 @@
 #   dist/litestream-<version>-linux-<arch>/litestream.so   loadable as `.load litestream`:
 #       SQLite derives the entry point sqlite3_litestream_init from the file name
 #   .../include/litestream.h, README.md, and a tarball of the folder.
-# The pip, npm and gem packages (issue 5) will wrap this same litestream.so.
+# build-all.sh wraps this same litestream.so into the pip, npm and gem packages.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${1:-$ROOT/dist}"
@@ -15,7 +15,8 @@ cargo build --release
 NAME="litestream-$VERSION-linux-$ARCH"
 rm -rf "${OUT:?}/$NAME"
 mkdir -p "$OUT/$NAME/include"
-cp "${CARGO_TARGET_DIR:-target}/release/liblitestream.so" "$OUT/$NAME/litestream.so"
+# Without the debug info (release builds keep it for backtraces: 64 MB instead of 13 MB).
+strip --strip-debug -o "$OUT/$NAME/litestream.so" "${CARGO_TARGET_DIR:-target}/release/liblitestream.so"
 cp include/litestream.h "$OUT/$NAME/include/"
 cp README.md "$OUT/$NAME/"
 tar -C "$OUT" -czf "$OUT/$NAME.tar.gz" "$NAME"

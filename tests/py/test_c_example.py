@@ -44,3 +44,26 @@ def test_c_program_reports_open_errors(query_replica, ext_path, tmp_path):
     res = run(query_replica, ext_path, "ftp://nowhere/replica", "SELECT 1")
     assert res.returncode == 1
     assert "unsupported scheme" in res.stderr, res.stderr
+
+
+def test_c_program_travels_in_time(query_replica, ext_path, tmp_path):
+    # litestream_config.time: TXID 1 was written at 19:56:50.922Z and TXID 2 at 19:56:51.920Z.
+    root = tmp_path / "replica"
+    shutil.copytree(FIXTURE / "replica", root)
+    res = run(query_replica, ext_path, root.as_uri(),
+              "SELECT count(*), litestream_txid() FROM t", "2026-11-21T19:56:51.500Z")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "4\t0000000000000001"
+
+
+def test_c_helper_escapes_the_replica_url(query_replica, ext_path, tmp_path):
+    # The file URL of this folder holds %20, %26 ('&'), %23 ('#') and %25 ('%'): each '%' must
+    # reach the extension as is, so litestream_uri() has to escape it (and would have to
+    # escape a literal '&' or '#') inside the SQLite URI.
+    root = tmp_path / "a b&c#d%e" / "replica"
+    shutil.copytree(FIXTURE / "replica", root)
+    url = root.as_uri()
+    assert "%25" in url and "%23" in url
+    res = run(query_replica, ext_path, url, "SELECT litestream_txid()")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "0000000000000004"

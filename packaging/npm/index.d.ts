@@ -1,0 +1,5 @@
+/** Absolute path of the extension library for this platform. */
+export function getLoadablePath(): string;
+/** Loads the extension through any binding with db.loadExtension(path[, callback]). */
+export function load(db: { loadExtension(path: string, ...rest: any[]): any },
+                     callback?: (err: Error | null) => void): any;

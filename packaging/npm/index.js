@@ -1,0 +1,33 @@
+// The litestream SQLite extension: a VFS named "litestream" that reads Litestream replicas.
+// The package carries one library per platform in lib/<platform>-<arch>/ (packaging/build-all.sh
+// puts in the one it built); each is named litestream.<suffix> so that SQLite derives the entry
+// point sqlite3_litestream_init from the file name.
+"use strict";
+
+const fs = require("fs");
+const path = require("path");
+
+const SUFFIX = { darwin: "dylib", win32: "dll" }[process.platform] || "so";
+
+/** Absolute path of the extension library for this platform. */
+function getLoadablePath() {
+  const dir = path.join(__dirname, "lib", `${process.platform}-${process.arch}`);
+  const file = path.join(dir, `litestream.${SUFFIX}`);
+  if (!fs.existsSync(file)) {
+    throw new Error(`sqlite-litestream has no library for ${process.platform}-${process.arch} ` +
+      `(looked for ${file})`);
+  }
+  return file;
+}
+
+/** Loads the extension through `db` (better-sqlite3, node-sqlite3, node:sqlite opened with
+ * allowExtension: true, ...: anything with db.loadExtension(path)). The VFS is then
+ * registered for every connection of that SQLite library in this process. Returns whatever
+ * loadExtension returns; node-sqlite3's callback may be passed as `callback`. */
+function load(db, callback) {
+  return callback === undefined
+    ? db.loadExtension(getLoadablePath())
+    : db.loadExtension(getLoadablePath(), callback);
+}
+
+module.exports = { getLoadablePath, load };

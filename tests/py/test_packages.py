@@ -1,0 +1,141 @@
+"""The packages of packaging/build-all.sh, each installed as a user would in a clean location
+and used from its real host: the wheel with pip in a fresh venv (Debian's python3 sqlite3
+module, and apsw), the npm .tgz in a fresh folder (node-sqlite3), the gem with
+`gem install --local` (Debian's ruby and ruby-sqlite3), and the C tarball (header and library,
+compiled against and linked). Each opens a replica written by the real Litestream, checks rows
+and litestream_txid() now and in the past, and checks that a connection opened before the
+extension was loaded still works. The host scripts are in tests/py/hosts/."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import harness
+
+FIXTURE = harness.REPO_ROOT / "tests" / "fixtures" / "ltx" / "v0.5.17-4096"
+HOSTS = Path(__file__).resolve().parent / "hosts"
+WORK = harness.WORK_DIR
+# The fixture replica (tests/fixtures/ltx/README.md): 6 rows at TXID 4; TXID 1 (4 rows) was
+# written at 19:56:50.922Z and TXID 2 at 19:56:51.920Z, so this instant shows TXID 1.
+LATEST = [6, "0000000000000004"]
+PAST_TIME = "2026-11-21T19:56:51.500Z"
+PAST = [4, "0000000000000001"]
+VERSION = re.search(r'^version = "(.*)"', (harness.REPO_ROOT / "Cargo.toml").read_text(),
+                    re.M).group(1)
+
+
+def run(args, **kwargs):
+    kwargs.setdefault("timeout", 120)
+    res = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kwargs)
+    assert res.returncode == 0, f"{args}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+    return res
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory):
+    """{"dir", "whl", "tgz", "gem", "tar"}: what packaging/build-all.sh printed."""
+    out = tmp_path_factory.mktemp("dist")
+    res = run(["bash", harness.REPO_ROOT / "packaging" / "build-all.sh", out], timeout=600)
+    paths = [Path(p) for p in res.stdout.split()]
+    found = {"dir": paths[0], "tar": Path(f"{paths[0]}.tar.gz")}
+    for p in paths[1:]:
+        found[{".whl": "whl", ".tgz": "tgz", ".gem": "gem"}[p.suffix]] = p
+    for p in found.values():
+        assert p.exists(), p
+    return found
+
+
+@pytest.fixture
+def replica(tmp_path):
+    root = tmp_path / "replica"
+    shutil.copytree(FIXTURE / "replica", root)
+    return root.as_uri()
+
+
+def check(out: str, installed_under: Path):
+    r = json.loads(out.strip().splitlines()[-1])
+    # The library came from the installed package, under the name `.load litestream` needs.
+    assert Path(r["path"]).resolve().is_relative_to(installed_under.resolve()), r["path"]
+    assert Path(r["path"]).stem == "litestream", r["path"]
+    assert r["latest"] == LATEST
+    assert r["past"] == PAST
+    assert r["others"] == [2, 2]
+
+
+def test_artifacts_carry_the_cargo_version(dist):
+    arch = os.uname().machine
+    assert dist["dir"].name == f"litestream-{VERSION}-linux-{arch}"
+    assert re.fullmatch(rf"sqlite_litestream-{re.escape(VERSION)}-py3-none-manylinux_2_\d+_{arch}"
+                        r"\.whl", dist["whl"].name)
+    assert dist["tgz"].name == f"sqlite-litestream-{VERSION}.tgz"
+    assert dist["gem"].name == f"sqlite-litestream-{VERSION}-{arch}-linux.gem"
+    with zipfile.ZipFile(dist["whl"]) as z:
+        assert f"Version: {VERSION}\n" in z.read(
+            f"sqlite_litestream-{VERSION}.dist-info/METADATA").decode()
+    with tarfile.open(dist["tgz"]) as t:
+        assert json.load(t.extractfile("package/package.json"))["version"] == VERSION
+
+
+@pytest.fixture(scope="module")
+def venv(dist, tmp_path_factory):
+    """A fresh venv of Debian's python3 with the wheel and apsw, installed by pip offline."""
+    env_dir = tmp_path_factory.mktemp("venv") / "venv"
+    run(["/usr/bin/python3", "-m", "venv", env_dir])
+    run([env_dir / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
+         "--no-index", "--find-links", WORK / "wheels", dist["whl"],
+         "-r", Path(__file__).resolve().parent / "requirements-packages.txt"])
+    return env_dir
+
+
+@pytest.mark.parametrize("host", ["sqlite3", "apsw"])
+def test_python_wheel(venv, host, replica, tmp_path):
+    res = run([venv / "bin" / "python", HOSTS / "query_replica.py", host, replica, PAST_TIME,
+               tmp_path / "other.db"], env=harness.child_env(), cwd=tmp_path)
+    check(res.stdout, venv)
+
+
+def test_npm_package(dist, replica, tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "package.json").write_text('{"private": true}')
+    # The package has no dependencies: --offline proves it installs from the .tgz alone.
+    run(["npm", "install", "--offline", "--no-audit", "--no-fund", "--loglevel=error",
+         dist["tgz"]], cwd=app)
+    script = app / "query_replica.js"
+    shutil.copy(HOSTS / "query_replica.js", script)
+    # node-sqlite3, built by tests/setup.sh; sqlite-litestream resolves from app/node_modules.
+    env = harness.child_env({"NODE_PATH": WORK / "node" / "node_modules"})
+    res = run(["node", script, replica, PAST_TIME, tmp_path / "other.db"], env=env, cwd=app)
+    check(res.stdout, app / "node_modules" / "sqlite-litestream")
+
+
+def test_ruby_gem(dist, replica, tmp_path):
+    gems = tmp_path / "gems"
+    run(["gem", "install", "--local", "--no-document", "--install-dir", gems, dist["gem"]])
+    env = harness.child_env({"GEM_PATH": gems, "GEM_HOME": gems})
+    res = run(["ruby", HOSTS / "query_replica.rb", replica, PAST_TIME, tmp_path / "other.db"],
+              env=env, cwd=tmp_path)
+    check(res.stdout, gems)
+
+
+def test_c_tarball(dist, replica, tmp_path):
+    """The tarball's header and library, as a C user gets them: c/query_replica.c compiled
+    against its include/ and linked to its litestream.so (found at run time via rpath)."""
+    with tarfile.open(dist["tar"]) as t:
+        t.extractall(tmp_path)
+    lib = tmp_path / dist["dir"].name
+    exe = tmp_path / "query_replica"
+    cc = shutil.which("cc") or shutil.which("gcc")
+    run([cc, "-Wall", "-Werror", f"-I{lib / 'include'}", harness.REPO_ROOT / "c" / "query_replica.c",
+         f"-L{lib}", "-l:litestream.so", "-lsqlite3", f"-Wl,-rpath,{lib}", "-o", exe])
+    sql = "SELECT count(*), litestream_txid() FROM t"
+    env = harness.child_env()
+    assert run([exe, replica, sql], env=env).stdout.split() == [str(LATEST[0]), LATEST[1]]
+    assert run([exe, replica, sql, PAST_TIME], env=env).stdout.split() == [str(PAST[0]), PAST[1]]
