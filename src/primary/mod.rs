@@ -34,6 +34,9 @@ use crate::storage::Store;
 pub use registry::{by_wal, is_primary_side_file, open};
 use state::Position;
 
+/// How long a WAL restart waits for the shipper before SQLite is told to go on appending.
+const RESTART_WAIT: Duration = Duration::from_millis(500);
+
 /// What has shipped, for sync waiters, `litestream_lag` and `litestream_stats`.
 #[derive(Debug, Clone, Default)]
 pub struct Progress {
@@ -110,8 +113,20 @@ impl Primary {
         self.wake.notify_one();
     }
 
-    /// Whether SQLite may restart the WAL (overwrite it from the beginning): only when
-    /// every transaction committed in it has shipped.
+    /// SQLite wants to restart the WAL (overwrite it from the beginning), which it may only
+    /// once every transaction committed in it has shipped. The shipper is usually one
+    /// upload behind, so wait for it a little: refusing would leave the WAL growing, and
+    /// SQLite checkpointing at every commit once it passes its auto-checkpoint size.
+    pub fn before_wal_restart(&self) -> bool {
+        if self.may_restart_wal() {
+            return true;
+        }
+        let target = self.notes.load(Ordering::Acquire);
+        self.wake.notify_one();
+        self.wait_shipped(target, RESTART_WAIT).is_ok()
+    }
+
+    /// Whether everything committed has shipped.
     pub fn may_restart_wal(&self) -> bool {
         let noted = self.notes.load(Ordering::Acquire);
         let p = self.progress.lock();

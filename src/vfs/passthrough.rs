@@ -296,9 +296,8 @@ unsafe extern "C" fn p_shm_lock(
             && flags & ffi::SQLITE_SHM_LOCK != 0
             && offset == WAL_READ_LOCK_1
             && n == WAL_RESTART_LOCKS
-            && !primary.may_restart_wal()
+            && !primary.before_wal_restart()
         {
-            primary.note_write_end();
             return ffi::SQLITE_BUSY;
         }
         if exclusive && flags & ffi::SQLITE_SHM_UNLOCK != 0 && offset == WAL_WRITE_LOCK {

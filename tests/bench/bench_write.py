@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Write benchmark: commits through the primary (role=primary) against plain local WAL SQLite.
+
+Each writer runs in a fresh child process and commits N small transactions (one row of
+~200 bytes each), timing every COMMIT:
+
+  native        plain SQLite, journal_mode=WAL, synchronous=NORMAL (the floor)
+  primary       our VFS, role=primary, sync=local: COMMIT returns once the WAL has it
+  native-full   plain SQLite with synchronous=FULL (what sync=remote runs on)
+  remote-file   role=primary, sync=remote, file:// replica: COMMIT waits for the upload
+  remote-s3     role=primary, sync=remote, moto S3 on 127.0.0.1
+
+Reported: commits per second and p50/p99 commit latency, and the ratio primary/native
+(target for sync=local: within 10% of native throughput). One run, ratios within it.
+
+Run: /usr/bin/python3 tests/bench/bench_write.py [--commits N] [--out FILE]
+"""
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "py"))
+import harness  # noqa: E402
+
+CHILD = r"""
+import json, sqlite3, sys, time
+uri, ext, n, sync = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+if ext:
+    l = sqlite3.connect(":memory:"); l.enable_load_extension(True); l.load_extension(ext)
+c = sqlite3.connect(uri, uri=True, isolation_level=None)
+c.execute("PRAGMA journal_mode=WAL")
+c.execute(f"PRAGMA synchronous={sync}")
+c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+lat = []
+t0 = time.perf_counter()
+for i in range(n):
+    s = time.perf_counter()
+    c.execute("INSERT INTO t(v) VALUES (?)", ("x" * 200,))
+    lat.append(time.perf_counter() - s)
+total = time.perf_counter() - t0
+shipped = None
+if ext:
+    t1 = time.perf_counter()
+    c.close()   # the last connection flushes what is pending
+    shipped = time.perf_counter() - t1
+lat.sort()
+print(json.dumps({"total": total, "p50": lat[len(lat)//2], "p99": lat[int(len(lat)*0.99)],
+                  "close": shipped}))
+"""
+
+
+def run(uri: str, ext: str, n: int, sync: str) -> dict:
+    p = subprocess.run([harness.child_python(), "-c", CHILD, uri, ext, str(n), sync],
+                       capture_output=True, text=True, env=harness.child_env(), timeout=600)
+    if p.returncode != 0:
+        raise SystemExit(f"writer failed: {p.stderr}")
+    return json.loads(p.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--commits", type=int, default=5000)
+    ap.add_argument("--remote-commits", type=int, default=500)
+    ap.add_argument("--out", default=str(harness.REPO_ROOT / "tests/.work/bench/write.md"))
+    args = ap.parse_args()
+    ext = str(harness.ext_path())
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-write-") as d:
+        d = Path(d)
+        s3 = harness.S3Server(d / "moto").start()
+        try:
+            cases = [
+                ("native", lambda: (f"file:{d}/native.db", "", args.commits, "NORMAL")),
+                ("primary (sync=local, file://)", lambda: (harness.vfs_uri(
+                    (d / "rep1").as_uri(), name=str(d / "p1.db"), role="primary"), ext,
+                    args.commits, "NORMAL")),
+                ("primary (sync=local, S3)", lambda: (harness.vfs_uri(
+                    s3.replica_url(s3.new_bucket(), "p2"), name=str(d / "p2.db"),
+                    role="primary"), ext, args.commits, "NORMAL")),
+                ("native (synchronous=FULL)", lambda: (f"file:{d}/full.db", "",
+                                                       args.remote_commits, "FULL")),
+                ("primary (sync=remote, file://)", lambda: (harness.vfs_uri(
+                    (d / "rep3").as_uri(), name=str(d / "p3.db"), role="primary",
+                    sync="remote"), ext, args.remote_commits, "FULL")),
+                ("primary (sync=remote, S3)", lambda: (harness.vfs_uri(
+                    s3.replica_url(s3.new_bucket(), "p4"), name=str(d / "p4.db"),
+                    role="primary", sync="remote"), ext, args.remote_commits, "FULL")),
+            ]
+            for name, make in cases:
+                uri, e, n, sync = make()
+                r = run(uri, e, n, sync)
+                r.update(name=name, n=n, rate=n / r["total"])
+                rows.append(r)
+                print(name, json.dumps(r), flush=True)
+        finally:
+            s3.stop()
+    native = rows[0]["rate"]
+    lines = [
+        f"Write benchmark: single-row INSERT transactions, one child process per writer "
+        f"(`tests/bench/bench_write.py`); {args.commits} commits (sync=local and native), "
+        f"{args.remote_commits} (sync=remote and synchronous=FULL).",
+        "",
+        "| writer | commits/s | p50 commit | p99 commit | vs native | close (flush) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        close = f"{r['close'] * 1000:.0f} ms" if r["close"] is not None else "—"
+        lines.append(f"| {r['name']} | {r['rate']:.0f} | {r['p50'] * 1e6:.0f} µs | "
+                     f"{r['p99'] * 1e6:.0f} µs | {r['rate'] / native:.2f}x | {close} |")
+    report = "\n".join(lines) + "\n"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
