@@ -36,6 +36,10 @@ const OUR_PARAMS: &[&str] = &[
     "restore",
     "checksum",
     "shutdown_timeout",
+    "levels",
+    "snapshot_interval",
+    "snapshot_retention",
+    "l0_retention",
     // The Go extension's write mode, mapped onto role=primary.
     "write_enabled",
     "sync_interval",
@@ -123,6 +127,32 @@ pub struct PrimaryConfig {
     /// Where the primary keeps its state and spooled files (`buffer_path`); by default
     /// `<database>-litestream` beside the database.
     pub meta_dir: Option<String>,
+    pub retention: Retention,
+}
+
+/// Compaction and retention of a primary's replica, with Litestream's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retention {
+    /// `levels`: the compaction interval of levels 1, 2, 3, ...
+    pub levels: Vec<Duration>,
+    pub snapshot_interval: Duration,
+    pub snapshot_retention: Duration,
+    pub l0_retention: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            levels: vec![
+                Duration::from_secs(30),
+                Duration::from_secs(300),
+                Duration::from_secs(3600),
+            ],
+            snapshot_interval: Duration::from_secs(24 * 3600),
+            snapshot_retention: Duration::from_secs(24 * 3600),
+            l0_retention: Duration::from_secs(300),
+        }
+    }
 }
 
 impl Default for PrimaryConfig {
@@ -134,6 +164,7 @@ impl Default for PrimaryConfig {
             sync_interval: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(10),
             meta_dir: None,
+            retention: Retention::default(),
         }
     }
 }
@@ -258,6 +289,28 @@ impl Config {
         }
         if let Some((src, v)) = lookup("shutdown_timeout") {
             primary.shutdown_timeout = positive_duration(&src, &v)?;
+        }
+        if let Some((src, v)) = lookup("levels") {
+            let levels: Result<Vec<_>> = v
+                .split(',')
+                .map(|d| positive_duration(&src, d.trim()))
+                .collect();
+            primary.retention.levels = levels?;
+            if primary.retention.levels.len() > 8 {
+                return Err(Error::config(
+                    &src,
+                    "at most 8 levels (level 9 holds snapshots)",
+                ));
+            }
+        }
+        if let Some((src, v)) = lookup("snapshot_interval") {
+            primary.retention.snapshot_interval = positive_duration(&src, &v)?;
+        }
+        if let Some((src, v)) = lookup("snapshot_retention") {
+            primary.retention.snapshot_retention = positive_duration(&src, &v)?;
+        }
+        if let Some((src, v)) = lookup("l0_retention") {
+            primary.retention.l0_retention = positive_duration(&src, &v)?;
         }
         if let Some((_, v)) = lookup("buffer_path") {
             primary.meta_dir = Some(v);

@@ -13,6 +13,7 @@
 //! shipped. After a crash the WAL therefore still holds whatever had not shipped, and the
 //! state file (`state.rs`) says where shipping stopped.
 
+mod compact;
 pub mod local;
 mod registry;
 mod ship;

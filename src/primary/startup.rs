@@ -249,6 +249,7 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
         opened_at: std::time::SystemTime::now(),
     });
     ship::start(&primary, sh)?;
+    super::compact::start(&primary)?;
     // Something to ship already (a snapshot, or transactions left by a crash): start now.
     primary.note_write_end();
     Ok(primary)

@@ -270,6 +270,43 @@ impl Store {
         }
     }
 
+    /// Deletes the object at `rel`; one that is already gone is not an error.
+    pub async fn delete(&self, rel: &str) -> Result<()> {
+        let path = join(&self.backend.root, rel);
+        match self.backend.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.fail(path.to_string(), e)),
+        }
+    }
+
+    /// Deletes the single-writer claims (`claims/<TXID>`) of TXIDs below `txid`.
+    pub async fn delete_claims_below(&self, txid: Txid) -> Result<()> {
+        let dir = join(&self.backend.root, "claims");
+        self.stats.list_requests.fetch_add(1, Ordering::Relaxed);
+        let metas: Vec<_> = self
+            .backend
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| self.fail(dir.to_string(), e))?;
+        for m in metas {
+            let below = m
+                .location
+                .filename()
+                .and_then(Txid::parse)
+                .is_some_and(|t| t < txid);
+            if below {
+                self.delete(&format!(
+                    "claims/{}",
+                    m.location.filename().unwrap_or_default()
+                ))
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The whole object at `rel`, or None when there is none.
     pub async fn get(&self, rel: &str) -> Result<Option<Bytes>> {
         let path = join(&self.backend.root, rel);

@@ -89,10 +89,15 @@ def test_bad_parameter_is_cantopen_naming_it(param, value, tmp_path, ext_path):
     assert e.sqlite_errorname == "SQLITE_CANTOPEN" and param in str(e), e
 
 
-def test_go_write_mode_is_refused_clearly(tmp_path, ext_path):
+def test_primary_that_disagrees_with_its_replica_is_cantopen(tmp_path, ext_path):
+    # The Go extension's write mode is our primary: a local database that never shipped to
+    # this (existing) replica must not silently fork it.
     url = copy_replica("v0.5.17-4096", tmp_path).as_uri()
-    e = open_error(vfs_uri(url, write_enabled="true"), ext_path)
-    assert e.sqlite_errorname == "SQLITE_CANTOPEN" and "write_enabled" in str(e), e
+    local = tmp_path / "local.db"
+    sqlite3.connect(local).executescript("CREATE TABLE x(y); INSERT INTO x VALUES (1);")
+    e = open_error(vfs_uri(url, name=str(local), write_enabled="true"), ext_path)
+    assert e.sqlite_errorname == "SQLITE_CANTOPEN", e
+    assert "disagree" in str(e) and "restore=never" in str(e), e
 
 
 def test_empty_replica_waits_open_timeout_then_cantopen(tmp_path, ext_path):

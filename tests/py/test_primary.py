@@ -247,3 +247,37 @@ def test_two_primaries_on_one_replica(replica_url, tmp_path):
     assert r.execute("SELECT count(*) FROM t").fetchone()[0] == 21
     mins = [f.min_txid for f in list_ltx(url)]
     assert len(mins) == len(set(mins)), "nothing was overwritten or written twice"
+
+
+def test_compaction_and_retention_keep_the_replica_readable(replica_url, tmp_path):
+    url = replica_url("file")
+    conn = open_primary(tmp_path / "app.db", url, levels="1s,2s", snapshot_interval="3s",
+                        snapshot_retention="4s", l0_retention="1s")
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    reader = connect(vfs_uri(url, name=str(tmp_path / "reader.db"), poll_interval="200ms"))
+    deadline = time.time() + 9
+    n = 0
+    while time.time() < deadline:
+        n += 1
+        conn.execute("INSERT INTO t(v) VALUES (randomblob(500))")
+        time.sleep(0.05)
+        if n % 20 == 0:
+            # A reader following the replica while files are compacted and deleted under it.
+            assert reader.execute("SELECT count(*) FROM t").fetchone()[0] <= n
+    head = int(wait_shipped(conn)["shipped_txid"], 16)
+    time.sleep(3)  # one more round of every level and of retention
+
+    levels = {}
+    for f in list_ltx(url):
+        levels.setdefault(f.level, []).append((f.min_txid, f.max_txid))
+    assert levels.get(1) and levels.get(2) and levels.get(9), levels
+    # Old L0 files and old snapshots are gone; what is left still reaches the head.
+    assert all(a > 1 for a, _ in levels.get(0, [])), levels.get(0)
+    assert len(levels.get(0, [])) < stats(conn)["uploads"]
+    assert len(levels[9]) <= 2, levels[9]
+    assert max(b for files in levels.values() for _, b in files) == head
+    local = all_tables_digest(conn)
+    assert all_tables_digest(restored(url, tmp_path, "r.db")) == local
+    wait_until(lambda: reader.execute("SELECT litestream_txid()").fetchone()[0] == txid_str(head), 10)
+    assert all_tables_digest(reader) == local
+    assert harness.go_vfs(url, ["SELECT count(*) FROM t"])[0][0][0] == n
