@@ -193,11 +193,7 @@ impl Shipper {
         let Some(f) = self.queue.front() else {
             return Ok(Uploaded::Yes);
         };
-        let (min, after) = (f.min, f.after);
-        let bytes = Bytes::from(
-            std::fs::read(&f.path)
-                .map_err(|e| Error::io(format!("reading {}", f.path.display()), e))?,
-        );
+        let (min, after, path) = (f.min, f.after, f.path.clone());
         p.update_state(|s| s.in_flight = Some((min, after)))?;
         let claim = format!("claims/{}", Txid::new(min));
         let mine = format!("{{\"node_id\":\"{:016x}\"}}", p.node_id);
@@ -213,9 +209,9 @@ impl Shipper {
             }
         }
         let rel = p.store.file_rel(0, Txid::new(min), Txid::new(after.txid));
-        let n = bytes.len() as u64;
+        let n = std::fs::metadata(&path).map_or(0, |m| m.len());
         // Already there with our claim: an earlier attempt landed without its answer.
-        p.store.put_new(&rel, bytes).await?;
+        p.store.put_file(&rel, &path).await?;
         p.update_state(|s| {
             s.shipped = after;
             s.in_flight = None;

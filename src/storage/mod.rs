@@ -60,6 +60,9 @@ pub struct StorageStats {
     pub errors: AtomicU64,
 }
 
+/// Files up to this size are uploaded in one request; larger ones stream from disk.
+pub const STREAM_ABOVE: u64 = 16 << 20;
+
 /// What a conditional put found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Created {
@@ -268,6 +271,48 @@ impl Store {
             | Err(object_store::Error::Precondition { .. }) => Ok(Created::AlreadyExists),
             Err(e) => Err(self.fail(path.to_string(), e)),
         }
+    }
+
+    /// Uploads the local file `local` to `rel` unless the object exists. Up to
+    /// [`STREAM_ABOVE`] bytes this is one conditional put; a larger file streams from disk
+    /// in a multipart upload (which has no create-only mode, so existence is checked first:
+    /// callers that need a single writer claim the name beforehand, as the primary does).
+    pub async fn put_file(&self, rel: &str, local: &std::path::Path) -> Result<Created> {
+        use tokio::io::AsyncReadExt;
+        let io = |e| Error::io(format!("reading {}", local.display()), e);
+        let size = tokio::fs::metadata(local).await.map_err(io)?.len();
+        if size <= STREAM_ABOVE {
+            let bytes = tokio::fs::read(local).await.map_err(io)?;
+            return self.put_new(rel, Bytes::from(bytes)).await;
+        }
+        let path = join(&self.backend.root, rel);
+        match self.backend.store.head(&path).await {
+            Ok(_) => return Ok(Created::AlreadyExists),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.fail(path.to_string(), e)),
+        }
+        self.stats.put_requests.fetch_add(1, Ordering::Relaxed);
+        let fail = |e| self.fail(path.to_string(), e);
+        let upload = self
+            .backend
+            .store
+            .put_multipart(&path)
+            .await
+            .map_err(fail)?;
+        let mut w = object_store::WriteMultipart::new(upload);
+        let mut f = tokio::fs::File::open(local).await.map_err(io)?;
+        let mut buf = vec![0u8; 8 << 20];
+        loop {
+            let n = f.read(&mut buf).await.map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            w.wait_for_capacity(4).await.map_err(fail)?;
+            w.write(&buf[..n]);
+        }
+        w.finish().await.map_err(fail)?;
+        self.stats.put_bytes.fetch_add(size, Ordering::Relaxed);
+        Ok(Created::Yes)
     }
 
     /// Deletes the object at `rel`; one that is already gone is not an error.

@@ -281,3 +281,19 @@ def test_compaction_and_retention_keep_the_replica_readable(replica_url, tmp_pat
     wait_until(lambda: reader.execute("SELECT litestream_txid()").fetchone()[0] == txid_str(head), 10)
     assert all_tables_digest(reader) == local
     assert harness.go_vfs(url, ["SELECT count(*) FROM t"])[0][0][0] == n
+
+
+def test_large_transaction_streams_from_disk(replica_url, tmp_path):
+    url = replica_url("s3")
+    conn = open_primary(tmp_path / "big.db", url)
+    conn.execute("CREATE TABLE b(id INTEGER PRIMARY KEY, v BLOB)")
+    conn.execute("BEGIN")
+    for i in range(6):
+        conn.execute("INSERT INTO b VALUES (?, randomblob(4000000))", (i,))
+    conn.execute("COMMIT")
+    wait_shipped(conn, timeout=120)
+    biggest = max(f.size for f in list_ltx(url))
+    assert biggest > 16 << 20, biggest  # above the one-request limit: a multipart upload
+    r = restored(url, tmp_path, "r.db")
+    assert r.execute("SELECT count(*), sum(length(v)) FROM b").fetchone() == (6, 24_000_000)
+    assert all_tables_digest(r) == all_tables_digest(conn)
