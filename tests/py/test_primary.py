@@ -297,3 +297,39 @@ def test_large_transaction_streams_from_disk(replica_url, tmp_path):
     r = restored(url, tmp_path, "r.db")
     assert r.execute("SELECT count(*), sum(length(v)) FROM b").fetchone() == (6, 24_000_000)
     assert all_tables_digest(r) == all_tables_digest(conn)
+
+
+def test_checksums_when_asked_are_verified_by_restore(replica_url, tmp_path):
+    url = replica_url("file")
+    conn = open_primary(tmp_path / "sum.db", url, checksum="on")
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    conn.executemany("INSERT INTO t(v) VALUES (randomblob(2000))", [()] * 300)
+    conn.execute("DELETE FROM t WHERE id > 50")
+    conn.execute("VACUUM")  # the database shrinks: pages leave the checksum
+    conn.execute("INSERT INTO t(v) VALUES ('last')")
+    wait_shipped(conn)
+    for f in list_ltx(url):
+        header = Path(f.location).read_bytes()[:48]
+        flags, pre = int.from_bytes(header[4:8], "big"), int.from_bytes(header[40:48], "big")
+        assert flags & 2 == 0, (f, flags)  # "no checksums" is not set
+        assert (pre == 0) == (f.min_txid == 1), (f, pre)
+    # Our restore checks the pages it writes against the last file's post-apply checksum.
+    reader = connect(vfs_uri(url, name=str(tmp_path / "reader.db")))
+    out = tmp_path / "verified.db"
+    assert reader.execute("SELECT litestream_restore(?)", (str(out),)).fetchone()[0] > 0
+    assert all_tables_digest(sqlite3.connect(out)) == all_tables_digest(conn)
+
+
+def test_restore_never_ships_the_local_database_over_the_replica(replica_url, tmp_path):
+    url = replica_url("file")
+    a = open_primary(tmp_path / "a.db", url)
+    a.execute("CREATE TABLE t(x)")
+    a.execute("INSERT INTO t VALUES ('from a')")
+    head = int(wait_shipped(a)["shipped_txid"], 16)
+    a.close()
+    other = tmp_path / "other.db"
+    harness.create_source_db(other, rows=300).close()
+    b = open_primary(other, url, restore="never")
+    s = wait_shipped(b)
+    assert int(s["shipped_txid"], 16) == head + 1
+    assert all_tables_digest(restored(url, tmp_path, "r.db")) == all_tables_digest(b)
