@@ -31,6 +31,9 @@ const OUR_PARAMS: &[&str] = &[
     "open_timeout",
     "log_level",
     "time",
+    // issue 6: reads on object storage
+    "prefetch",
+    "request_budget",
 ];
 
 /// The Go extension's parameters for features this version does not have yet: an error
@@ -84,6 +87,10 @@ pub struct Config {
     pub open_timeout: Duration,
     /// `time`: open looking at this instant (time travel) instead of the newest state.
     pub time: Option<crate::clock::Instant>,
+    /// `prefetch`: pages fetched ahead below a b-tree interior page per trigger; 0 = off.
+    pub prefetch: u32,
+    /// `request_budget`: GET requests one statement may make; 0 = no limit.
+    pub request_budget: u64,
 }
 
 impl Config {
@@ -147,12 +154,22 @@ impl Config {
             Some((src, v)) => Some(instant(&src, &v)?),
             None => None,
         };
+        let prefetch = match lookup("prefetch") {
+            Some((src, v)) => count(&src, &v, u32::MAX as u64)? as u32,
+            None => crate::replica::prefetch::DEFAULT_PREFETCH,
+        };
+        let request_budget = match lookup("request_budget") {
+            Some((src, v)) => count(&src, &v, i64::MAX as u64)?,
+            None => 0,
+        };
         Ok(Config {
             replica_url,
             poll_interval,
             cache_size,
             open_timeout,
             time,
+            prefetch,
+            request_budget,
         })
     }
 }
@@ -191,6 +208,17 @@ pub fn size(param: &str, v: &str) -> Result<u64> {
             format!("{v:?} is not a size (bytes, or e.g. 64MB, 1GiB)"),
         )
     })
+}
+
+/// A whole number from 0 to `max` (a page count, a request budget; 0 usually means off).
+pub fn count(param: &str, v: &str, max: u64) -> Result<u64> {
+    match v.trim().parse::<u64>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(Error::config(
+            param,
+            format!("{v:?} is not a whole number from 0 to {max}"),
+        )),
+    }
 }
 
 /// An instant (see `clock::parse_instant`), relative ones measured from now.

@@ -124,6 +124,11 @@ pub fn stats(file: &ReplicaFile) -> Result<Value> {
         "reads": {
             "last_error": status.last_read_error,
         },
+        // issue 6: this connection's cost, and its current or last statement's
+        "connection": file.meters.connection.json(),
+        "statement": file.meters.statement.json(),
+        "prefetch": replica.prefetcher.limit(),
+        "request_budget": file.meters.budget.load(Ordering::Relaxed),
     });
     Ok(Value::Text(v.to_string()))
 }
@@ -174,6 +179,23 @@ pub fn pragma(file: &mut ReplicaFile, name: &str, value: Option<&str>) -> Option
             },
             file,
         ),
+        // issue 6
+        "litestream_prefetch" => (|| {
+            let replica = file.replica()?;
+            if let Some(v) = value {
+                replica
+                    .prefetcher
+                    .set_limit(config::count(&name, v, u32::MAX as u64)? as u32);
+            }
+            Ok(Value::Int(replica.prefetcher.limit() as i64))
+        })(),
+        "litestream_request_budget" => (|| {
+            if let Some(v) = value {
+                let budget = config::count(&name, v, i64::MAX as u64)?;
+                file.meters.budget.store(budget, Ordering::Relaxed);
+            }
+            Ok(Value::Int(file.meters.budget.load(Ordering::Relaxed) as i64))
+        })(),
         _ => return None,
     };
     Some(result)

@@ -84,6 +84,8 @@ fn open(dir: &std::path::Path) -> std::sync::Arc<litestream::replica::Replica> {
         cache_size: 1 << 20,
         open_timeout: Duration::from_secs(2),
         time: None,
+        prefetch: 0,
+        request_budget: 0,
     })
     .unwrap()
 }

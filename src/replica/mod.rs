@@ -4,8 +4,10 @@
 
 pub mod files;
 pub mod index;
+pub mod meter;
 pub mod plan;
 mod poller;
+pub mod prefetch;
 pub mod registry;
 pub mod restore;
 pub mod snapshot;
@@ -61,6 +63,8 @@ pub struct Replica {
     /// Read transactions holding a snapshot now.
     pinned: AtomicUsize,
     read_ahead: ReadAhead,
+    /// B-tree aware prefetch (children of interior pages).
+    pub prefetcher: prefetch::Prefetcher,
     /// Headers of files met while time travelling (immutable, small).
     headers: Mutex<HashMap<FileInfo, crate::ltx::Header>>,
     /// Page indexes of files used by past states (time travel).
@@ -123,6 +127,7 @@ impl Replica {
             wake: tokio::sync::Notify::new(),
             pinned: AtomicUsize::new(0),
             read_ahead: ReadAhead::default(),
+            prefetcher: prefetch::Prefetcher::new(config.prefetch),
             headers: Mutex::new(HashMap::new()),
             indexes: Mutex::new(files::IndexCache::new(INDEX_CACHE_ENTRIES)),
         });
@@ -211,11 +216,16 @@ impl Replica {
     /// are the ones that just changed (likely to be read), and once cached they no longer
     /// depend on the file surviving compaction. Litestream may delete an L0 file right
     /// after compacting it, before a reader that pinned a state built on it reads its pages.
-    fn cache_whole_file(&self, file: &LoadedFile) {
+    ///
+    /// With `current`, only the pages `current` reads from this file are cached, and only
+    /// the frames that lie within the bytes read (the head read of a large file at open).
+    fn cache_whole_file(&self, file: &LoadedFile, current: Option<&Snapshot>) {
         let Some(bytes) = &file.bytes else { return };
         let run: Vec<(u32, index::Loc)> = file
             .pages
             .iter()
+            .filter(|e| e.offset + e.size as u64 <= bytes.len() as u64)
+            .filter(|e| current.is_none_or(|s| s.index.get(e.pgno).file == file.meta.id))
             .map(|e| {
                 let loc = index::Loc {
                     file: file.meta.id,
@@ -225,7 +235,7 @@ impl Replica {
                 (e.pgno, loc)
             })
             .collect();
-        self.cache_frames(file.meta.id, file.meta.header.page_size, bytes, 0, &run);
+        self.cache_frames(file.meta.id, file.meta.header.page_size, bytes, 0, &run, 0);
     }
 
     fn file_id(&self, planner: &mut Planner, info: &FileInfo) -> FileId {
@@ -238,7 +248,7 @@ impl Replica {
     /// Loads one file's header and page index, remembering its header for time travel.
     async fn load(&self, planner: &mut Planner, info: &FileInfo) -> Result<LoadedFile> {
         let id = self.file_id(planner, info);
-        let file = files::load(&self.store, info, id).await?;
+        let file = files::load(&self.store, info, id, 0).await?;
         self.headers
             .lock()
             .insert(info.clone(), file.meta.header.clone());
@@ -267,7 +277,10 @@ impl Replica {
             .collect();
         let mut loads = futures::stream::iter(missing.into_iter().map(|(i, f, id)| {
             let store = self.store.clone();
-            async move { (i, files::load(&store, &f, id).await) }
+            // The live plan reads the first frames with each header (page 1 and the schema
+            // arrive with the page index); time travel only needs headers.
+            let head = if keep { 0 } else { files::HEAD_READ };
+            async move { (i, files::load(&store, &f, id, head).await) }
         }))
         .buffer_unordered(8);
         while let Some((i, file)) = loads.next().await {
@@ -353,6 +366,9 @@ impl Replica {
                 reason: NO_FILES.into(),
             });
         };
+        for file in &loaded {
+            self.cache_whole_file(file, Some(&snap));
+        }
         planner.last_listed.clear();
         for f in &listed {
             let last = planner
@@ -401,7 +417,13 @@ impl Replica {
         if let Some(page) = self.cache.get((loc.file, pgno)) {
             return Ok(Some(page));
         }
-        match self.fetch(snap, pgno, loc) {
+        let ahead = self.prefetcher.on_miss(pgno);
+        let fetched = if ahead.is_empty() {
+            self.fetch(snap, pgno, loc)
+        } else {
+            self.prefetch(snap, pgno, loc, &ahead)
+        };
+        match fetched {
             Err(Error::NotFound { file }) => {
                 // Compaction or retention deleted the file under us. Re-plan now; the newer
                 // state serves this read if its copy of the page is no newer than ours.
@@ -442,7 +464,14 @@ impl Replica {
         let mut run = vec![(pgno, loc)];
         let mut end = loc.offset + loc.size as u64;
         let mut next = pgno + 1;
-        let window = self.read_ahead.window(pgno);
+        // On object storage a request's latency dwarfs its size: even a random miss reads a
+        // few neighbours (overflow chains, the next leaf).
+        let min = if self.store.is_local() {
+            1
+        } else {
+            REMOTE_MIN_WINDOW
+        };
+        let window = self.read_ahead.window(pgno).max(min);
         while next <= snap.commit() && run.len() < window && end - loc.offset < READ_AHEAD_BYTES {
             let l = snap.index.get(next);
             if l.is_none()
@@ -457,10 +486,13 @@ impl Replica {
             next += 1;
         }
         self.read_ahead.fetched(next);
+        meter::allow(1)?;
+        let started = Instant::now();
         let bytes = self
             .store
             .read_range_blocking(&meta.info, loc.offset..end)?;
-        let wanted = self.cache_frames(loc.file, snap.page_size, &bytes, loc.offset, &run);
+        meter::charge(1, bytes.len() as u64, started.elapsed());
+        let wanted = self.cache_frames(loc.file, snap.page_size, &bytes, loc.offset, &run, pgno);
         match wanted {
             Some(Ok(page)) => Ok(page),
             Some(Err(e)) => Err(Error::corrupt(self.store.describe(&meta.info), e)),
@@ -470,9 +502,10 @@ impl Replica {
         }
     }
 
-    /// Decodes the frames `run` (pgno, location; the first is the page wanted) out of
-    /// `bytes`, which start at file offset `start`, and caches each page. Returns the first
-    /// page's outcome; a bad neighbour is not cached and is reported when it is read itself.
+    /// Decodes the frames `run` (pgno, location) out of `bytes`, which start at file offset
+    /// `start`, and caches each page (noting the children of interior b-tree pages for
+    /// prefetch). Returns the outcome for page `want`; a bad neighbour is not cached and is
+    /// reported when it is read itself.
     fn cache_frames(
         &self,
         file: FileId,
@@ -480,18 +513,20 @@ impl Replica {
         bytes: &[u8],
         start: u64,
         run: &[(u32, index::Loc)],
+        want: u32,
     ) -> Option<std::result::Result<Arc<[u8]>, ltx::LtxError>> {
         let mut first = None;
-        for (i, (pgno, l)) in run.iter().enumerate() {
+        for (pgno, l) in run {
             let frame = (l.offset.checked_sub(start))
                 .and_then(|at| bytes.get(at as usize..at as usize + l.size as usize))
                 .ok_or_else(|| ltx::LtxError::truncated(format!("frame of page {pgno}")));
             let page = frame.and_then(|f| ltx::decode_page_frame(f, page_size, *pgno));
             let page = page.map(|p| -> Arc<[u8]> { p.into() });
             if let Ok(p) = &page {
+                self.prefetcher.observe(*pgno, p);
                 self.cache.insert((file, *pgno), p.clone());
             }
-            if i == 0 {
+            if *pgno == want {
                 first = Some(page);
             }
         }
@@ -510,6 +545,9 @@ impl Replica {
 
 /// How many page-index entries (16 bytes each) the index cache keeps: 32 MiB.
 const INDEX_CACHE_ENTRIES: usize = 2 << 20;
+
+/// Pages a miss on a remote store reads at least (when they follow it in the same file).
+const REMOTE_MIN_WINDOW: usize = 4;
 
 /// How far one page miss reads ahead through the frames of the same file, at most.
 const READ_AHEAD_BYTES: u64 = 128 * 1024;

@@ -77,6 +77,11 @@ impl Store {
         &self.url
     }
 
+    /// Whether the replica is a local folder (file://), read with positional reads.
+    pub fn is_local(&self) -> bool {
+        self.backend.local_root.is_some()
+    }
+
     fn level_path(&self, level: u8) -> Path {
         join(&self.backend.root, &self.backend.layout.level_dir(level))
     }

@@ -8,7 +8,7 @@ Fault injection for tests: `stall(n, seconds)` makes the next n requests wait `s
     with LatencyProxy(s3.endpoint, delay=0.02) as proxy:
         url = f"s3://bucket/db?endpoint={proxy.endpoint}&force-path-style=true"
         ...
-        proxy.counts()  # {"get": .., "list": .., "bytes": .., "requests": ..}
+        proxy.counts()  # {"get": .., "list": .., "bytes": .., "get_bytes": .., "requests": ..}
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ class LatencyProxy:
             "get": sum(r.is_get for r in log),
             "list": sum(r.is_list for r in log),
             "bytes": sum(r.bytes for r in log),
+            "get_bytes": sum(r.bytes for r in log if r.is_get),
         }
 
     def round_trips(self, since: int = 0) -> int:
