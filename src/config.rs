@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_CACHE_SIZE: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_HEDGE_AFTER: Duration = Duration::from_millis(300);
 
 /// URI parameters that belong to SQLite itself (never ours to reject).
 const SQLITE_PARAMS: &[&str] = &[
@@ -34,6 +35,7 @@ const OUR_PARAMS: &[&str] = &[
     // issue 6: reads on object storage
     "prefetch",
     "request_budget",
+    "hedge_after",
 ];
 
 /// The Go extension's parameters for features this version does not have yet: an error
@@ -91,6 +93,8 @@ pub struct Config {
     pub prefetch: u32,
     /// `request_budget`: GET requests one statement may make; 0 = no limit.
     pub request_budget: u64,
+    /// `hedge_after`: a GET not answered within this is sent again; zero = never.
+    pub hedge_after: Duration,
 }
 
 impl Config {
@@ -162,6 +166,10 @@ impl Config {
             Some((src, v)) => count(&src, &v, i64::MAX as u64)?,
             None => 0,
         };
+        let hedge_after = match lookup("hedge_after") {
+            Some((src, v)) => duration(&src, &v)?,
+            None => DEFAULT_HEDGE_AFTER,
+        };
         Ok(Config {
             replica_url,
             poll_interval,
@@ -170,6 +178,7 @@ impl Config {
             time,
             prefetch,
             request_budget,
+            hedge_after,
         })
     }
 }
@@ -198,6 +207,16 @@ pub fn positive_duration(param: &str, v: &str) -> Result<Duration> {
             format!("{v:?} is not a positive duration (Go syntax: 500ms, 2s, 1m30s)"),
         )),
     }
+}
+
+/// A Go duration, zero allowed (`0` turns a feature off).
+pub fn duration(param: &str, v: &str) -> Result<Duration> {
+    parse_duration(v).ok_or_else(|| {
+        Error::config(
+            param,
+            format!("{v:?} is not a duration (Go syntax: 0, 500ms, 2s)"),
+        )
+    })
 }
 
 /// A byte size (`1048576`, `64MB`, `1GiB`).

@@ -112,6 +112,8 @@ pub fn stats(file: &ReplicaFile) -> Result<Value> {
             "get_bytes": s.get_bytes.load(Ordering::Relaxed),
             "list_requests": s.list_requests.load(Ordering::Relaxed),
             "errors": s.errors.load(Ordering::Relaxed),
+            "hedged": s.hedged.load(Ordering::Relaxed),
+            "hedge_wins": s.hedge_wins.load(Ordering::Relaxed),
         },
         "poll": {
             "interval": format_duration(replica.settings().poll_interval),
@@ -195,6 +197,16 @@ pub fn pragma(file: &mut ReplicaFile, name: &str, value: Option<&str>) -> Option
                 file.meters.budget.store(budget, Ordering::Relaxed);
             }
             Ok(Value::Int(file.meters.budget.load(Ordering::Relaxed) as i64))
+        })(),
+        "litestream_hedge_after" => (|| {
+            let replica = file.replica()?;
+            if let Some(v) = value {
+                replica.store.set_hedge_after(config::duration(&name, v)?);
+            }
+            Ok(Value::Text(match replica.store.hedge_after() {
+                d if d.is_zero() => "0".into(),
+                d => format_duration(d),
+            }))
         })(),
         _ => return None,
     };

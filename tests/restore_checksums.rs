@@ -86,6 +86,7 @@ fn open(dir: &std::path::Path) -> std::sync::Arc<litestream::replica::Replica> {
         time: None,
         prefetch: 0,
         request_budget: 0,
+        hedge_after: Duration::ZERO,
     })
     .unwrap()
 }

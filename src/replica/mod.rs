@@ -105,6 +105,7 @@ impl Replica {
                 retry_for: config.open_timeout,
             },
         )?);
+        store.set_hedge_after(config.hedge_after);
         let replica = Arc::new(Replica {
             store,
             cache: PageCache::new(config.cache_size),

@@ -2,8 +2,8 @@
 (method, path, headers, body: SigV4 signatures stay valid) to an upstream such as moto, after
 a fixed delay, and records each request (method, path, range, status, bytes, start, end).
 
-Fault injection for tests: `stall(n, seconds)` makes the next n requests wait `seconds` longer
-(a slow answer, for hedged reads). Runs in a thread of the calling process:
+Fault injection for tests: `stall(n, seconds)` makes the next n ranged GETs wait `seconds`
+longer (a slow answer, for hedged reads). Runs in a thread of the calling process:
 
     with LatencyProxy(s3.endpoint, delay=0.02) as proxy:
         url = f"s3://bucket/db?endpoint={proxy.endpoint}&force-path-style=true"
@@ -98,7 +98,7 @@ class LatencyProxy:
         return False
 
     def stall(self, n: int, seconds: float) -> None:
-        """The next n requests wait `seconds` on top of the delay."""
+        """The next n ranged GETs wait `seconds` on top of the delay."""
         with self._lock:
             self._stalls.extend([seconds] * n)
 
@@ -146,7 +146,8 @@ class LatencyProxy:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else None
         with self._lock:
-            extra = self._stalls.pop(0) if self._stalls else 0.0
+            stall = self._stalls and h.command == "GET" and h.headers.get("Range")
+            extra = self._stalls.pop(0) if stall else 0.0
         time.sleep(self.delay + extra)
         headers = {k: v for k, v in h.headers.items() if k.lower() not in HOP_BY_HOP}
         for attempt in range(2):

@@ -5,7 +5,8 @@ through the latency proxy (no delay here: these tests count requests, never time
   (the whole database restored from a cache filled by prefetch is byte-identical to the
   source), and make fewer requests;
 - per-connection and per-statement counters in litestream_stats;
-- request_budget fails a runaway statement with a clear error, and can be lifted.
+- request_budget fails a runaway statement with a clear error, and can be lifted;
+- a GET that does not answer within hedge_after is sent again, and the second answer serves.
 """
 
 import json
@@ -151,3 +152,20 @@ def test_prefetch_parameter_is_checked(replica):
     rows = run(url, ["PRAGMA litestream_prefetch", "PRAGMA litestream_prefetch = 7",
                      "PRAGMA litestream_prefetch"], prefetch=3)
     assert rows == [[["3"]], [["7"]], [["7"]]]
+
+
+@pytest.mark.parametrize("hedge_after", ["100ms", "0"])
+def test_a_stalled_get_is_hedged(replica, hedge_after):
+    src, url, proxy = replica
+    native = sqlite3.connect(str(src))
+    proxy.stall(1, 2.0)  # the first ranged GET of the child (loading the page index)
+    rows = run(url, [TREE_SCAN, stats_query(), "PRAGMA litestream_hedge_after"],
+               hedge_after=hedge_after)
+    assert [tuple(r) for r in rows[0]] == native.execute(TREE_SCAN).fetchall()
+    storage = json.loads(rows[1][0][0])["storage"]
+    if hedge_after == "0":
+        assert storage["hedged"] == 0, storage
+        assert rows[2] == [["0"]]
+    else:
+        assert storage["hedged"] >= 1 and storage["hedge_wins"] >= 1, storage
+        assert rows[2] == [["100ms"]]
