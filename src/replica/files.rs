@@ -76,6 +76,12 @@ pub async fn load(store: &Store, info: &FileInfo, id: FileId, head: u64) -> Resu
                 e.pgno, e.offset, e.size
             ))));
         }
+        if e.offset >= super::index::MAX_OFFSET || e.size >= super::index::MAX_FRAME {
+            return Err(corrupt(LtxError::Mismatch(format!(
+                "page {} frame at {}+{} is beyond what the page index holds (1 TiB files, 16 MiB frames)",
+                e.pgno, e.offset, e.size
+            ))));
+        }
         if e.pgno > header.commit {
             return Err(corrupt(LtxError::Mismatch(format!(
                 "page {} is beyond the database size {}",
