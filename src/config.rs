@@ -36,6 +36,8 @@ const OUR_PARAMS: &[&str] = &[
     "prefetch",
     "request_budget",
     "hedge_after",
+    "cache_path",
+    "disk_cache_size",
 ];
 
 /// The Go extension's parameters for features this version does not have yet: an error
@@ -95,6 +97,10 @@ pub struct Config {
     pub request_budget: u64,
     /// `hedge_after`: a GET not answered within this is sent again; zero = never.
     pub hedge_after: Duration,
+    /// `cache_path`: folder of the disk cache (none: no disk cache).
+    pub cache_path: Option<std::path::PathBuf>,
+    /// `disk_cache_size`: bound of the disk cache in bytes.
+    pub disk_cache_size: u64,
 }
 
 impl Config {
@@ -170,6 +176,14 @@ impl Config {
             Some((src, v)) => duration(&src, &v)?,
             None => DEFAULT_HEDGE_AFTER,
         };
+        let cache_path = match lookup("cache_path") {
+            Some((_, v)) if !v.trim().is_empty() => Some(std::path::PathBuf::from(v.trim())),
+            _ => None,
+        };
+        let disk_cache_size = match lookup("disk_cache_size") {
+            Some((src, v)) => size(&src, &v)?,
+            None => crate::replica::disk_cache::DEFAULT_DISK_CACHE_SIZE,
+        };
         Ok(Config {
             replica_url,
             poll_interval,
@@ -179,6 +193,8 @@ impl Config {
             prefetch,
             request_budget,
             hedge_after,
+            cache_path,
+            disk_cache_size,
         })
     }
 }

@@ -130,6 +130,14 @@ pub fn stats(file: &ReplicaFile) -> Result<Value> {
         "connection": file.meters.connection.json(),
         "statement": file.meters.statement.json(),
         "prefetch": replica.prefetcher.limit(),
+        "disk_cache": replica.disk.as_ref().map(|d| serde_json::json!({
+            "path": d.root().display().to_string(),
+            "hits": d.hits.load(Ordering::Relaxed),
+            "misses": d.misses.load(Ordering::Relaxed),
+            "writes": d.writes.load(Ordering::Relaxed),
+            "bytes": d.used(),
+            "capacity": d.capacity(),
+        })),
         "request_budget": file.meters.budget.load(Ordering::Relaxed),
     });
     Ok(Value::Text(v.to_string()))

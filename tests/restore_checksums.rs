@@ -87,6 +87,8 @@ fn open(dir: &std::path::Path) -> std::sync::Arc<litestream::replica::Replica> {
         prefetch: 0,
         request_budget: 0,
         hedge_after: Duration::ZERO,
+        cache_path: None,
+        disk_cache_size: 0,
     })
     .unwrap()
 }

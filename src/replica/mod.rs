@@ -2,6 +2,7 @@
 //! that opens it. It owns the store client, the page cache and the current [`Snapshot`];
 //! its poller (one tokio task) publishes newer snapshots as Litestream ships files.
 
+pub mod disk_cache;
 pub mod files;
 pub mod index;
 pub mod meter;
@@ -28,7 +29,7 @@ use crate::storage::url::Timeouts;
 use crate::storage::{FileInfo, Store};
 use index::FileId;
 use plan::PlanProblem;
-pub use snapshot::{LoadedFile, Moved, Snapshot};
+pub use snapshot::{FileMeta, LoadedFile, Moved, Snapshot};
 
 /// Settings that may change while the replica is open (`PRAGMA litestream_<name> = …`).
 #[derive(Debug, Clone)]
@@ -65,6 +66,8 @@ pub struct Replica {
     read_ahead: ReadAhead,
     /// B-tree aware prefetch (children of interior pages).
     pub prefetcher: prefetch::Prefetcher,
+    /// Pages on local disk (`cache_path`), shared across restarts and processes.
+    pub disk: Option<disk_cache::DiskCache>,
     /// Headers of files met while time travelling (immutable, small).
     headers: Mutex<HashMap<FileInfo, crate::ltx::Header>>,
     /// Page indexes of files used by past states (time travel).
@@ -106,6 +109,14 @@ impl Replica {
             },
         )?);
         store.set_hedge_after(config.hedge_after);
+        let disk = match &config.cache_path {
+            Some(path) => Some(disk_cache::DiskCache::open(
+                path,
+                &config.replica_url,
+                config.disk_cache_size,
+            )?),
+            None => None,
+        };
         let replica = Arc::new(Replica {
             store,
             cache: PageCache::new(config.cache_size),
@@ -129,6 +140,7 @@ impl Replica {
             pinned: AtomicUsize::new(0),
             read_ahead: ReadAhead::default(),
             prefetcher: prefetch::Prefetcher::new(config.prefetch),
+            disk,
             headers: Mutex::new(HashMap::new()),
             indexes: Mutex::new(files::IndexCache::new(INDEX_CACHE_ENTRIES)),
         });
@@ -236,7 +248,7 @@ impl Replica {
                 (e.pgno, loc)
             })
             .collect();
-        self.cache_frames(file.meta.id, file.meta.header.page_size, bytes, 0, &run, 0);
+        self.cache_frames(&file.meta, file.meta.header.page_size, bytes, 0, &run, 0);
     }
 
     fn file_id(&self, planner: &mut Planner, info: &FileInfo) -> FileId {
@@ -418,6 +430,9 @@ impl Replica {
         if let Some(page) = self.cache.get((loc.file, pgno)) {
             return Ok(Some(page));
         }
+        if let Some(page) = self.read_disk_cache(snap, pgno, loc) {
+            return Ok(Some(page));
+        }
         let ahead = self.prefetcher.on_miss(pgno);
         let fetched = if ahead.is_empty() {
             self.fetch(snap, pgno, loc)
@@ -493,7 +508,7 @@ impl Replica {
             .store
             .read_range_blocking(&meta.info, loc.offset..end)?;
         meter::charge(1, bytes.len() as u64, started.elapsed());
-        let wanted = self.cache_frames(loc.file, snap.page_size, &bytes, loc.offset, &run, pgno);
+        let wanted = self.cache_frames(&meta, snap.page_size, &bytes, loc.offset, &run, pgno);
         match wanted {
             Some(Ok(page)) => Ok(page),
             Some(Err(e)) => Err(Error::corrupt(self.store.describe(&meta.info), e)),
@@ -505,11 +520,11 @@ impl Replica {
 
     /// Decodes the frames `run` (pgno, location) out of `bytes`, which start at file offset
     /// `start`, and caches each page (noting the children of interior b-tree pages for
-    /// prefetch). Returns the outcome for page `want`; a bad neighbour is not cached and is
-    /// reported when it is read itself.
+    /// prefetch), in memory and in the disk cache. Returns the outcome for page `want`; a bad
+    /// neighbour is not cached and is reported when it is read itself.
     fn cache_frames(
         &self,
-        file: FileId,
+        meta: &FileMeta,
         page_size: u32,
         bytes: &[u8],
         start: u64,
@@ -525,13 +540,26 @@ impl Replica {
             let page = page.map(|p| -> Arc<[u8]> { p.into() });
             if let Ok(p) = &page {
                 self.prefetcher.observe(*pgno, p);
-                self.cache.insert((file, *pgno), p.clone());
+                self.cache.insert((meta.id, *pgno), p.clone());
+                if let Some(disk) = &self.disk {
+                    disk.put(meta, *pgno, p);
+                }
             }
             if *pgno == want {
                 first = Some(page);
             }
         }
         first
+    }
+
+    /// Page `pgno` of `snap` (at `loc`) from the disk cache, kept in memory too.
+    fn read_disk_cache(&self, snap: &Snapshot, pgno: u32, loc: index::Loc) -> Option<Arc<[u8]>> {
+        let disk = self.disk.as_ref()?;
+        let meta = snap.file(loc.file)?;
+        let page: Arc<[u8]> = disk.get(meta, pgno)?.into();
+        self.prefetcher.observe(pgno, &page);
+        self.cache.insert((loc.file, pgno), page.clone());
+        Some(page)
     }
 
     /// Re-plans from a full listing before returning (used when a file vanished).

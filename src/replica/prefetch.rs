@@ -172,9 +172,14 @@ impl Replica {
         let mut pages = vec![(pgno, loc)];
         for &p in ahead {
             let l = snap.index.get(p);
-            if !l.is_none() && !self.cache.contains((l.file, p)) {
-                pages.push((p, l));
+            if l.is_none() || self.cache.contains((l.file, p)) {
+                continue;
             }
+            let on_disk = self.disk.as_ref().zip(snap.file(l.file));
+            if on_disk.is_some_and(|(disk, meta)| disk.contains(meta, p)) {
+                continue;
+            }
+            pages.push((p, l));
         }
         let mut ranges = coalesce(pages);
         meter::allow(1)?;
@@ -193,16 +198,16 @@ impl Replica {
             let meta = snap
                 .file(r.file)
                 .ok_or_else(|| Error::Internal(format!("page {pgno} points to an unknown file")))?;
-            jobs.push((meta.info.clone(), r));
+            jobs.push((meta.clone(), r));
         }
         let store = self.store.clone();
         let started = std::time::Instant::now();
         let results = crate::runtime::block_on(async move {
-            let reads = jobs.into_iter().map(|(info, r)| {
+            let reads = jobs.into_iter().map(|(meta, r)| {
                 let store = store.clone();
                 async move {
-                    let bytes = store.read_range(&info, r.start..r.end).await;
-                    (info, r, bytes)
+                    let bytes = store.read_range(&meta.info, r.start..r.end).await;
+                    (meta, r, bytes)
                 }
             });
             Ok(futures::stream::iter(reads)
@@ -211,22 +216,21 @@ impl Replica {
                 .await)
         })?;
         let (mut gets, mut bytes_read, mut wanted) = (0, 0, None);
-        for (info, r, bytes) in results {
+        for (meta, r, bytes) in results {
             gets += 1;
             let has_wanted = r.run.iter().any(|(p, _)| *p == pgno);
             match bytes {
                 Ok(bytes) => {
                     bytes_read += bytes.len() as u64;
                     let run = self.frames_in(snap, r.file, &bytes, r.start, r.run);
-                    let out =
-                        self.cache_frames(r.file, snap.page_size, &bytes, r.start, &run, pgno);
+                    let out = self.cache_frames(&meta, snap.page_size, &bytes, r.start, &run, pgno);
                     if let Some(out) = out {
-                        wanted =
-                            Some(out.map_err(|e| Error::corrupt(self.store.describe(&info), e)));
+                        let name = self.store.describe(&meta.info);
+                        wanted = Some(out.map_err(|e| Error::corrupt(name, e)));
                     }
                 }
                 Err(e) if has_wanted => wanted = Some(Err(e)),
-                Err(e) => crate::log_debug!("prefetch read of {info} failed: {e}"),
+                Err(e) => crate::log_debug!("prefetch read of {} failed: {e}", meta.info),
             }
         }
         meter::charge(gets, bytes_read, started.elapsed());

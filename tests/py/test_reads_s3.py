@@ -169,3 +169,63 @@ def test_a_stalled_get_is_hedged(replica, hedge_after):
     else:
         assert storage["hedged"] >= 1 and storage["hedge_wins"] >= 1, storage
         assert rows[2] == [["100ms"]]
+
+
+def test_disk_cache_restart_warm_shared_and_never_older(s3_server, tmp_path, litestream):
+    """cache_path: a restarted reader answers from disk without GETs; two processes share the
+    folder; after the primary changes, readers see the new state, never a cached older page
+    (the memory cache is kept tiny so that reads go to the disk cache)."""
+    src = tmp_path / "src.db"
+    w = harness.create_source_db(src, rows=6000, overflow_rows=3)
+    bucket = s3_server.new_bucket("disk")
+    ls = litestream(src, s3_server.replica_url(bucket, "db"))
+    ls.wait_synced()
+    cache = tmp_path / "disk-cache"
+    with LatencyProxy(s3_server.endpoint, delay=0) as proxy:
+        url = f"s3://{bucket}/db?endpoint={proxy.endpoint}&force-path-style=true"
+        params = dict(cache_path=str(cache), cache_size="16KB", poll_interval="100ms")
+        queries = [TREE_SCAN, WORKLOAD[0], WORKLOAD[1], stats_query()]
+
+        def expect(rows):
+            native = sqlite3.connect(str(src))
+            for q, got in zip(queries[:3], rows):
+                assert [tuple(r) for r in got] == native.execute(q).fetchall(), q
+            return json.loads(rows[3][0][0])
+
+        first = expect(run(url, queries, **params))
+        assert first["disk_cache"]["writes"] > 0, first["disk_cache"]
+        # A restart: every page from disk, no GET for any statement.
+        again = expect(run(url, queries, **params))
+        assert again["connection"]["get_requests"] == 0, again["connection"]
+        assert again["disk_cache"]["hits"] > 0 and again["disk_cache"]["writes"] == 0, again
+
+        # Two processes at once on one folder (one of them also fills it), both right.
+        fresh = tmp_path / "disk-cache-2"
+        both = dict(params, cache_path=str(fresh))
+        import concurrent.futures
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            outs = list(pool.map(lambda _: run(url, queries, **both), range(2)))
+        for rows in outs:
+            expect(rows)
+        assert expect(run(url, queries, **both))["connection"]["get_requests"] == 0
+        assert not list(fresh.rglob("*.tmp")), "temporary entries left behind"
+
+        # The primary changes every row's amount: a reader of the new state gets new pages.
+        with harness.transaction(w):
+            w.execute("UPDATE orders SET amount = amount + 1")
+        ls.wait_synced()
+        changed = expect(run(url, queries, **params))
+        assert changed["connection"]["get_requests"] > 0
+        # In this process: a connection that read the old state and kept its disk cache sees
+        # the new state once it arrives, through a tiny memory cache.
+        conn = harness.connect(harness.vfs_uri(url, **params))
+        before = conn.execute(TREE_SCAN).fetchone()
+        with harness.transaction(w):
+            w.execute("UPDATE orders SET amount = amount * 2 WHERE id % 3 = 0")
+        txid = ls.wait_synced()
+        harness.wait_until(lambda: conn.execute("SELECT litestream_txid()").fetchone()[0]
+                           == harness.txid_str(txid), 30, message="the reader to follow")
+        after = conn.execute(TREE_SCAN).fetchone()
+        assert after != before
+        assert after == sqlite3.connect(str(src)).execute(TREE_SCAN).fetchone()
+        conn.close()
