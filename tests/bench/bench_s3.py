@@ -19,6 +19,8 @@ extension's requests and time, point lookups at least 2x faster, open to first r
 3 round trips after listing.
 
 Run: /usr/bin/python3 tests/bench/bench_s3.py [--rows N] [--delay-ms 20] [--out FILE]
+The report is written to --out and, unless --no-readme, between the s3-bench markers of
+README.md.
 """
 import argparse
 import json
@@ -103,11 +105,12 @@ def _waves(reqs):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=20_000)
+    ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--delay-ms", type=float, default=20)
     ap.add_argument("--params", default="", help="extra URI parameters for ours (a=b&c=d)")
     ap.add_argument("--skip-go", action="store_true")
     ap.add_argument("--out", default=str(harness.REPO_ROOT / "tests/.work/bench/s3.md"))
+    ap.add_argument("--no-readme", action="store_true", help="do not update README.md")
     args = ap.parse_args()
 
     (harness.REPO_ROOT / "tests/.work").mkdir(parents=True, exist_ok=True)
@@ -184,6 +187,14 @@ def main():
         {f"{w}/{m}": r for (w, m), r in results.items()}, indent=1, default=str))
     print()
     print(report)
+    if not args.no_readme:
+        readme = harness.REPO_ROOT / "README.md"
+        text = readme.read_text()
+        start, end = "<!-- s3-bench -->\n", "<!-- /s3-bench -->"
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            readme.write_text(head + start + report + rest[rest.index(end):])
+            print(f"updated {readme}")
 
 
 if __name__ == "__main__":
