@@ -288,11 +288,13 @@ impl Replica {
             .filter(|(i, _)| slots[*i].is_none())
             .map(|(i, f)| (i, f.clone(), self.file_id(planner, f)))
             .collect();
+        let local = self.store.is_local();
         let mut loads = futures::stream::iter(missing.into_iter().map(|(i, f, id)| {
             let store = self.store.clone();
-            // The live plan reads the first frames with each header (page 1 and the schema
-            // arrive with the page index); time travel only needs headers.
-            let head = if keep { 0 } else { files::HEAD_READ };
+            // On object storage the live plan reads the first frames with each header (page 1
+            // and the schema arrive with the page index); time travel only needs headers, and
+            // a local replica's pages cost a system call each.
+            let head = if keep || local { 0 } else { files::HEAD_READ };
             async move { (i, files::load(&store, &f, id, head).await) }
         }))
         .buffer_unordered(8);
@@ -379,8 +381,10 @@ impl Replica {
                 reason: NO_FILES.into(),
             });
         };
-        for file in &loaded {
-            self.cache_whole_file(file, Some(&snap));
+        if !self.store.is_local() {
+            for file in &loaded {
+                self.cache_whole_file(file, Some(&snap));
+            }
         }
         planner.last_listed.clear();
         for f in &listed {
