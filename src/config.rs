@@ -38,17 +38,13 @@ const OUR_PARAMS: &[&str] = &[
     "hedge_after",
     "cache_path",
     "disk_cache_size",
+    "hydration_enabled",
+    "hydration_path",
 ];
 
 /// The Go extension's parameters for features this version does not have yet: an error
 /// says so instead of silently ignoring them.
-const NOT_YET: &[&str] = &[
-    "write_enabled",
-    "sync_interval",
-    "buffer_path",
-    "hydration_enabled",
-    "hydration_path",
-];
+const NOT_YET: &[&str] = &["write_enabled", "sync_interval", "buffer_path"];
 
 /// Where parameter values come from. The FFI layer implements it over
 /// `sqlite3_uri_parameter`; tests implement it over a map.
@@ -101,6 +97,9 @@ pub struct Config {
     pub cache_path: Option<std::path::PathBuf>,
     /// `disk_cache_size`: bound of the disk cache in bytes.
     pub disk_cache_size: u64,
+    /// `hydration_enabled` (with `hydration_path`, else a file in the temporary folder):
+    /// restore a full local copy in the background and serve from it.
+    pub hydration: Option<Option<std::path::PathBuf>>,
 }
 
 impl Config {
@@ -184,6 +183,21 @@ impl Config {
             Some((src, v)) => size(&src, &v)?,
             None => crate::replica::disk_cache::DEFAULT_DISK_CACHE_SIZE,
         };
+        let hydration_enabled = match lookup("hydration_enabled") {
+            Some((src, v)) => boolean(&src, &v)?,
+            None => false,
+        };
+        let hydration_path = lookup("hydration_path").filter(|(_, v)| !v.trim().is_empty());
+        let hydration = match (hydration_enabled, hydration_path) {
+            (true, path) => Some(path.map(|(_, v)| std::path::PathBuf::from(v.trim()))),
+            (false, Some((src, _))) => {
+                return Err(Error::config(
+                    &src,
+                    "is only used with hydration_enabled=true",
+                ))
+            }
+            (false, None) => None,
+        };
         Ok(Config {
             replica_url,
             poll_interval,
@@ -195,6 +209,7 @@ impl Config {
             hedge_after,
             cache_path,
             disk_cache_size,
+            hydration,
         })
     }
 }
@@ -221,6 +236,18 @@ pub fn positive_duration(param: &str, v: &str) -> Result<Duration> {
         _ => Err(Error::config(
             param,
             format!("{v:?} is not a positive duration (Go syntax: 500ms, 2s, 1m30s)"),
+        )),
+    }
+}
+
+/// A boolean: true/false, 1/0, yes/no, on/off.
+pub fn boolean(param: &str, v: &str) -> Result<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(Error::config(
+            param,
+            format!("{v:?} is not a boolean (true or false)"),
         )),
     }
 }
@@ -444,5 +471,41 @@ mod tests {
         let env = |k: &str| (k == "LITESTREAM_POLL_INTERVAL").then(|| "soon".to_string());
         let e = Config::from_params(&map(&[("replica_url", "file:///x")]), &env).unwrap_err();
         assert!(e.to_string().contains("LITESTREAM_POLL_INTERVAL"), "{e}");
+    }
+    #[test]
+    fn read_performance_parameters() {
+        let url = ("replica_url", "file:///x");
+        let c = Config::from_params(&map(&[url]), &no_env).unwrap();
+        assert_eq!(c.prefetch, crate::replica::prefetch::DEFAULT_PREFETCH);
+        assert_eq!((c.request_budget, c.hydration.clone()), (0, None));
+        assert_eq!(c.hedge_after, DEFAULT_HEDGE_AFTER);
+        let c = Config::from_params(
+            &map(&[
+                url,
+                ("prefetch", "0"),
+                ("request_budget", "40"),
+                ("hedge_after", "0"),
+                ("cache_path", "/tmp/c"),
+                ("disk_cache_size", "10MB"),
+                ("hydration_enabled", "true"),
+            ]),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!((c.prefetch, c.request_budget), (0, 40));
+        assert_eq!(c.hedge_after, Duration::ZERO);
+        assert_eq!(c.cache_path, Some("/tmp/c".into()));
+        assert_eq!(c.disk_cache_size, 10 << 20);
+        assert_eq!(c.hydration, Some(None));
+        for (k, v) in [
+            ("prefetch", "-1"),
+            ("request_budget", "lots"),
+            ("hedge_after", "soon"),
+            ("hydration_enabled", "maybe"),
+            ("hydration_path", "/tmp/h.db"),
+        ] {
+            let e = Config::from_params(&map(&[url, (k, v)]), &no_env).unwrap_err();
+            assert!(e.to_string().contains(k), "{e}");
+        }
     }
 }

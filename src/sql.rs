@@ -130,6 +130,16 @@ pub fn stats(file: &ReplicaFile) -> Result<Value> {
         "connection": file.meters.connection.json(),
         "statement": file.meters.statement.json(),
         "prefetch": replica.prefetcher.limit(),
+        "hydration": replica.hydration.as_ref().map(|h| {
+            let (state, txid, current) = h.status();
+            serde_json::json!({
+                "path": h.path().display().to_string(),
+                "state": state,
+                "txid": txid.map(|t| t.to_string()),
+                "pages_served": h.served.load(Ordering::Relaxed),
+                "pages_current": current,
+            })
+        }),
         "disk_cache": replica.disk.as_ref().map(|d| serde_json::json!({
             "path": d.root().display().to_string(),
             "hits": d.hits.load(Ordering::Relaxed),

@@ -89,6 +89,7 @@ fn open(dir: &std::path::Path) -> std::sync::Arc<litestream::replica::Replica> {
         hedge_after: Duration::ZERO,
         cache_path: None,
         disk_cache_size: 0,
+        hydration: None,
     })
     .unwrap()
 }

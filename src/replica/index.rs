@@ -153,6 +153,31 @@ impl PageIndex {
         self.chunks.len() * (std::mem::size_of::<[Packed; CHUNK]>() + std::mem::size_of::<usize>())
     }
 
+    /// Pages whose location differs between `self` and `other` (including pages only one of
+    /// them has). Chunks the two versions share are skipped without a look.
+    pub fn differing(&self, other: &PageIndex) -> Vec<u32> {
+        let mut out = Vec::new();
+        let pages = self.pages.max(other.pages);
+        for c in 0..self.chunks.len().max(other.chunks.len()) {
+            if let (Some(a), Some(b)) = (self.chunks.get(c), other.chunks.get(c)) {
+                if Arc::ptr_eq(a, b) && self.pages == other.pages {
+                    continue;
+                }
+            }
+            let first = (c * CHUNK) as u32 + 1;
+            for pgno in first
+                ..first
+                    .saturating_add(CHUNK as u32)
+                    .min(pages.saturating_add(1))
+            {
+                if self.get(pgno) != other.get(pgno) {
+                    out.push(pgno);
+                }
+            }
+        }
+        out
+    }
+
     /// Every (pgno, loc) present, in page order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, Loc)> + '_ {
         (1..=self.pages)
@@ -186,6 +211,23 @@ mod tests {
         assert_eq!(b.get(5), loc(2, 0));
         assert!(Arc::ptr_eq(&a.chunks[1], &b.chunks[1]));
         assert!(!Arc::ptr_eq(&a.chunks[0], &b.chunks[0]));
+    }
+
+    #[test]
+    fn differing_pages_between_versions() {
+        let mut a = PageIndex::default();
+        for p in 1..=3000 {
+            a.set(p, loc(1, p as u64));
+        }
+        a.truncate(3000);
+        let mut b = a.clone();
+        b.set(5, loc(2, 0));
+        b.set(2500, loc(2, 1));
+        assert_eq!(a.differing(&b), vec![5, 2500]);
+        b.truncate(3100);
+        b.set(3050, loc(2, 2));
+        assert_eq!(b.differing(&a), vec![5, 2500, 3050]);
+        assert!(a.differing(&a.clone()).is_empty());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod disk_cache;
 pub mod files;
+pub mod hydrate;
 pub mod index;
 pub mod meter;
 pub mod plan;
@@ -68,6 +69,8 @@ pub struct Replica {
     pub prefetcher: prefetch::Prefetcher,
     /// Pages on local disk (`cache_path`), shared across restarts and processes.
     pub disk: Option<disk_cache::DiskCache>,
+    /// A full local copy restored in the background (`hydration_enabled`).
+    pub hydration: Option<Arc<hydrate::Hydration>>,
     /// Headers of files met while time travelling (immutable, small).
     headers: Mutex<HashMap<FileInfo, crate::ltx::Header>>,
     /// Page indexes of files used by past states (time travel).
@@ -141,6 +144,11 @@ impl Replica {
             read_ahead: ReadAhead::default(),
             prefetcher: prefetch::Prefetcher::new(config.prefetch),
             disk,
+            hydration: config.hydration.clone().map(|path| {
+                let path =
+                    path.unwrap_or_else(|| hydrate::Hydration::default_path(&config.replica_url));
+                Arc::new(hydrate::Hydration::new(path))
+            }),
             headers: Mutex::new(HashMap::new()),
             indexes: Mutex::new(files::IndexCache::new(INDEX_CACHE_ENTRIES)),
         });
@@ -148,6 +156,13 @@ impl Replica {
         let (timeout, poll) = (config.open_timeout, config.poll_interval);
         crate::runtime::block_on(Self::initial_plan(r, timeout, poll))?;
         poller::start(&replica)?;
+        if let Some(h) = replica.hydration.clone() {
+            let r = replica.clone();
+            std::thread::Builder::new()
+                .name("litestream-hydrate".into())
+                .spawn(move || h.run(&r))
+                .map_err(|e| Error::io("starting the hydration thread", e))?;
+        }
         Ok(replica)
     }
 
@@ -214,6 +229,13 @@ impl Replica {
     /// same content are re-keyed; those of superseded versions are dropped, unless a read
     /// transaction is pinned to an older state and may still read them.
     fn publish(&self, snap: Snapshot, moved: &[Moved]) {
+        match &self.hydration {
+            Some(h) => h.publishing(&self.current(), snap, moved, |s| self.publish_now(s, moved)),
+            None => self.publish_now(snap, moved),
+        }
+    }
+
+    fn publish_now(&self, snap: Snapshot, moved: &[Moved]) {
         let idle = self.pinned.load(Ordering::Acquire) == 0;
         for m in moved {
             match m.to {
@@ -432,6 +454,9 @@ impl Replica {
             return Ok(None);
         }
         if let Some(page) = self.cache.get((loc.file, pgno)) {
+            return Ok(Some(page));
+        }
+        if let Some(page) = self.hydration.as_ref().and_then(|h| h.read(snap, pgno)) {
             return Ok(Some(page));
         }
         if let Some(page) = self.read_disk_cache(snap, pgno, loc) {

@@ -119,17 +119,17 @@ impl Prefetcher {
 }
 
 /// One coalesced ranged read: frames of `run` in file `file`, bytes `start..end`.
-struct Range {
-    file: FileId,
-    start: u64,
-    end: u64,
-    run: Vec<(u32, Loc)>,
+pub(super) struct Range {
+    pub file: FileId,
+    pub start: u64,
+    pub end: u64,
+    pub run: Vec<(u32, Loc)>,
 }
 
 /// Groups frames by file into ranged reads: sorted by (file, offset), a frame joins the
 /// previous range when it starts at most `GAP` bytes after its end and the range stays
-/// under `MAX_RANGE`.
-fn coalesce(mut pages: Vec<(u32, Loc)>) -> Vec<Range> {
+/// under `max_range`.
+pub(super) fn coalesce(mut pages: Vec<(u32, Loc)>, max_range: u64) -> Vec<Range> {
     pages.sort_by_key(|(p, l)| (l.file, l.offset, *p));
     pages.dedup_by_key(|(p, _)| *p);
     let mut ranges: Vec<Range> = Vec::new();
@@ -140,7 +140,7 @@ fn coalesce(mut pages: Vec<(u32, Loc)>) -> Vec<Range> {
                 if r.file == l.file
                     && l.offset >= r.end
                     && l.offset - r.end <= GAP
-                    && end - r.start <= MAX_RANGE =>
+                    && end - r.start <= max_range =>
             {
                 r.end = end;
                 r.run.push((p, l));
@@ -181,7 +181,7 @@ impl Replica {
             }
             pages.push((p, l));
         }
-        let mut ranges = coalesce(pages);
+        let mut ranges = coalesce(pages, MAX_RANGE);
         meter::allow(1)?;
         let keep = meter::remaining().min(ranges.len() as u64) as usize;
         if keep < ranges.len() {
@@ -354,13 +354,16 @@ mod tests {
             size: 1000,
             offset,
         };
-        let ranges = coalesce(vec![
-            (5, l(1, 3000)),
-            (3, l(1, 100)),
-            (4, l(1, 1100)),
-            (9, l(2, 100)),
-            (6, l(1, 100_000)),
-        ]);
+        let ranges = coalesce(
+            vec![
+                (5, l(1, 3000)),
+                (3, l(1, 100)),
+                (4, l(1, 1100)),
+                (9, l(2, 100)),
+                (6, l(1, 100_000)),
+            ],
+            MAX_RANGE,
+        );
         let got: Vec<_> = ranges
             .iter()
             .map(|r| {
