@@ -88,7 +88,8 @@ pub struct Config {
     /// `time`: open looking at this instant (time travel) instead of the newest state.
     pub time: Option<crate::clock::Instant>,
     /// `prefetch`: pages fetched ahead below a b-tree interior page per trigger; 0 = off.
-    pub prefetch: u32,
+    /// Unset: on for object storage, off for a local replica.
+    pub prefetch: Option<u32>,
     /// `request_budget`: GET requests one statement may make; 0 = no limit.
     pub request_budget: u64,
     /// `hedge_after`: a GET not answered within this is sent again; zero = never.
@@ -164,8 +165,8 @@ impl Config {
             None => None,
         };
         let prefetch = match lookup("prefetch") {
-            Some((src, v)) => count(&src, &v, u32::MAX as u64)? as u32,
-            None => crate::replica::prefetch::DEFAULT_PREFETCH,
+            Some((src, v)) => Some(count(&src, &v, u32::MAX as u64)? as u32),
+            None => None,
         };
         let request_budget = match lookup("request_budget") {
             Some((src, v)) => count(&src, &v, i64::MAX as u64)?,
@@ -476,7 +477,7 @@ mod tests {
     fn read_performance_parameters() {
         let url = ("replica_url", "file:///x");
         let c = Config::from_params(&map(&[url]), &no_env).unwrap();
-        assert_eq!(c.prefetch, crate::replica::prefetch::DEFAULT_PREFETCH);
+        assert_eq!(c.prefetch, None);
         assert_eq!((c.request_budget, c.hydration.clone()), (0, None));
         assert_eq!(c.hedge_after, DEFAULT_HEDGE_AFTER);
         let c = Config::from_params(
@@ -492,7 +493,7 @@ mod tests {
             &no_env,
         )
         .unwrap();
-        assert_eq!((c.prefetch, c.request_budget), (0, 40));
+        assert_eq!((c.prefetch, c.request_budget), (Some(0), 40));
         assert_eq!(c.hedge_after, Duration::ZERO);
         assert_eq!(c.cache_path, Some("/tmp/c".into()));
         assert_eq!(c.disk_cache_size, 10 << 20);

@@ -84,7 +84,7 @@ fn open(dir: &std::path::Path) -> std::sync::Arc<litestream::replica::Replica> {
         cache_size: 1 << 20,
         open_timeout: Duration::from_secs(2),
         time: None,
-        prefetch: 0,
+        prefetch: None,
         request_budget: 0,
         hedge_after: Duration::ZERO,
         cache_path: None,

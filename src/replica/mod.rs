@@ -112,6 +112,7 @@ impl Replica {
             },
         )?);
         store.set_hedge_after(config.hedge_after);
+        let local = store.is_local();
         let disk = match &config.cache_path {
             Some(path) => Some(disk_cache::DiskCache::open(
                 path,
@@ -142,7 +143,12 @@ impl Replica {
             wake: tokio::sync::Notify::new(),
             pinned: AtomicUsize::new(0),
             read_ahead: ReadAhead::default(),
-            prefetcher: prefetch::Prefetcher::new(config.prefetch),
+            // A local replica's miss costs a system call: no b-tree prefetch unless asked.
+            prefetcher: prefetch::Prefetcher::new(config.prefetch.unwrap_or(if local {
+                0
+            } else {
+                prefetch::DEFAULT_PREFETCH
+            })),
             disk,
             hydration: config.hydration.clone().map(|path| {
                 let path =
