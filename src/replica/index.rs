@@ -198,13 +198,19 @@ mod tests {
         }
     }
 
+    /// Pages 1..=pages, page p at offset p of file 1.
+    fn filled(pages: u32) -> PageIndex {
+        let mut ix = PageIndex::default();
+        for p in 1..=pages {
+            ix.set(p, loc(1, p as u64));
+        }
+        ix.truncate(pages);
+        ix
+    }
+
     #[test]
     fn versions_share_unchanged_chunks() {
-        let mut a = PageIndex::default();
-        for p in 1..=3000 {
-            a.set(p, loc(1, p as u64));
-        }
-        a.truncate(3000);
+        let a = filled(3000);
         let mut b = a.clone();
         assert_eq!(b.set(5, loc(2, 0)), loc(1, 5));
         assert_eq!(a.get(5), loc(1, 5), "the old version is untouched");
@@ -215,11 +221,7 @@ mod tests {
 
     #[test]
     fn differing_pages_between_versions() {
-        let mut a = PageIndex::default();
-        for p in 1..=3000 {
-            a.set(p, loc(1, p as u64));
-        }
-        a.truncate(3000);
+        let a = filled(3000);
         let mut b = a.clone();
         b.set(5, loc(2, 0));
         b.set(2500, loc(2, 1));

@@ -297,13 +297,14 @@ impl Replica {
     }
 
     /// Loads the files of a chain: indexes from the index cache where it has them, the rest
-    /// in parallel, kept in the cache when `keep` (time travel; the live state's index
-    /// already holds what it needs). All must share the first file's page size.
+    /// in parallel, then kept in the cache (files are immutable: a re-plan or a move in time
+    /// reloads only what is new). `past`: for time travel, which needs only headers and
+    /// indexes (no head read). All must share the first file's page size.
     async fn load_chain(
         &self,
         planner: &mut Planner,
         chain: &[FileInfo],
-        keep: bool,
+        past: bool,
     ) -> Result<Vec<LoadedFile>> {
         use futures::StreamExt;
         let mut slots: Vec<Option<LoadedFile>> = {
@@ -322,7 +323,7 @@ impl Replica {
             // On object storage the live plan reads the first frames with each header (page 1
             // and the schema arrive with the page index); time travel only needs headers, and
             // a local replica's pages cost a system call each.
-            let head = if keep || local { 0 } else { files::HEAD_READ };
+            let head = if past || local { 0 } else { files::HEAD_READ };
             async move { (i, files::load(&store, &f, id, head).await) }
         }))
         .buffer_unordered(8);
@@ -331,9 +332,7 @@ impl Replica {
             self.headers
                 .lock()
                 .insert(file.meta.info.clone(), file.meta.header.clone());
-            if keep {
-                self.indexes.lock().put(&file);
-            }
+            self.indexes.lock().put(&file);
             slots[i] = Some(file);
         }
         let loaded: Vec<LoadedFile> = slots.into_iter().flatten().collect();

@@ -9,6 +9,7 @@ through the latency proxy (no delay here: these tests count requests, never time
 - a GET that does not answer within hedge_after is sent again, and the second answer serves.
 """
 
+import contextlib
 import json
 import random
 import sqlite3
@@ -45,8 +46,33 @@ def replica(s3_server, tmp_path_factory):
         ls.stop()
     w.close()
     with LatencyProxy(s3_server.endpoint, delay=0) as proxy:
-        url = f"s3://{bucket}/db?endpoint={proxy.endpoint}&force-path-style=true"
-        yield src, url, proxy
+        yield src, proxied(proxy, bucket), proxy
+
+
+def proxied(proxy, bucket):
+    return f"s3://{bucket}/db?endpoint={proxy.endpoint}&force-path-style=true"
+
+
+@contextlib.contextmanager
+def live_replica(s3_server, tmp_path, litestream, stem):
+    """A source database (6,000 rows) that Litestream keeps replicating while the test runs:
+    yields (src, writer, litestream, proxied replica URL)."""
+    src = tmp_path / "src.db"
+    w = harness.create_source_db(src, rows=6000, overflow_rows=3)
+    bucket = s3_server.new_bucket(stem)
+    ls = litestream(src, s3_server.replica_url(bucket, "db"))
+    ls.wait_synced()
+    with LatencyProxy(s3_server.endpoint, delay=0) as proxy:
+        yield src, w, ls, proxied(proxy, bucket)
+
+
+def update_and_follow(w, ls, conn, sql):
+    """Runs `sql` on the source, waits for the replica, then for `conn` to show that TXID."""
+    with harness.transaction(w):
+        w.execute(sql)
+    txid = ls.wait_synced()
+    harness.wait_until(lambda: conn.execute("SELECT litestream_txid()").fetchone()[0]
+                       == harness.txid_str(txid), 30, message="the reader to follow")
 
 
 WORKLOAD = [
@@ -175,14 +201,8 @@ def test_disk_cache_restart_warm_shared_and_never_older(s3_server, tmp_path, lit
     """cache_path: a restarted reader answers from disk without GETs; two processes share the
     folder; after the primary changes, readers see the new state, never a cached older page
     (the memory cache is kept tiny so that reads go to the disk cache)."""
-    src = tmp_path / "src.db"
-    w = harness.create_source_db(src, rows=6000, overflow_rows=3)
-    bucket = s3_server.new_bucket("disk")
-    ls = litestream(src, s3_server.replica_url(bucket, "db"))
-    ls.wait_synced()
     cache = tmp_path / "disk-cache"
-    with LatencyProxy(s3_server.endpoint, delay=0) as proxy:
-        url = f"s3://{bucket}/db?endpoint={proxy.endpoint}&force-path-style=true"
+    with live_replica(s3_server, tmp_path, litestream, "disk") as (src, w, ls, url):
         params = dict(cache_path=str(cache), cache_size="16KB", poll_interval="100ms")
         queries = [TREE_SCAN, WORKLOAD[0], WORKLOAD[1], stats_query()]
 
@@ -220,11 +240,7 @@ def test_disk_cache_restart_warm_shared_and_never_older(s3_server, tmp_path, lit
         # the new state once it arrives, through a tiny memory cache.
         conn = harness.connect(harness.vfs_uri(url, **params))
         before = conn.execute(TREE_SCAN).fetchone()
-        with harness.transaction(w):
-            w.execute("UPDATE orders SET amount = amount * 2 WHERE id % 3 = 0")
-        txid = ls.wait_synced()
-        harness.wait_until(lambda: conn.execute("SELECT litestream_txid()").fetchone()[0]
-                           == harness.txid_str(txid), 30, message="the reader to follow")
+        update_and_follow(w, ls, conn, "UPDATE orders SET amount = amount * 2 WHERE id % 3 = 0")
         after = conn.execute(TREE_SCAN).fetchone()
         assert after != before
         assert after == sqlite3.connect(str(src)).execute(TREE_SCAN).fetchone()
@@ -235,14 +251,8 @@ def test_hydration_serves_the_copy_and_follows_the_replica(s3_server, tmp_path, 
     """hydration_enabled: a full local copy is restored in the background; once ready, reads
     come from it without GETs; pages the primary changes afterwards come from the replica,
     never from the (older) copy."""
-    src = tmp_path / "src.db"
-    w = harness.create_source_db(src, rows=6000, overflow_rows=3)
-    bucket = s3_server.new_bucket("hydrate")
-    ls = litestream(src, s3_server.replica_url(bucket, "db"))
-    ls.wait_synced()
     copy = tmp_path / "hydrated.db"
-    with LatencyProxy(s3_server.endpoint, delay=0) as proxy:
-        url = f"s3://{bucket}/db?endpoint={proxy.endpoint}&force-path-style=true"
+    with live_replica(s3_server, tmp_path, litestream, "hydrate") as (src, w, ls, url):
         r = harness.run_ext_child(harness.vfs_uri(url, hydration_path=str(copy)), ["SELECT 1"])
         assert r.error and "hydration_enabled" in r.error["message"], r.describe()
 
@@ -265,11 +275,8 @@ def test_hydration_serves_the_copy_and_follows_the_replica(s3_server, tmp_path, 
         served = s["hydration"]["pages_served"]
         assert served > 0
 
-        with harness.transaction(w):
-            w.execute("UPDATE orders SET amount = amount + 7 WHERE customer < 'cust0010'")
-        txid = ls.wait_synced()
-        harness.wait_until(lambda: conn.execute("SELECT litestream_txid()").fetchone()[0]
-                           == harness.txid_str(txid), 30, message="the reader to follow")
+        update_and_follow(w, ls, conn,
+                          "UPDATE orders SET amount = amount + 7 WHERE customer < 'cust0010'")
         after = conn.execute(TREE_SCAN).fetchall()
         assert after == native.execute(TREE_SCAN).fetchall() and after != before
         s = stats()
