@@ -26,9 +26,9 @@ const PARALLEL: usize = 16;
 /// Default bound: pages fetched ahead per trigger.
 pub const DEFAULT_PREFETCH: u32 = 512;
 
-/// Remembered interior pages at most (and children twice that), so the map stays small for
-/// any database size; beyond it the memory is cleared and refills from new reads.
-const MAX_PARENTS: usize = 64 * 1024;
+/// Child pages remembered at most (about 16 MiB of maps): beyond it the memory is cleared and
+/// refills from new reads, so it stays small for any database size.
+const MAX_CHILDREN: usize = 1 << 20;
 
 pub struct Prefetcher {
     limit: AtomicU32,
@@ -71,7 +71,7 @@ impl Prefetcher {
             return;
         };
         let mut st = self.state.lock();
-        if st.nodes.len() >= MAX_PARENTS {
+        if st.parent_of.len() + children.len() > MAX_CHILDREN {
             *st = State::default();
         }
         for &c in &children {
