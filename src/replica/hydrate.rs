@@ -12,11 +12,16 @@
 //! becomes visible (moves by compaction of unchanged content keep their bit), so a reader can
 //! never get a copy's page older than its own state. Changed pages come from the caches and
 //! storage as usual.
+//!
+//! Following: once fewer than half of the copy's pages are current, the newest state is
+//! hydrated again into a new file (unchanged pages copied from the old copy, the others
+//! fetched), which replaces the old one; readers holding the old copy keep its open file.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
@@ -57,6 +62,15 @@ impl Copy {
             .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (i % 64)) != 0)
     }
 
+    fn current_pages(&self) -> u64 {
+        let ones: u64 = self
+            .unchanged
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed).count_ones() as u64)
+            .sum();
+        ones.min(self.pages as u64)
+    }
+
     fn clear(&self, pgno: u32) {
         let i = (pgno.max(1) - 1) as usize;
         if let Some(w) = self.unchanged.get(i / 64) {
@@ -94,13 +108,7 @@ impl Hydration {
     pub fn status(&self) -> (String, Option<Txid>, u64) {
         let ready = self.ready.read().clone();
         let txid = ready.as_ref().map(|c| c.txid);
-        let current = ready.map_or(0, |c| {
-            c.unchanged
-                .iter()
-                .map(|w| w.load(Ordering::Relaxed).count_ones() as u64)
-                .sum::<u64>()
-                .min(c.pages as u64)
-        });
+        let current = ready.map_or(0, |c| c.current_pages());
         (self.status.lock().clone(), txid, current)
     }
 
@@ -167,17 +175,39 @@ impl Hydration {
         publish(next);
     }
 
-    /// Restores the newest state into the copy, then serves it. Runs on a thread of its own.
-    pub fn run(&self, replica: &Arc<Replica>) {
-        let result = self.hydrate(replica);
-        *self.status.lock() = match &result {
-            Ok(()) => "ready".into(),
-            Err(e) => format!("failed: {e}"),
-        };
-        match result {
-            Ok(()) => crate::log_info!("hydrated {}", self.path.display()),
-            Err(e) => crate::log_warn!("hydration of {} failed: {e}", self.path.display()),
+    /// Restores the newest state into the copy, then serves it; afterwards, once fewer than
+    /// half of the copy's pages are still current, hydrates the newest state again (copying
+    /// the unchanged pages from the old copy, fetching only the changed ones). Runs on a
+    /// thread of its own until the replica is closed or a hydration fails.
+    pub fn run(&self, replica: Weak<Replica>) {
+        loop {
+            let Some(r) = replica.upgrade() else { return };
+            if self.stale(&r) {
+                let result = self.hydrate(&r);
+                *self.status.lock() = match &result {
+                    Ok(()) => "ready".into(),
+                    Err(e) => format!("failed: {e}"),
+                };
+                match result {
+                    Ok(()) => crate::log_info!("hydrated {}", self.path.display()),
+                    Err(e) => {
+                        crate::log_warn!("hydration of {} failed: {e}", self.path.display());
+                        return;
+                    }
+                }
+            }
+            let interval = r.settings().poll_interval.max(Duration::from_millis(100));
+            drop(r);
+            std::thread::sleep(interval);
         }
+    }
+
+    /// No copy yet, or a newer state in which fewer than half of the copy's pages are current.
+    fn stale(&self, replica: &Replica) -> bool {
+        let Some(copy) = self.ready.read().clone() else {
+            return true;
+        };
+        replica.current().txid > copy.txid && copy.current_pages() * 2 < copy.pages as u64
     }
 
     fn hydrate(&self, replica: &Arc<Replica>) -> Result<()> {
@@ -222,7 +252,21 @@ impl Hydration {
             .map_err(|e| io("creating", e))?;
         file.set_len(snap.commit() as u64 * ps)
             .map_err(|e| io("sizing", e))?;
-        let ranges = prefetch::coalesce(snap.index.iter().collect(), RANGE);
+        // Pages the previous copy holds unchanged are copied locally; the rest are fetched.
+        let old = self.ready.read().clone();
+        let mut fetch = Vec::new();
+        let mut page = vec![0u8; ps as usize];
+        for (pgno, loc) in snap.index.iter() {
+            let local = old.as_ref().filter(|c| {
+                c.page_size == snap.page_size && pgno <= c.pages && c.is_unchanged(pgno)
+            });
+            let at = (pgno as u64 - 1) * ps;
+            match local.map(|c| c.file.read_exact_at(&mut page, at)) {
+                Some(Ok(())) => file.write_all_at(&page, at).map_err(|e| io("writing", e))?,
+                _ => fetch.push((pgno, loc)),
+            }
+        }
+        let ranges = prefetch::coalesce(fetch, RANGE);
         for batch in ranges.chunks(PARALLEL) {
             let mut jobs = Vec::with_capacity(batch.len());
             for r in batch {

@@ -163,10 +163,10 @@ impl Replica {
         crate::runtime::block_on(Self::initial_plan(r, timeout, poll))?;
         poller::start(&replica)?;
         if let Some(h) = replica.hydration.clone() {
-            let r = replica.clone();
+            let r = Arc::downgrade(&replica);
             std::thread::Builder::new()
                 .name("litestream-hydrate".into())
-                .spawn(move || h.run(&r))
+                .spawn(move || h.run(r))
                 .map_err(|e| Error::io("starting the hydration thread", e))?;
         }
         Ok(replica)

@@ -251,7 +251,7 @@ def test_disk_cache_restart_warm_shared_and_never_older(s3_server, tmp_path, lit
 def test_hydration_serves_the_copy_and_follows_the_replica(s3_server, tmp_path, litestream):
     """hydration_enabled: a full local copy is restored in the background; once ready, reads
     come from it without GETs; pages the primary changes afterwards come from the replica,
-    never from the (older) copy."""
+    never from the (older) copy; when most pages changed, the new state is hydrated again."""
     copy = tmp_path / "hydrated.db"
     with live_replica(s3_server, tmp_path, litestream, "hydrate") as (src, w, ls, url):
         r = harness.run_ext_child(harness.vfs_uri(url, hydration_path=str(copy)), ["SELECT 1"])
@@ -285,4 +285,17 @@ def test_hydration_serves_the_copy_and_follows_the_replica(s3_server, tmp_path, 
         assert s["hydration"]["pages_served"] > served, ("unchanged ones from the copy", s["hydration"], s["statement"], s["pages"])
         for q in WORKLOAD[:2]:
             assert conn.execute(q).fetchall() == native.execute(q).fetchall(), q
+
+        # Most pages change: once fewer than half of the copy's are current, the newest state
+        # is hydrated again, and reads come from the new copy.
+        update_and_follow(w, ls, conn, "UPDATE orders SET note = note || '!'")
+        txid = conn.execute("SELECT litestream_txid()").fetchone()[0]
+        harness.wait_until(lambda: stats()["hydration"]["txid"] == txid, 60,
+                           message="hydrating the new state")
+        assert harness.image_digest(copy.read_bytes()) == harness.image_digest(harness.db_image(src))
+        for q in WORKLOAD[:2]:
+            assert conn.execute(q).fetchall() == native.execute(q).fetchall(), q
+        s = stats()
+        assert s["statement"]["get_requests"] == 0, s["statement"]
+        assert s["hydration"]["state"] == "ready", s["hydration"]
         conn.close()
