@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_CACHE_SIZE: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_HEDGE_AFTER: Duration = Duration::from_millis(300);
 
 /// URI parameters that belong to SQLite itself (never ours to reject).
 const SQLITE_PARAMS: &[&str] = &[
@@ -44,11 +45,15 @@ const OUR_PARAMS: &[&str] = &[
     "write_enabled",
     "sync_interval",
     "buffer_path",
+    // issue 6: reads on object storage
+    "prefetch",
+    "request_budget",
+    "hedge_after",
+    "cache_path",
+    "disk_cache_size",
+    "hydration_enabled",
+    "hydration_path",
 ];
-
-/// The Go extension's parameters for features this version does not have yet: an error
-/// says so instead of silently ignoring them.
-const NOT_YET: &[&str] = &["hydration_enabled", "hydration_path"];
 
 /// Where parameter values come from. The FFI layer implements it over
 /// `sqlite3_uri_parameter`; tests implement it over a map.
@@ -179,6 +184,20 @@ pub struct Config {
     pub time: Option<crate::clock::Instant>,
     pub role: Role,
     pub primary: PrimaryConfig,
+    /// `prefetch`: pages fetched ahead below a b-tree interior page per trigger; 0 = off.
+    /// Unset: on for object storage, off for a local replica.
+    pub prefetch: Option<u32>,
+    /// `request_budget`: GET requests one statement may make; 0 = no limit.
+    pub request_budget: u64,
+    /// `hedge_after`: a GET not answered within this is sent again; zero = never.
+    pub hedge_after: Duration,
+    /// `cache_path`: folder of the disk cache (none: no disk cache).
+    pub cache_path: Option<std::path::PathBuf>,
+    /// `disk_cache_size`: bound of the disk cache in bytes.
+    pub disk_cache_size: u64,
+    /// `hydration_enabled` (with `hydration_path`, else a file in the temporary folder):
+    /// restore a full local copy in the background and serve from it.
+    pub hydration: Option<Option<std::path::PathBuf>>,
 }
 
 impl Config {
@@ -190,12 +209,6 @@ impl Config {
     ) -> Result<Config> {
         for key in params.keys() {
             let key = key.as_str();
-            if NOT_YET.contains(&key) {
-                return Err(Error::config(
-                    key,
-                    "not supported by this version of the extension",
-                ));
-            }
             if !SQLITE_PARAMS.contains(&key) && !OUR_PARAMS.contains(&key) {
                 return Err(Error::config(key, "unknown URI parameter"));
             }
@@ -321,6 +334,41 @@ impl Config {
                 "a primary shows its newest state; open the replica (role=replica) to look at the past",
             ));
         }
+        let prefetch = match lookup("prefetch") {
+            Some((src, v)) => Some(count(&src, &v, u32::MAX as u64)? as u32),
+            None => None,
+        };
+        let request_budget = match lookup("request_budget") {
+            Some((src, v)) => count(&src, &v, i64::MAX as u64)?,
+            None => 0,
+        };
+        let hedge_after = match lookup("hedge_after") {
+            Some((src, v)) => duration(&src, &v)?,
+            None => DEFAULT_HEDGE_AFTER,
+        };
+        let cache_path = match lookup("cache_path") {
+            Some((_, v)) if !v.trim().is_empty() => Some(std::path::PathBuf::from(v.trim())),
+            _ => None,
+        };
+        let disk_cache_size = match lookup("disk_cache_size") {
+            Some((src, v)) => size(&src, &v)?,
+            None => crate::replica::disk_cache::DEFAULT_DISK_CACHE_SIZE,
+        };
+        let hydration_enabled = match lookup("hydration_enabled") {
+            Some((src, v)) => boolean(&src, &v)?,
+            None => false,
+        };
+        let hydration_path = lookup("hydration_path").filter(|(_, v)| !v.trim().is_empty());
+        let hydration = match (hydration_enabled, hydration_path) {
+            (true, path) => Some(path.map(|(_, v)| std::path::PathBuf::from(v.trim()))),
+            (false, Some((src, _))) => {
+                return Err(Error::config(
+                    &src,
+                    "is only used with hydration_enabled=true",
+                ))
+            }
+            (false, None) => None,
+        };
         Ok(Config {
             replica_url,
             poll_interval,
@@ -329,6 +377,12 @@ impl Config {
             time,
             role,
             primary,
+            prefetch,
+            request_budget,
+            hedge_after,
+            cache_path,
+            disk_cache_size,
+            hydration,
         })
     }
 }
@@ -359,13 +413,26 @@ pub fn positive_duration(param: &str, v: &str) -> Result<Duration> {
     }
 }
 
-/// A switch: `on`/`off`, `true`/`false`, `1`/`0`, `yes`/`no`.
+/// A boolean: true/false, 1/0, yes/no, on/off.
 pub fn boolean(param: &str, v: &str) -> Result<bool> {
     match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "on" | "yes" => Ok(true),
-        "0" | "false" | "off" | "no" => Ok(false),
-        _ => Err(Error::config(param, format!("{v:?} is not on or off"))),
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(Error::config(
+            param,
+            format!("{v:?} is not a boolean (true or false)"),
+        )),
     }
+}
+
+/// A Go duration, zero allowed (`0` turns a feature off).
+pub fn duration(param: &str, v: &str) -> Result<Duration> {
+    parse_duration(v).ok_or_else(|| {
+        Error::config(
+            param,
+            format!("{v:?} is not a duration (Go syntax: 0, 500ms, 2s)"),
+        )
+    })
 }
 
 /// A byte size (`1048576`, `64MB`, `1GiB`).
@@ -376,6 +443,17 @@ pub fn size(param: &str, v: &str) -> Result<u64> {
             format!("{v:?} is not a size (bytes, or e.g. 64MB, 1GiB)"),
         )
     })
+}
+
+/// A whole number from 0 to `max` (a page count, a request budget; 0 usually means off).
+pub fn count(param: &str, v: &str, max: u64) -> Result<u64> {
+    match v.trim().parse::<u64>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(Error::config(
+            param,
+            format!("{v:?} is not a whole number from 0 to {max}"),
+        )),
+    }
 }
 
 /// An instant (see `clock::parse_instant`), relative ones measured from now.
@@ -566,5 +644,41 @@ mod tests {
         let env = |k: &str| (k == "LITESTREAM_POLL_INTERVAL").then(|| "soon".to_string());
         let e = Config::from_params(&map(&[("replica_url", "file:///x")]), &env).unwrap_err();
         assert!(e.to_string().contains("LITESTREAM_POLL_INTERVAL"), "{e}");
+    }
+    #[test]
+    fn read_performance_parameters() {
+        let url = ("replica_url", "file:///x");
+        let c = Config::from_params(&map(&[url]), &no_env).unwrap();
+        assert_eq!(c.prefetch, None);
+        assert_eq!((c.request_budget, c.hydration.clone()), (0, None));
+        assert_eq!(c.hedge_after, DEFAULT_HEDGE_AFTER);
+        let c = Config::from_params(
+            &map(&[
+                url,
+                ("prefetch", "0"),
+                ("request_budget", "40"),
+                ("hedge_after", "0"),
+                ("cache_path", "/tmp/c"),
+                ("disk_cache_size", "10MB"),
+                ("hydration_enabled", "true"),
+            ]),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!((c.prefetch, c.request_budget), (Some(0), 40));
+        assert_eq!(c.hedge_after, Duration::ZERO);
+        assert_eq!(c.cache_path, Some("/tmp/c".into()));
+        assert_eq!(c.disk_cache_size, 10 << 20);
+        assert_eq!(c.hydration, Some(None));
+        for (k, v) in [
+            ("prefetch", "-1"),
+            ("request_budget", "lots"),
+            ("hedge_after", "soon"),
+            ("hydration_enabled", "maybe"),
+            ("hydration_path", "/tmp/h.db"),
+        ] {
+            let e = Config::from_params(&map(&[url, (k, v)]), &no_env).unwrap_err();
+            assert!(e.to_string().contains(k), "{e}");
+        }
     }
 }

@@ -53,6 +53,10 @@ pub enum Error {
         after: std::time::Duration,
     },
 
+    /// A statement needed more storage requests than `request_budget` allows.
+    #[error("litestream: request_budget exceeded: this statement has made {spent} GET requests and needs more, over the budget of {budget} (raise it with PRAGMA litestream_request_budget, or 0 for no limit)")]
+    Budget { budget: u64, spent: u64 },
+
     /// A write was attempted on a read-only view.
     #[error("litestream: {0} is read-only")]
     ReadOnly(String),
@@ -83,9 +87,10 @@ impl Error {
             | Error::NoState { .. }
             | Error::Gap { .. } => code::SQLITE_CANTOPEN,
             Error::Corrupt { .. } => code::SQLITE_CORRUPT,
-            Error::NotFound { .. } | Error::Storage { .. } | Error::Timeout { .. } => {
-                code::SQLITE_IOERR_READ
-            }
+            Error::NotFound { .. }
+            | Error::Storage { .. }
+            | Error::Timeout { .. }
+            | Error::Budget { .. } => code::SQLITE_IOERR_READ,
             Error::ReadOnly(_) => code::SQLITE_READONLY,
             Error::Io { .. } => code::SQLITE_IOERR,
             Error::Internal(_) => code::SQLITE_INTERNAL,

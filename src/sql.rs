@@ -116,6 +116,8 @@ pub fn stats(file: &ReplicaFile) -> Result<Value> {
             "get_bytes": s.get_bytes.load(Ordering::Relaxed),
             "list_requests": s.list_requests.load(Ordering::Relaxed),
             "errors": s.errors.load(Ordering::Relaxed),
+            "hedged": s.hedged.load(Ordering::Relaxed),
+            "hedge_wins": s.hedge_wins.load(Ordering::Relaxed),
         },
         "poll": {
             "interval": format_duration(replica.settings().poll_interval),
@@ -128,6 +130,29 @@ pub fn stats(file: &ReplicaFile) -> Result<Value> {
         "reads": {
             "last_error": status.last_read_error,
         },
+        // issue 6: this connection's cost, and its current or last statement's
+        "connection": file.meters.connection.json(),
+        "statement": file.meters.statement.json(),
+        "prefetch": replica.prefetcher.limit(),
+        "hydration": replica.hydration.as_ref().map(|h| {
+            let (state, txid, current) = h.status();
+            serde_json::json!({
+                "path": h.path().display().to_string(),
+                "state": state,
+                "txid": txid.map(|t| t.to_string()),
+                "pages_served": h.served.load(Ordering::Relaxed),
+                "pages_current": current,
+            })
+        }),
+        "disk_cache": replica.disk.as_ref().map(|d| serde_json::json!({
+            "path": d.root().display().to_string(),
+            "hits": d.hits.load(Ordering::Relaxed),
+            "misses": d.misses.load(Ordering::Relaxed),
+            "writes": d.writes.load(Ordering::Relaxed),
+            "bytes": d.used(),
+            "capacity": d.capacity(),
+        })),
+        "request_budget": file.meters.budget.load(Ordering::Relaxed),
     });
     Ok(Value::Text(v.to_string()))
 }
@@ -179,6 +204,33 @@ pub fn pragma(file: &mut ReplicaFile, name: &str, value: Option<&str>) -> Option
             },
             file,
         ),
+        // issue 6
+        "litestream_prefetch" => (|| {
+            let replica = file.replica()?;
+            if let Some(v) = value {
+                replica
+                    .prefetcher
+                    .set_limit(config::count(&name, v, u32::MAX as u64)? as u32);
+            }
+            Ok(Value::Int(replica.prefetcher.limit() as i64))
+        })(),
+        "litestream_request_budget" => (|| {
+            if let Some(v) = value {
+                let budget = config::count(&name, v, i64::MAX as u64)?;
+                file.meters.budget.store(budget, Ordering::Relaxed);
+            }
+            Ok(Value::Int(file.meters.budget.load(Ordering::Relaxed) as i64))
+        })(),
+        "litestream_hedge_after" => (|| {
+            let replica = file.replica()?;
+            if let Some(v) = value {
+                replica.store.set_hedge_after(config::duration(&name, v)?);
+            }
+            Ok(Value::Text(match replica.store.hedge_after() {
+                d if d.is_zero() => "0".into(),
+                d => format_duration(d),
+            }))
+        })(),
         _ => return None,
     };
     Some(result)

@@ -86,6 +86,12 @@ fn open(dir: &std::path::Path) -> std::sync::Arc<litestream::replica::Replica> {
         time: None,
         role: litestream::config::Role::Replica,
         primary: Default::default(),
+        prefetch: None,
+        request_budget: 0,
+        hedge_after: Duration::ZERO,
+        cache_path: None,
+        disk_cache_size: 0,
+        hydration: None,
     })
     .unwrap()
 }

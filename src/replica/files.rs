@@ -14,7 +14,14 @@ use crate::storage::{FileInfo, Store};
 /// How much of a file's end one request reads, hoping to catch the whole page index.
 const TAIL_READ: u64 = 64 * 1024;
 
-pub async fn load(store: &Store, info: &FileInfo, id: FileId) -> Result<LoadedFile> {
+/// How much of a file's start the header read of an open takes: the first frames (page 1,
+/// the schema, the roots of early tables) come with the header at no extra round trip.
+pub const HEAD_READ: u64 = 64 * 1024;
+
+/// Loads `info`'s header and page index, reading its first `head` bytes (at least the
+/// header) in the same round trip as its tail; the whole file when that covers it. The bytes
+/// read from the start are kept in `LoadedFile::bytes` when they hold more than the header.
+pub async fn load(store: &Store, info: &FileInfo, id: FileId, head: u64) -> Result<LoadedFile> {
     let name = store.describe(info);
     let corrupt = |e: LtxError| Error::corrupt(name.clone(), e);
     let size = info.size;
@@ -29,8 +36,9 @@ pub async fn load(store: &Store, info: &FileInfo, id: FileId) -> Result<LoadedFi
         let all = store.read_range(info, 0..size).await?;
         (all.slice(0..ltx::HEADER_SIZE), all)
     } else {
+        let head = head.clamp(ltx::HEADER_SIZE as u64, tail_start);
         let (h, t) = futures::try_join!(
-            store.read_range(info, 0..ltx::HEADER_SIZE as u64),
+            store.read_range(info, 0..head),
             store.read_range(info, tail_start..size)
         )?;
         (h, t)
@@ -68,6 +76,12 @@ pub async fn load(store: &Store, info: &FileInfo, id: FileId) -> Result<LoadedFi
                 e.pgno, e.offset, e.size
             ))));
         }
+        if e.offset >= super::index::MAX_OFFSET || e.size >= super::index::MAX_FRAME {
+            return Err(corrupt(LtxError::Mismatch(format!(
+                "page {} frame at {}+{} is beyond what the page index holds (1 TiB files, 16 MiB frames)",
+                e.pgno, e.offset, e.size
+            ))));
+        }
         if e.pgno > header.commit {
             return Err(corrupt(LtxError::Mismatch(format!(
                 "page {} is beyond the database size {}",
@@ -83,7 +97,11 @@ pub async fn load(store: &Store, info: &FileInfo, id: FileId) -> Result<LoadedFi
             post_apply_checksum: trailer.post_apply_checksum,
         }),
         pages: Arc::new(pages),
-        bytes: whole.then_some(tail),
+        bytes: if whole {
+            Some(tail)
+        } else {
+            (head.len() > ltx::HEADER_SIZE).then_some(head)
+        },
     })
 }
 

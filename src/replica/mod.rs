@@ -2,10 +2,14 @@
 //! that opens it. It owns the store client, the page cache and the current [`Snapshot`];
 //! its poller (one tokio task) publishes newer snapshots as Litestream ships files.
 
+pub mod disk_cache;
 pub mod files;
+pub mod hydrate;
 pub mod index;
+pub mod meter;
 pub mod plan;
 mod poller;
+pub mod prefetch;
 pub mod registry;
 pub mod restore;
 pub mod snapshot;
@@ -26,7 +30,7 @@ use crate::storage::url::Timeouts;
 use crate::storage::{FileInfo, Store};
 use index::FileId;
 use plan::PlanProblem;
-pub use snapshot::{LoadedFile, Moved, Snapshot};
+pub use snapshot::{FileMeta, LoadedFile, Moved, Snapshot};
 
 /// Settings that may change while the replica is open (`PRAGMA litestream_<name> = …`).
 #[derive(Debug, Clone)]
@@ -61,6 +65,12 @@ pub struct Replica {
     /// Read transactions holding a snapshot now.
     pinned: AtomicUsize,
     read_ahead: ReadAhead,
+    /// B-tree aware prefetch (children of interior pages).
+    pub prefetcher: prefetch::Prefetcher,
+    /// Pages on local disk (`cache_path`), shared across restarts and processes.
+    pub disk: Option<disk_cache::DiskCache>,
+    /// A full local copy restored in the background (`hydration_enabled`).
+    pub hydration: Option<Arc<hydrate::Hydration>>,
     /// Headers of files met while time travelling (immutable, small).
     headers: Mutex<HashMap<FileInfo, crate::ltx::Header>>,
     /// Page indexes of files used by past states (time travel).
@@ -101,6 +111,16 @@ impl Replica {
                 retry_for: config.open_timeout,
             },
         )?);
+        store.set_hedge_after(config.hedge_after);
+        let local = store.is_local();
+        let disk = match &config.cache_path {
+            Some(path) => Some(disk_cache::DiskCache::open(
+                path,
+                &config.replica_url,
+                config.disk_cache_size,
+            )?),
+            None => None,
+        };
         let replica = Arc::new(Replica {
             store,
             cache: PageCache::new(config.cache_size),
@@ -123,6 +143,18 @@ impl Replica {
             wake: tokio::sync::Notify::new(),
             pinned: AtomicUsize::new(0),
             read_ahead: ReadAhead::default(),
+            // A local replica's miss costs a system call: no b-tree prefetch unless asked.
+            prefetcher: prefetch::Prefetcher::new(config.prefetch.unwrap_or(if local {
+                0
+            } else {
+                prefetch::DEFAULT_PREFETCH
+            })),
+            disk,
+            hydration: config.hydration.clone().map(|path| {
+                let path =
+                    path.unwrap_or_else(|| hydrate::Hydration::default_path(&config.replica_url));
+                Arc::new(hydrate::Hydration::new(path))
+            }),
             headers: Mutex::new(HashMap::new()),
             indexes: Mutex::new(files::IndexCache::new(INDEX_CACHE_ENTRIES)),
         });
@@ -130,6 +162,13 @@ impl Replica {
         let (timeout, poll) = (config.open_timeout, config.poll_interval);
         crate::runtime::block_on(Self::initial_plan(r, timeout, poll))?;
         poller::start(&replica)?;
+        if let Some(h) = replica.hydration.clone() {
+            let r = Arc::downgrade(&replica);
+            std::thread::Builder::new()
+                .name("litestream-hydrate".into())
+                .spawn(move || h.run(r))
+                .map_err(|e| Error::io("starting the hydration thread", e))?;
+        }
         Ok(replica)
     }
 
@@ -196,6 +235,13 @@ impl Replica {
     /// same content are re-keyed; those of superseded versions are dropped, unless a read
     /// transaction is pinned to an older state and may still read them.
     fn publish(&self, snap: Snapshot, moved: &[Moved]) {
+        match &self.hydration {
+            Some(h) => h.publishing(&self.current(), snap, moved, |s| self.publish_now(s, moved)),
+            None => self.publish_now(snap, moved),
+        }
+    }
+
+    fn publish_now(&self, snap: Snapshot, moved: &[Moved]) {
         let idle = self.pinned.load(Ordering::Acquire) == 0;
         for m in moved {
             match m.to {
@@ -211,11 +257,16 @@ impl Replica {
     /// are the ones that just changed (likely to be read), and once cached they no longer
     /// depend on the file surviving compaction. Litestream may delete an L0 file right
     /// after compacting it, before a reader that pinned a state built on it reads its pages.
-    fn cache_whole_file(&self, file: &LoadedFile) {
+    ///
+    /// With `current`, only the pages `current` reads from this file are cached, and only
+    /// the frames that lie within the bytes read (the head read of a large file at open).
+    fn cache_whole_file(&self, file: &LoadedFile, current: Option<&Snapshot>) {
         let Some(bytes) = &file.bytes else { return };
         let run: Vec<(u32, index::Loc)> = file
             .pages
             .iter()
+            .filter(|e| e.offset + e.size as u64 <= bytes.len() as u64)
+            .filter(|e| current.is_none_or(|s| s.index.get(e.pgno).file == file.meta.id))
             .map(|e| {
                 let loc = index::Loc {
                     file: file.meta.id,
@@ -225,7 +276,7 @@ impl Replica {
                 (e.pgno, loc)
             })
             .collect();
-        self.cache_frames(file.meta.id, file.meta.header.page_size, bytes, 0, &run);
+        self.cache_frames(&file.meta, file.meta.header.page_size, bytes, 0, &run, 0);
     }
 
     fn file_id(&self, planner: &mut Planner, info: &FileInfo) -> FileId {
@@ -238,7 +289,7 @@ impl Replica {
     /// Loads one file's header and page index, remembering its header for time travel.
     async fn load(&self, planner: &mut Planner, info: &FileInfo) -> Result<LoadedFile> {
         let id = self.file_id(planner, info);
-        let file = files::load(&self.store, info, id).await?;
+        let file = files::load(&self.store, info, id, 0).await?;
         self.headers
             .lock()
             .insert(info.clone(), file.meta.header.clone());
@@ -246,13 +297,14 @@ impl Replica {
     }
 
     /// Loads the files of a chain: indexes from the index cache where it has them, the rest
-    /// in parallel, kept in the cache when `keep` (time travel; the live state's index
-    /// already holds what it needs). All must share the first file's page size.
+    /// in parallel, then kept in the cache (files are immutable: a re-plan or a move in time
+    /// reloads only what is new). `past`: for time travel, which needs only headers and
+    /// indexes (no head read). All must share the first file's page size.
     async fn load_chain(
         &self,
         planner: &mut Planner,
         chain: &[FileInfo],
-        keep: bool,
+        past: bool,
     ) -> Result<Vec<LoadedFile>> {
         use futures::StreamExt;
         let mut slots: Vec<Option<LoadedFile>> = {
@@ -265,9 +317,14 @@ impl Replica {
             .filter(|(i, _)| slots[*i].is_none())
             .map(|(i, f)| (i, f.clone(), self.file_id(planner, f)))
             .collect();
+        let local = self.store.is_local();
         let mut loads = futures::stream::iter(missing.into_iter().map(|(i, f, id)| {
             let store = self.store.clone();
-            async move { (i, files::load(&store, &f, id).await) }
+            // On object storage the live plan reads the first frames with each header (page 1
+            // and the schema arrive with the page index); time travel only needs headers, and
+            // a local replica's pages cost a system call each.
+            let head = if past || local { 0 } else { files::HEAD_READ };
+            async move { (i, files::load(&store, &f, id, head).await) }
         }))
         .buffer_unordered(8);
         while let Some((i, file)) = loads.next().await {
@@ -275,9 +332,7 @@ impl Replica {
             self.headers
                 .lock()
                 .insert(file.meta.info.clone(), file.meta.header.clone());
-            if keep {
-                self.indexes.lock().put(&file);
-            }
+            self.indexes.lock().put(&file);
             slots[i] = Some(file);
         }
         let loaded: Vec<LoadedFile> = slots.into_iter().flatten().collect();
@@ -353,6 +408,11 @@ impl Replica {
                 reason: NO_FILES.into(),
             });
         };
+        if !self.store.is_local() {
+            for file in &loaded {
+                self.cache_whole_file(file, Some(&snap));
+            }
+        }
         planner.last_listed.clear();
         for f in &listed {
             let last = planner
@@ -401,7 +461,19 @@ impl Replica {
         if let Some(page) = self.cache.get((loc.file, pgno)) {
             return Ok(Some(page));
         }
-        match self.fetch(snap, pgno, loc) {
+        if let Some(page) = self.hydration.as_ref().and_then(|h| h.read(snap, pgno)) {
+            return Ok(Some(page));
+        }
+        if let Some(page) = self.read_disk_cache(snap, pgno, loc) {
+            return Ok(Some(page));
+        }
+        let ahead = self.prefetcher.on_miss(pgno);
+        let fetched = if ahead.is_empty() {
+            self.fetch(snap, pgno, loc)
+        } else {
+            self.prefetch(snap, pgno, loc, &ahead)
+        };
+        match fetched {
             Err(Error::NotFound { file }) => {
                 // Compaction or retention deleted the file under us. Re-plan now; the newer
                 // state serves this read if its copy of the page is no newer than ours.
@@ -442,7 +514,14 @@ impl Replica {
         let mut run = vec![(pgno, loc)];
         let mut end = loc.offset + loc.size as u64;
         let mut next = pgno + 1;
-        let window = self.read_ahead.window(pgno);
+        // On object storage a request's latency dwarfs its size: even a random miss reads a
+        // few neighbours (overflow chains, the next leaf).
+        let min = if self.store.is_local() {
+            1
+        } else {
+            REMOTE_MIN_WINDOW
+        };
+        let window = self.read_ahead.window(pgno).max(min);
         while next <= snap.commit() && run.len() < window && end - loc.offset < READ_AHEAD_BYTES {
             let l = snap.index.get(next);
             if l.is_none()
@@ -457,10 +536,13 @@ impl Replica {
             next += 1;
         }
         self.read_ahead.fetched(next);
+        meter::allow(1)?;
+        let started = Instant::now();
         let bytes = self
             .store
             .read_range_blocking(&meta.info, loc.offset..end)?;
-        let wanted = self.cache_frames(loc.file, snap.page_size, &bytes, loc.offset, &run);
+        meter::charge(1, bytes.len() as u64, started.elapsed());
+        let wanted = self.cache_frames(&meta, snap.page_size, &bytes, loc.offset, &run, pgno);
         match wanted {
             Some(Ok(page)) => Ok(page),
             Some(Err(e)) => Err(Error::corrupt(self.store.describe(&meta.info), e)),
@@ -470,32 +552,48 @@ impl Replica {
         }
     }
 
-    /// Decodes the frames `run` (pgno, location; the first is the page wanted) out of
-    /// `bytes`, which start at file offset `start`, and caches each page. Returns the first
-    /// page's outcome; a bad neighbour is not cached and is reported when it is read itself.
+    /// Decodes the frames `run` (pgno, location) out of `bytes`, which start at file offset
+    /// `start`, and caches each page (noting the children of interior b-tree pages for
+    /// prefetch), in memory and in the disk cache. Returns the outcome for page `want`; a bad
+    /// neighbour is not cached and is reported when it is read itself.
     fn cache_frames(
         &self,
-        file: FileId,
+        meta: &FileMeta,
         page_size: u32,
         bytes: &[u8],
         start: u64,
         run: &[(u32, index::Loc)],
+        want: u32,
     ) -> Option<std::result::Result<Arc<[u8]>, ltx::LtxError>> {
         let mut first = None;
-        for (i, (pgno, l)) in run.iter().enumerate() {
+        for (pgno, l) in run {
             let frame = (l.offset.checked_sub(start))
                 .and_then(|at| bytes.get(at as usize..at as usize + l.size as usize))
                 .ok_or_else(|| ltx::LtxError::truncated(format!("frame of page {pgno}")));
             let page = frame.and_then(|f| ltx::decode_page_frame(f, page_size, *pgno));
             let page = page.map(|p| -> Arc<[u8]> { p.into() });
             if let Ok(p) = &page {
-                self.cache.insert((file, *pgno), p.clone());
+                self.prefetcher.observe(*pgno, p);
+                self.cache.insert((meta.id, *pgno), p.clone());
+                if let Some(disk) = &self.disk {
+                    disk.put(meta, *pgno, p);
+                }
             }
-            if i == 0 {
+            if *pgno == want {
                 first = Some(page);
             }
         }
         first
+    }
+
+    /// Page `pgno` of `snap` (at `loc`) from the disk cache, kept in memory too.
+    fn read_disk_cache(&self, snap: &Snapshot, pgno: u32, loc: index::Loc) -> Option<Arc<[u8]>> {
+        let disk = self.disk.as_ref()?;
+        let meta = snap.file(loc.file)?;
+        let page: Arc<[u8]> = disk.get(meta, pgno)?.into();
+        self.prefetcher.observe(pgno, &page);
+        self.cache.insert((loc.file, pgno), page.clone());
+        Some(page)
     }
 
     /// Re-plans from a full listing before returning (used when a file vanished).
@@ -510,6 +608,9 @@ impl Replica {
 
 /// How many page-index entries (16 bytes each) the index cache keeps: 32 MiB.
 const INDEX_CACHE_ENTRIES: usize = 2 << 20;
+
+/// Pages a miss on a remote store reads at least (when they follow it in the same file).
+const REMOTE_MIN_WINDOW: usize = 4;
 
 /// How far one page miss reads ahead through the frames of the same file, at most.
 const READ_AHEAD_BYTES: u64 = 128 * 1024;

@@ -97,7 +97,7 @@ async fn poll_once(replica: &Arc<Replica>) -> Result<()> {
         };
         super::files::check_page_size(&replica.store, &file, snap.page_size)?;
         crate::log_debug!("apply {f}");
-        replica.cache_whole_file(&file);
+        replica.cache_whole_file(&file, None);
         let (s, m) = snap.apply(&file);
         snap = s;
         moved.extend(m);

@@ -26,7 +26,8 @@ pub struct FileMeta {
 pub struct LoadedFile {
     pub meta: Arc<FileMeta>,
     pub pages: Arc<Vec<PageIndexEntry>>,
-    /// The whole file, when it was small enough to be read whole.
+    /// The first bytes of the file, when more than its header was read: all of it when it
+    /// was small enough to be read whole.
     pub bytes: Option<bytes::Bytes>,
 }
 

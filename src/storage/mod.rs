@@ -58,6 +58,10 @@ pub struct StorageStats {
     pub put_bytes: AtomicU64,
     pub list_requests: AtomicU64,
     pub errors: AtomicU64,
+    /// Second GETs sent for a read that had not answered within `hedge_after`.
+    pub hedged: AtomicU64,
+    /// Hedged reads the second GET won.
+    pub hedge_wins: AtomicU64,
 }
 
 /// Files up to this size are uploaded in one request; larger ones stream from disk.
@@ -74,6 +78,9 @@ pub struct Store {
     url: String,
     backend: url::Backend,
     pub stats: StorageStats,
+    /// A ranged read not answered after this many milliseconds is sent again, and the first
+    /// answer wins (0 = never).
+    hedge_after_ms: AtomicU64,
 }
 
 impl Store {
@@ -82,11 +89,27 @@ impl Store {
             url: replica_url.to_string(),
             backend: url::open(replica_url, timeouts)?,
             stats: StorageStats::default(),
+            hedge_after_ms: AtomicU64::new(0),
         })
     }
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    pub fn hedge_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.hedge_after_ms.load(Ordering::Relaxed))
+    }
+
+    /// Sets the hedging threshold (zero: off).
+    pub fn set_hedge_after(&self, d: std::time::Duration) {
+        let ms = d.as_millis().min(u64::MAX as u128) as u64;
+        self.hedge_after_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether the replica is a local folder (file://), read with positional reads.
+    pub fn is_local(&self) -> bool {
+        self.backend.local_root.is_some()
     }
 
     fn level_path(&self, level: u8) -> Path {
@@ -219,7 +242,40 @@ impl Store {
         })
     }
 
+    /// Reads a byte range. When `hedge_after` is set and the GET has not answered by then, a
+    /// second identical GET goes out and the first successful answer wins (tail latency:
+    /// one slow request no longer holds the query); the other is dropped.
     pub async fn read_range(&self, f: &FileInfo, range: Range<u64>) -> Result<Bytes> {
+        let hedge = self.hedge_after();
+        let first = self.read_range_once(f, range.clone());
+        if hedge.is_zero() {
+            return first.await;
+        }
+        tokio::pin!(first);
+        tokio::select! {
+            r = &mut first => return r,
+            _ = tokio::time::sleep(hedge) => {}
+        }
+        self.stats.hedged.fetch_add(1, Ordering::Relaxed);
+        let second = self.read_range_once(f, range);
+        tokio::pin!(second);
+        let (winner, from_second) = tokio::select! {
+            r = &mut first => (r, false),
+            r = &mut second => (r, true),
+        };
+        match (winner, from_second) {
+            (Ok(bytes), won) => {
+                if won {
+                    self.stats.hedge_wins.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(bytes)
+            }
+            (Err(_), false) => second.await,
+            (Err(_), true) => first.await,
+        }
+    }
+
+    async fn read_range_once(&self, f: &FileInfo, range: Range<u64>) -> Result<Bytes> {
         self.stats.get_requests.fetch_add(1, Ordering::Relaxed);
         let want = range.end.saturating_sub(range.start);
         let bytes = self

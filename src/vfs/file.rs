@@ -32,6 +32,8 @@ pub struct ReplicaFile {
     lock: i32,
     /// Set while the connection looks at the past: polled updates are not shown.
     past: Option<Past>,
+    /// What this connection's reads cost (issue 6): per connection and per statement.
+    pub meters: Arc<crate::replica::meter::Meters>,
 }
 
 impl ReplicaFile {
@@ -44,6 +46,7 @@ impl ReplicaFile {
             Err(e) => return ReplicaFile::open(Err(e)),
         };
         let mut file = ReplicaFile::open(crate::replica::registry::open(&config));
+        file.meters = crate::replica::meter::Meters::new(config.request_budget);
         if let (Some(instant), None) = (config.time, file.open_error()) {
             if let Err(e) = file.set_time(instant) {
                 file.replica = Err(Arc::new(e));
@@ -58,6 +61,7 @@ impl ReplicaFile {
             pinned: None,
             lock: LOCK_NONE,
             past: None,
+            meters: crate::replica::meter::Meters::new(0),
         }
     }
 
@@ -107,6 +111,7 @@ impl ReplicaFile {
         }
         if self.lock == LOCK_NONE && level >= LOCK_SHARED {
             self.pinned = Some(replica.pin(self.past.as_ref().map(|p| &p.snapshot)));
+            self.meters.start_statement();
         }
         self.lock = self.lock.max(level);
         Ok(())
@@ -143,7 +148,9 @@ impl ReplicaFile {
             let at = (pos - offset) as usize;
             let dst = &mut buf[at..at + n];
             if let Ok(pgno) = u32::try_from(pgno) {
-                if let Some(page) = replica.read_page(&snap, pgno)? {
+                let page =
+                    crate::replica::meter::scope(&self.meters, || replica.read_page(&snap, pgno))?;
+                if let Some(page) = page {
                     let src = &page[in_page as usize..in_page as usize + n];
                     dst.copy_from_slice(src);
                     if pgno == 1 {
