@@ -172,8 +172,22 @@ impl Shipper {
         } else {
             write_ltx(&path, h, pages, &mut self.sums)?
         };
+        self.enqueue(path, min, max, post, Some(last.end), notes);
+        Ok(())
+    }
+
+    /// Queues a spooled file for upload; the state after it becomes the encoded position.
+    pub fn enqueue(
+        &mut self,
+        path: PathBuf,
+        min: u64,
+        max: u64,
+        post: u64,
+        cursor: Option<WalPos>,
+        notes: u64,
+    ) {
         self.chain = self.sums.as_ref().map(PageSums::checksum);
-        self.cursor = Some(last.end);
+        self.cursor = cursor;
         self.txid = max;
         self.queue.push_back(Spooled {
             path,
@@ -181,11 +195,10 @@ impl Shipper {
             after: Position {
                 txid: max,
                 checksum: post,
-                wal: Some(last.end),
+                wal: cursor,
             },
             notes,
         });
-        Ok(())
     }
 
     /// Uploads the oldest spooled file: claim its first TXID, then create the file.

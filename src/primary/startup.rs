@@ -17,7 +17,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use super::local::LocalDb;
-use super::ship::{self, spool_dir, Shipper, Spooled};
+use super::ship::{self, spool_dir, Shipper};
 use super::state::{self, Position, State};
 use super::sums::PageSums;
 use super::{wal_path, Primary, Progress};
@@ -208,21 +208,10 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
                 spool_dir(&meta_dir).join(format!("{}-{}.ltx", Txid::new(min), Txid::new(min)));
             let pages = local.pgnos().map(|pg| local.page(pg).map(|d| (pg, d)));
             let post = ship::write_ltx(&path, h, pages, &mut sh.sums)?;
-            sh.chain = sh.sums.as_ref().map(PageSums::checksum);
-            sh.cursor = local
+            let cursor = local
                 .wal_header()
                 .map(|hd| local.wal_end.unwrap_or(hd.start()));
-            sh.txid = min;
-            sh.queue.push_back(Spooled {
-                path,
-                min,
-                after: Position {
-                    txid: min,
-                    checksum: post,
-                    wal: sh.cursor,
-                },
-                notes: 0,
-            });
+            sh.enqueue(path, min, min, post, cursor, 0);
         }
     }
     state::save(&meta_dir, &state)?;

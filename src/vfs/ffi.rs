@@ -277,20 +277,14 @@ unsafe extern "C" fn x_open(
         // SAFETY: name is NULL or the file name SQLite passes, valid during the call.
         let path = unsafe { api::text(name) }.map(|p| std::path::PathBuf::from(p.as_ref()));
         let env = |k: &str| std::env::var(k).ok();
+        // A primary's database and WAL: opened by the base VFS, wrapped by ours.
+        let wrap = |primary, kind| {
+            // SAFETY: xOpen's own arguments; our szOsFile covers a PassHandle.
+            unsafe { passthrough::open(base, name, file, flags, out_flags, primary, kind) }
+        };
         if flags & ffi::SQLITE_OPEN_WAL != 0 {
             if let Some(primary) = path.as_deref().and_then(crate::primary::by_wal) {
-                // SAFETY: xOpen's arguments; our szOsFile covers a PassHandle.
-                return unsafe {
-                    passthrough::open(
-                        base,
-                        name,
-                        file,
-                        flags,
-                        out_flags,
-                        primary,
-                        passthrough::Kind::Wal,
-                    )
-                };
+                return wrap(primary, passthrough::Kind::Wal);
             }
         }
         let ours = flags & ffi::SQLITE_OPEN_MAIN_DB != 0
@@ -309,20 +303,7 @@ unsafe extern "C" fn x_open(
         let state = match Config::from_params(&UriParams(name), &env) {
             Ok(config) if config.role == Role::Primary => {
                 match path.as_deref().map(|p| crate::primary::open(p, &config)) {
-                    Some(Ok(primary)) => {
-                        // SAFETY: xOpen's arguments; our szOsFile covers a PassHandle.
-                        return unsafe {
-                            passthrough::open(
-                                base,
-                                name,
-                                file,
-                                flags,
-                                out_flags,
-                                primary,
-                                passthrough::Kind::Db,
-                            )
-                        };
-                    }
+                    Some(Ok(primary)) => return wrap(primary, passthrough::Kind::Db),
                     Some(Err(e)) => ReplicaFile::open(Err(e)),
                     None => ReplicaFile::open(Err(Error::config(
                         "role",
