@@ -191,7 +191,7 @@ impl Primary {
     pub fn may_delete_wal(&self) -> bool {
         match self.flush() {
             // The database file alone holds the shipped state from now on.
-            Ok(()) => self.update_state(|s| s.shipped.wal = None).is_ok(),
+            Ok(()) => self.update_state(true, |s| s.shipped.wal = None).is_ok(),
             Err(e) => {
                 crate::log_warn!(
                     "litestream: {}: keeping the WAL, it holds transactions not yet shipped ({e})",
@@ -203,10 +203,10 @@ impl Primary {
     }
 
     /// Changes the persisted state and writes it out.
-    fn update_state(&self, f: impl FnOnce(&mut state::State)) -> Result<()> {
+    fn update_state(&self, durable: bool, f: impl FnOnce(&mut state::State)) -> Result<()> {
         let mut s = self.state.lock();
         f(&mut s);
-        state::save(&self.meta_dir, &s)
+        state::save(&self.meta_dir, &s, durable)
     }
 
     fn set_progress(&self, f: impl FnOnce(&mut Progress)) {

@@ -86,8 +86,9 @@ pub(super) fn write_ltx(
         _ => 0,
     };
     let (w, _) = enc.finish(post).map_err(corrupt)?;
-    let f = w.into_inner().map_err(|e| io(e.into_error()))?;
-    f.sync_data().map_err(io)?;
+    // Not synced: until it has shipped, the WAL still holds what it holds (restarts wait),
+    // and after a crash the file is rebuilt from there.
+    w.into_inner().map_err(|e| io(e.into_error()))?;
     std::fs::rename(&tmp, path).map_err(io)?;
     Ok(post)
 }
@@ -207,7 +208,7 @@ impl Shipper {
             return Ok(Uploaded::Yes);
         };
         let (min, after, path) = (f.min, f.after, f.path.clone());
-        p.update_state(|s| s.in_flight = Some((min, after)))?;
+        p.update_state(false, |s| s.in_flight = Some((min, after)))?;
         let claim = format!("claims/{}", Txid::new(min));
         let mine = format!("{{\"node_id\":\"{:016x}\"}}", p.node_id);
         if p.store.put_new(&claim, Bytes::from(mine.clone())).await? == Created::AlreadyExists {
@@ -225,7 +226,7 @@ impl Shipper {
         let n = std::fs::metadata(&path).map_or(0, |m| m.len());
         // Already there with our claim: an earlier attempt landed without its answer.
         p.store.put_file(&rel, &path).await?;
-        p.update_state(|s| {
+        p.update_state(true, |s| {
             s.shipped = after;
             s.in_flight = None;
         })?;

@@ -214,7 +214,7 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
             sh.enqueue(path, min, min, post, cursor, 0);
         }
     }
-    state::save(&meta_dir, &state)?;
+    state::save(&meta_dir, &state, true)?;
 
     let pending = sh.queue.len();
     let primary = Arc::new(Primary {

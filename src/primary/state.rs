@@ -47,14 +47,18 @@ pub fn load(meta_dir: &Path) -> Result<Option<State>> {
     }
 }
 
-pub fn save(meta_dir: &Path, state: &State) -> Result<()> {
+/// Writes the state; `durable` also syncs it (skipped only for what a crash may lose
+/// safely: the record of an upload in flight, which a process crash keeps anyway).
+pub fn save(meta_dir: &Path, state: &State, durable: bool) -> Result<()> {
     let p = path(meta_dir);
     let tmp = meta_dir.join("state.json.tmp");
     let io = |e| Error::io(format!("writing {}", p.display()), e);
     let bytes = serde_json::to_vec_pretty(state).map_err(|e| io(std::io::Error::other(e)))?;
     let f = std::fs::File::create(&tmp).map_err(io)?;
     std::io::Write::write_all(&mut &f, &bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
+    if durable {
+        f.sync_all().map_err(io)?;
+    }
     std::fs::rename(&tmp, &p).map_err(io)
 }
 
@@ -90,7 +94,7 @@ mod tests {
                 },
             )),
         };
-        save(dir.path(), &s).unwrap();
+        save(dir.path(), &s, true).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(s));
         std::fs::write(path(dir.path()), b"{").unwrap();
         assert!(load(dir.path()).is_err());
