@@ -248,7 +248,7 @@ pub fn primary_txid(p: &Primary) -> Result<Value> {
 /// Seconds the replica is behind: 0 when everything committed has shipped, else the time
 /// since the last upload (or since open, before the first).
 pub fn primary_lag(p: &Primary) -> Result<Value> {
-    if p.may_restart_wal() {
+    if p.all_shipped() {
         return Ok(Value::Int(0));
     }
     let since = p.progress().last_upload.unwrap_or(p.opened_at);
@@ -267,7 +267,7 @@ pub fn primary_stats(p: &Primary) -> Result<Value> {
             "database": p.db_path.display().to_string(),
             "shipped_txid": Txid::new(pr.shipped.map_or(0, |s| s.txid)).to_string(),
             "encoded_txid": Txid::new(pr.encoded_txid).to_string(),
-            "pending": !p.may_restart_wal(),
+            "pending": !p.all_shipped(),
             "pending_files": pr.pending_files,
             "uploads": pr.uploads,
             "upload_bytes": pr.upload_bytes,

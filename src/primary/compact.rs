@@ -198,7 +198,7 @@ async fn snapshot(p: &Primary) -> Result<()> {
     let mut rc = p.config.clone();
     rc.role = crate::config::Role::Replica;
     rc.poll_interval = Duration::from_secs(3600);
-    let bytes = tokio::task::spawn_blocking(move || -> Result<Option<(Txid, Bytes)>> {
+    let (max, bytes) = tokio::task::spawn_blocking(move || -> Result<(Txid, Bytes)> {
         let replica = crate::replica::Replica::open(&rc)?;
         let snap = replica.current();
         let mut h = Header::new(
@@ -216,15 +216,13 @@ async fn snapshot(p: &Primary) -> Result<()> {
         let (out, _) = enc
             .finish(snap.checksum.unwrap_or(0))
             .map_err(|e| Error::corrupt("snapshot", e))?;
-        Ok(Some((snap.txid, Bytes::from(out))))
+        Ok((snap.txid, Bytes::from(out)))
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))??;
-    if let Some((max, bytes)) = bytes {
-        p.store
-            .put_new(&p.store.file_rel(SNAPSHOT_LEVEL, Txid::new(1), max), bytes)
-            .await?;
-    }
+    p.store
+        .put_new(&p.store.file_rel(SNAPSHOT_LEVEL, Txid::new(1), max), bytes)
+        .await?;
     Ok(())
 }
 

@@ -94,6 +94,12 @@ impl LocalDb {
         (1..=self.commit).filter(move |&p| p != lock)
     }
 
+    /// Where the committed part of the WAL ends (its start when it holds no commit), if
+    /// there is a valid WAL.
+    pub fn wal_position(&self) -> Option<WalPos> {
+        self.wal_header().map(|h| self.wal_end.unwrap_or(h.start()))
+    }
+
     /// The WAL's current header, if it has a valid one.
     pub fn wal_header(&self) -> Option<&WalHeader> {
         self.wal.as_ref().map(|(_, h)| h)

@@ -72,6 +72,9 @@ pub struct Primary {
     /// The persisted state (`state.json`), changed only through `update_state`.
     state: Mutex<state::State>,
     wake: Arc<tokio::sync::Notify>,
+    /// Someone waits for the shipper (a flush, a `sync=remote` commit, a WAL restart): it
+    /// cuts short the `sync_interval` pause.
+    hurry: Arc<tokio::sync::Notify>,
     pub opened_at: SystemTime,
 }
 
@@ -79,6 +82,7 @@ impl Drop for Primary {
     fn drop(&mut self) {
         // Lets the shipper task see that nobody holds the primary any more, and end.
         self.wake.notify_one();
+        self.hurry.notify_one();
     }
 }
 
@@ -86,11 +90,7 @@ impl Primary {
     pub fn meta_dir_for(db_path: &Path, config: &Config) -> PathBuf {
         match &config.primary.meta_dir {
             Some(dir) => PathBuf::from(dir),
-            None => {
-                let mut name = db_path.as_os_str().to_owned();
-                name.push("-litestream");
-                PathBuf::from(name)
-            }
+            None => beside(db_path, "-litestream"),
         }
     }
 
@@ -119,16 +119,15 @@ impl Primary {
     /// upload behind, so wait for it a little: refusing would leave the WAL growing, and
     /// SQLite checkpointing at every commit once it passes its auto-checkpoint size.
     pub fn before_wal_restart(&self) -> bool {
-        if self.may_restart_wal() {
+        if self.all_shipped() {
             return true;
         }
         let target = self.notes.load(Ordering::Acquire);
-        self.wake.notify_one();
         self.wait_shipped(target, RESTART_WAIT).is_ok()
     }
 
     /// Whether everything committed has shipped.
-    pub fn may_restart_wal(&self) -> bool {
+    pub fn all_shipped(&self) -> bool {
         let noted = self.notes.load(Ordering::Acquire);
         let p = self.progress.lock();
         p.shipped_notes >= noted && p.pending_files == 0
@@ -151,6 +150,8 @@ impl Primary {
     /// Waits until every write noted up to `target` has shipped, shipping stops, or
     /// `timeout` passes.
     fn wait_shipped(&self, target: u64, timeout: Duration) -> Result<()> {
+        self.wake.notify_one();
+        self.hurry.notify_one();
         let deadline = std::time::Instant::now() + timeout;
         let mut p = self.progress.lock();
         loop {
@@ -217,9 +218,9 @@ impl Primary {
     }
 }
 
-/// The path of the WAL of a database.
-pub fn wal_path(db_path: &Path) -> PathBuf {
+/// A file beside the database, named as SQLite names them (`app.db-wal`, `app.db-shm`).
+pub fn beside(db_path: &Path, suffix: &str) -> PathBuf {
     let mut name = db_path.as_os_str().to_owned();
-    name.push("-wal");
+    name.push(suffix);
     PathBuf::from(name)
 }

@@ -309,16 +309,19 @@ async fn run(weak: Weak<Primary>, mut sh: Shipper) {
             }
         }
         let interval = p.config.primary.sync_interval;
-        let wake = p.wake.clone();
+        let (wake, hurry) = (p.wake.clone(), p.hurry.clone());
         let woken = wake.notified();
         // Hold no strong reference while idle, so the last connection's close ends the task.
-        let caught_up = p.may_restart_wal();
+        let caught_up = p.all_shipped();
         drop(p);
         if caught_up {
             woken.await;
         }
         if !interval.is_zero() {
-            tokio::time::sleep(interval).await;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = hurry.notified() => {}
+            }
         }
     }
 }

@@ -20,10 +20,10 @@ use super::local::LocalDb;
 use super::ship::{self, spool_dir, Shipper};
 use super::state::{self, Position, State};
 use super::sums::PageSums;
-use super::{wal_path, Primary, Progress};
+use super::{beside, Primary, Progress};
 use crate::config::{Config, RestoreMode, Role};
 use crate::error::{Error, Result};
-use crate::ltx::{Header, Txid};
+use crate::ltx::Txid;
 use crate::replica::plan::{plan, PlanProblem};
 use crate::storage::url::Timeouts;
 use crate::storage::Store;
@@ -71,7 +71,7 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
         }
     };
 
-    let wal_path = wal_path(db_path);
+    let wal_path = beside(db_path, "-wal");
     let mut saved = state::load(&meta_dir)?.filter(|s| s.replica_url == config.replica_url);
     if let Some(s) = &mut saved {
         // An upload in flight when the process stopped: did it land?
@@ -122,23 +122,6 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
         Start::Fresh | Start::Full { .. } => (local, None),
     };
 
-    let mut sums = config
-        .primary
-        .checksum
-        .then(|| PageSums::new(local.page_size.max(512)));
-    if let Some(s) = sums.as_mut() {
-        for pgno in local.pgnos() {
-            s.set(pgno, &local.page(pgno)?);
-        }
-    }
-    let mut sh = Shipper {
-        cursor: None,
-        txid: 0,
-        page_size: local.page_size,
-        sums,
-        chain: None,
-        queue: Default::default(),
-    };
     let mut start = start;
     if let (Start::Continue(pos), Some(hdr)) = (&start, local.wal_header()) {
         // The WAL must still be the one the shipped position points into (or its direct
@@ -155,6 +138,24 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
             start = Start::Full { after: pos.txid };
         }
     }
+    let mut sums = config
+        .primary
+        .checksum
+        .then(|| PageSums::new(local.page_size.max(512)));
+    // The checksum of the whole local database; a full file computes it as it is written.
+    if let (Some(s), false) = (sums.as_mut(), matches!(start, Start::Full { .. })) {
+        for pgno in local.pgnos() {
+            s.set(pgno, &local.page(pgno)?);
+        }
+    }
+    let mut sh = Shipper {
+        cursor: None,
+        txid: 0,
+        page_size: local.page_size,
+        sums,
+        chain: None,
+        queue: Default::default(),
+    };
     let state = State {
         replica_url: config.replica_url.clone(),
         node_id,
@@ -180,9 +181,7 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
             };
         }
         Start::Restore | Start::Fresh => {
-            sh.cursor = local
-                .wal_header()
-                .map(|h| local.wal_end.unwrap_or(h.start()));
+            sh.cursor = local.wal_position();
             sh.chain = if sh.txid == 0 {
                 Some(0)
             } else {
@@ -191,27 +190,15 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
         }
         Start::Full { after } => {
             let min = after + 1;
-            let mut h = Header::new(
-                local.page_size,
-                local.commit,
-                Txid::new(min),
-                Txid::new(min),
-                crate::clock::now_ms(),
-            );
-            h.node_id = node_id;
             // A snapshot starts from nothing (pre-apply 0). On top of an existing replica
-            // the checksum of its state is not known here, so that file carries none.
-            if sh.sums.is_some() && min == 1 {
-                h.flags &= !Header::FLAG_NO_CHECKSUM;
-            }
+            // the checksum of its state is not known here (`chain` is None), so that file
+            // carries none.
+            let h = ship::header(&sh, node_id, local.commit, min, min, crate::clock::now_ms());
             let path =
                 spool_dir(&meta_dir).join(format!("{}-{}.ltx", Txid::new(min), Txid::new(min)));
             let pages = local.pgnos().map(|pg| local.page(pg).map(|d| (pg, d)));
             let post = ship::write_ltx(&path, h, pages, &mut sh.sums)?;
-            let cursor = local
-                .wal_header()
-                .map(|hd| local.wal_end.unwrap_or(hd.start()));
-            sh.enqueue(path, min, min, post, cursor, 0);
+            sh.enqueue(path, min, min, post, local.wal_position(), 0);
         }
     }
     state::save(&meta_dir, &state, true)?;
@@ -235,6 +222,7 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
         shipped_cv: Condvar::new(),
         state: Mutex::new(state),
         wake: Arc::new(tokio::sync::Notify::new()),
+        hurry: Arc::new(tokio::sync::Notify::new()),
         opened_at: std::time::SystemTime::now(),
     });
     ship::start(&primary, sh)?;
@@ -252,7 +240,7 @@ fn restore(db_path: &Path, wal_path: &Path, config: &Config) -> Result<Position>
     rc.poll_interval = Duration::from_secs(3600);
     let replica = crate::replica::Replica::open(&rc)?;
     let snap = replica.current();
-    for p in [wal_path.to_path_buf(), shm_path(db_path)] {
+    for p in [wal_path.to_path_buf(), beside(db_path, "-shm")] {
         match std::fs::remove_file(&p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(Error::io(format!("removing {}", p.display()), e))
@@ -272,12 +260,6 @@ fn restore(db_path: &Path, wal_path: &Path, config: &Config) -> Result<Position>
         checksum: snap.checksum.unwrap_or(0),
         wal: None,
     })
-}
-
-fn shm_path(db_path: &Path) -> std::path::PathBuf {
-    let mut name = db_path.as_os_str().to_owned();
-    name.push("-shm");
-    name.into()
 }
 
 fn random_u64() -> u64 {

@@ -442,17 +442,17 @@ impl Replica {
         snap: &Arc<Snapshot>,
         pgno: u32,
     ) -> Result<Option<Arc<[u8]>>> {
-        let result = self.read_page_inner(snap, pgno);
-        if let Err(e) = &result {
-            self.status.lock().last_read_error = Some(e.to_string());
-        }
-        result
+        self.read_page_metered(snap, pgno, None)
     }
 
-    fn read_page_inner(
+    /// [`Replica::read_page`] for a connection, whose `meters` are charged for what a miss
+    /// costs. A hit spends nothing, so the meters are installed for misses alone and the
+    /// hit path stays an index lookup and a cache probe.
+    pub fn read_page_metered(
         self: &Arc<Self>,
         snap: &Arc<Snapshot>,
         pgno: u32,
+        meters: Option<&Arc<meter::Meters>>,
     ) -> Result<Option<Arc<[u8]>>> {
         let loc = snap.index.get(pgno);
         if loc.is_none() {
@@ -461,6 +461,23 @@ impl Replica {
         if let Some(page) = self.cache.get((loc.file, pgno)) {
             return Ok(Some(page));
         }
+        let result = match meters {
+            Some(m) => meter::scope(m, || self.read_miss(snap, pgno, loc)),
+            None => self.read_miss(snap, pgno, loc),
+        };
+        if let Err(e) = &result {
+            self.status.lock().last_read_error = Some(e.to_string());
+        }
+        result
+    }
+
+    /// A page not in the memory cache: from the hydrated copy, the disk cache, or storage.
+    fn read_miss(
+        self: &Arc<Self>,
+        snap: &Arc<Snapshot>,
+        pgno: u32,
+        loc: index::Loc,
+    ) -> Result<Option<Arc<[u8]>>> {
         if let Some(page) = self.hydration.as_ref().and_then(|h| h.read(snap, pgno)) {
             return Ok(Some(page));
         }

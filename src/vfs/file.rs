@@ -148,8 +148,7 @@ impl ReplicaFile {
             let at = (pos - offset) as usize;
             let dst = &mut buf[at..at + n];
             if let Ok(pgno) = u32::try_from(pgno) {
-                let page =
-                    crate::replica::meter::scope(&self.meters, || replica.read_page(&snap, pgno))?;
+                let page = replica.read_page_metered(&snap, pgno, Some(&self.meters))?;
                 if let Some(page) = page {
                     let src = &page[in_page as usize..in_page as usize + n];
                     dst.copy_from_slice(src);

@@ -100,6 +100,12 @@ def test_primary_that_disagrees_with_its_replica_is_cantopen(tmp_path, ext_path)
     assert "disagree" in str(e) and "restore=never" in str(e), e
 
 
+def test_primary_cannot_continue_a_replica_with_a_gap(tmp_path, ext_path):
+    root = l0_only_replica(tmp_path, drop=[3])
+    e = open_error(vfs_uri(root.as_uri(), name=str(tmp_path / "p.db"), role="primary"), ext_path)
+    assert e.sqlite_errorname == "SQLITE_CANTOPEN" and "cannot continue" in str(e), e
+
+
 def test_empty_replica_waits_open_timeout_then_cantopen(tmp_path, ext_path):
     t0 = time.monotonic()
     e = open_error(vfs_uri((tmp_path / "empty").as_uri(), open_timeout="700ms"), ext_path)

@@ -114,7 +114,8 @@ def test_workload_ships_and_every_reader_agrees(backend, replica_url, tmp_path):
 
 def test_commit_is_shipped_by_close(replica_url, tmp_path):
     url = replica_url("file")
-    conn = open_primary(tmp_path / "app.db", url)
+    # A long pause between uploads: only the flush at close can ship this in time.
+    conn = open_primary(tmp_path / "app.db", url, sync_interval="60s")
     conn.execute("CREATE TABLE t(x)")
     conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(50)])
     conn.close()  # the last connection: flushes within shutdown_timeout
@@ -167,6 +168,10 @@ def test_refuses_what_would_stop_capture(replica_url, tmp_path):
         conn.execute("PRAGMA journal_mode=DELETE")
     with pytest.raises(sqlite3.OperationalError, match="exclusive locking mode"):
         conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+    remote = open_primary(tmp_path / "remote.db", replica_url("file", "remote"), sync="remote")
+    assert remote.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    with pytest.raises(sqlite3.OperationalError, match="synchronous=FULL"):
+        remote.execute("PRAGMA synchronous=NORMAL")
     with pytest.raises(sqlite3.OperationalError, match="role"):
         connect(vfs_uri(replica_url("file", "other"), name=str(tmp_path / "x.db"), role="leader"))
     # The Go extension's write mode is the same thing.
@@ -333,3 +338,52 @@ def test_restore_never_ships_the_local_database_over_the_replica(replica_url, tm
     s = wait_shipped(b)
     assert int(s["shipped_txid"], 16) == head + 1
     assert all_tables_digest(restored(url, tmp_path, "r.db")) == all_tables_digest(b)
+
+
+def read_state(db: Path) -> dict:
+    return json.loads((Path(f"{db}-litestream") / "state.json").read_text())
+
+
+def write_state(db: Path, state: dict) -> None:
+    (Path(f"{db}-litestream") / "state.json").write_text(json.dumps(state))
+
+
+def test_upload_in_flight_at_a_crash_is_found_in_the_replica(replica_url, tmp_path):
+    url = replica_url("file")
+    db = tmp_path / "app.db"
+    conn = open_primary(db, url)
+    conn.execute("CREATE TABLE t(x)")
+    wait_shipped(conn)
+    before = read_state(db)
+    conn.execute("INSERT INTO t VALUES (1)")
+    wait_shipped(conn)
+    after = read_state(db)
+    conn.close()
+    # As if the process died after the upload of the last file landed, before its state
+    # was written: the state still names the one before, and the upload as in flight.
+    write_state(db, {**before, "in_flight": [after["shipped"]["txid"], after["shipped"]]})
+    conn = open_primary(db, url)  # without looking at the replica this would "disagree"
+    conn.execute("INSERT INTO t VALUES (2)")
+    s = wait_shipped(conn)
+    assert int(s["shipped_txid"], 16) == after["shipped"]["txid"] + 1
+    assert all_tables_digest(restored(url, tmp_path, "r.db")) == all_tables_digest(conn)
+
+
+def test_a_wal_that_is_not_the_shipped_one_ships_the_whole_database(ext_path, replica_url,
+                                                                     tmp_path):
+    url = replica_url("file")
+    db = tmp_path / "app.db"
+    kill_writer_after(primary_uri(db, url), tmp_path / "log", ext_path, 30)
+    state = read_state(db)
+    # The WAL on disk is of another generation than the state's (and than the upload in
+    # flight's, if the kill left one), and not its successor.
+    for pos in [state["shipped"]] + ([state["in_flight"][1]] if state["in_flight"] else []):
+        pos["wal"]["salt1"] ^= 0xFFFF
+        pos["wal"]["ckpt_seq"] += 7
+    write_state(db, state)
+    head = harness.replica_max_txid(url)
+    conn = open_primary(db, url)
+    s = wait_shipped(conn)
+    # One file with every page, right after what the replica holds.
+    assert int(s["shipped_txid"], 16) == head + 1
+    assert all_tables_digest(restored(url, tmp_path, "r.db")) == all_tables_digest(conn)
