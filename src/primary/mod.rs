@@ -2,19 +2,21 @@
 //! process ships to the replica as LTX files — no sidecar daemon.
 //!
 //! The VFS tells the primary three things (see `vfs/passthrough.rs`): a write transaction
-//! ended (SQLite released the WAL write lock), SQLite wants to restart the WAL from its
-//! beginning, and SQLite synced the WAL at a commit. Everything else happens in the
-//! background shipper (`ship.rs`), which reads newly committed frames straight from the
-//! WAL file, turns them into one LTX file per batch, and uploads it.
+//! ended (SQLite released the WAL write lock), SQLite is restarting the WAL from its
+//! beginning, and SQLite synced the WAL at a commit. Everything else happens in two
+//! background tasks (`ship.rs`): the copier copies newly committed frames from the WAL into
+//! its mirrors (`mirror.rs`), and the shipper turns what the mirrors hold into LTX files and
+//! uploads them.
 //!
-//! Nothing committed is lost between the two because the WAL keeps every frame until SQLite
-//! restarts it, and the primary refuses a restart (SQLITE_BUSY, which SQLite treats as
-//! "readers still need the log": it goes on appending) while anything committed has not
-//! shipped. After a crash the WAL therefore still holds whatever had not shipped, and the
+//! Nothing committed is lost between them because a WAL restart first copies what the
+//! copier has not reached and seals the mirror (if that fails, the restart is refused with
+//! SQLITE_BUSY, which SQLite treats as "readers still need the log": it goes on appending).
+//! After a crash the mirrors and the WAL therefore hold whatever had not shipped, and the
 //! state file (`state.rs`) says where shipping stopped.
 
 mod compact;
 pub mod local;
+mod mirror;
 mod registry;
 mod ship;
 mod startup;
@@ -23,7 +25,7 @@ pub mod sums;
 pub mod wal;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -35,9 +37,6 @@ use crate::storage::Store;
 pub use registry::{by_wal, is_primary_side_file, open};
 use state::Position;
 
-/// How long a WAL restart waits for the shipper before SQLite is told to go on appending.
-const RESTART_WAIT: Duration = Duration::from_millis(500);
-
 /// What has shipped, for sync waiters, `litestream_lag` and `litestream_stats`.
 #[derive(Debug, Clone, Default)]
 pub struct Progress {
@@ -45,6 +44,8 @@ pub struct Progress {
     pub shipped: Option<Position>,
     /// Write-transaction ends noted up to which everything committed has shipped.
     pub shipped_notes: u64,
+    /// The most a waiter (a flush, a `sync=remote` commit) wants `shipped_notes` to reach.
+    pub wanted_notes: u64,
     /// The newest TXID encoded (shipped or waiting).
     pub encoded_txid: u64,
     pub pending_files: usize,
@@ -71,7 +72,16 @@ pub struct Primary {
     shipped_cv: Condvar,
     /// The persisted state (`state.json`), changed only through `update_state`.
     state: Mutex<state::State>,
+    /// The copies of the WAL the shipper reads; the copier and WAL restarts write them.
+    mirrors: Mutex<mirror::Mirrors>,
+    /// Wakes the copier (a write transaction ended, or someone waits for shipping).
     wake: Arc<tokio::sync::Notify>,
+    /// Set by the copier when it has caught up and waits: only then does a commit wake it.
+    /// While commits keep coming it copies at its own pace, which spares each commit a
+    /// thread wake-up.
+    copier_idle: AtomicBool,
+    /// Wakes the shipper (the copier finished a round).
+    copied: Arc<tokio::sync::Notify>,
     /// Someone waits for the shipper (a flush, a `sync=remote` commit, a WAL restart): it
     /// cuts short the `sync_interval` pause.
     hurry: Arc<tokio::sync::Notify>,
@@ -82,6 +92,7 @@ impl Drop for Primary {
     fn drop(&mut self) {
         // Lets the shipper task see that nobody holds the primary any more, and end.
         self.wake.notify_one();
+        self.copied.notify_one();
         self.hurry.notify_one();
     }
 }
@@ -110,20 +121,39 @@ impl Primary {
     pub fn note_write_end(&self) {
         self.last_note_ms
             .store(crate::clock::now_ms(), Ordering::Relaxed);
-        self.notes.fetch_add(1, Ordering::AcqRel);
-        self.wake.notify_one();
+        // SeqCst with the copier's going idle (`ship::copy_loop`): one of the two sees the
+        // other, so a commit is never left uncopied while the copier sleeps.
+        self.notes.fetch_add(1, Ordering::SeqCst);
+        if self.copier_idle.swap(false, Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
     }
 
-    /// SQLite wants to restart the WAL (overwrite it from the beginning), which it may only
-    /// once every transaction committed in it has shipped. The shipper is usually one
-    /// upload behind, so wait for it a little: refusing would leave the WAL growing, and
-    /// SQLite checkpointing at every commit once it passes its auto-checkpoint size.
+    /// SQLite is restarting the WAL (it will overwrite it from the beginning): copy what the
+    /// copier has not reached and seal the mirror. False refuses the restart, which leaves
+    /// the WAL growing until a restart succeeds.
     pub fn before_wal_restart(&self) -> bool {
-        if self.all_shipped() {
-            return true;
+        let sealed = self.copy_new().and_then(|()| self.mirrors.lock().seal());
+        self.copied.notify_one();
+        match sealed {
+            Ok(()) => true,
+            Err(e) => {
+                crate::log_warn!(
+                    "litestream: {}: WAL restart refused, its frames could not be copied: {e}",
+                    self.db_path.display()
+                );
+                false
+            }
         }
-        let target = self.notes.load(Ordering::Acquire);
-        self.wait_shipped(target, RESTART_WAIT).is_ok()
+    }
+
+    /// Copies what was committed in the WAL since the last copy into its mirror.
+    fn copy_new(&self) -> Result<()> {
+        let notes = self.notes.load(Ordering::SeqCst);
+        let mut m = self.mirrors.lock();
+        m.copy_new()?;
+        m.notes = m.notes.max(notes);
+        Ok(())
     }
 
     /// Whether everything committed has shipped.
@@ -154,6 +184,7 @@ impl Primary {
         self.hurry.notify_one();
         let deadline = std::time::Instant::now() + timeout;
         let mut p = self.progress.lock();
+        p.wanted_notes = p.wanted_notes.max(target);
         loop {
             if let Some(why) = &p.stopped {
                 return Err(Error::Reported {
@@ -192,7 +223,10 @@ impl Primary {
     pub fn may_delete_wal(&self) -> bool {
         match self.flush() {
             // The database file alone holds the shipped state from now on.
-            Ok(()) => self.update_state(true, |s| s.shipped.wal = None).is_ok(),
+            Ok(()) => {
+                self.mirrors.lock().clear().is_ok()
+                    && self.update_state(true, |s| s.shipped.wal = None).is_ok()
+            }
             Err(e) => {
                 crate::log_warn!(
                     "litestream: {}: keeping the WAL, it holds transactions not yet shipped ({e})",

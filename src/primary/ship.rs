@@ -1,7 +1,8 @@
-//! The shipper: one tokio task per primary. Each round it reads the transactions committed
-//! in the WAL since the last round, writes them as one LTX file (MinTXID..MaxTXID, the newest
-//! version of each page) to the spool folder, and uploads spooled files in TXID order. When
-//! commits come faster than uploads, a round simply finds more transactions: they are merged.
+//! The shipper: one tokio task per primary. Each round it reads the transactions the WAL's
+//! mirrors (`mirror.rs`) hold since the last round, writes them as one LTX file per WAL
+//! generation (MinTXID..MaxTXID, the newest version of each page) to the spool folder, and
+//! uploads spooled files in TXID order. When commits come faster than uploads, a round
+//! simply finds more transactions: they are merged.
 //!
 //! Single writer: before a file starting at TXID N is uploaded, the primary creates the claim
 //! object `claims/<N>` with a conditional put. Two primaries continuing one replica both need
@@ -86,7 +87,7 @@ pub(super) fn write_ltx(
         _ => 0,
     };
     let (w, _) = enc.finish(post).map_err(corrupt)?;
-    // Not synced: until it has shipped, the WAL still holds what it holds (restarts wait),
+    // Not synced: until it has shipped, the WAL or its mirrors still hold what it holds,
     // and after a crash the file is rebuilt from there.
     w.into_inner().map_err(|e| io(e.into_error()))?;
     std::fs::rename(&tmp, path).map_err(io)?;
@@ -113,27 +114,20 @@ pub(super) fn header(
 }
 
 impl Shipper {
-    /// Encodes what was committed in the WAL since the last round into one spooled file.
-    fn encode_new(&mut self, p: &Primary, notes: u64) -> Result<()> {
-        let f = match File::open(&p.wal_path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(format!("opening {}", p.wal_path.display()), e)),
+    /// Encodes the transactions the mirrors hold after the last encoded one, from one
+    /// WAL generation, into one spooled file. Returns whether there were any.
+    fn encode_new(&mut self, p: &Primary, notes: u64) -> Result<bool> {
+        let Some(src) = p.mirrors.lock().source(self.cursor)? else {
+            return Ok(false);
         };
-        let io = |e| Error::io(format!("reading {}", p.wal_path.display()), e);
-        let Some(hdr) = wal::read_header(&f).map_err(io)? else {
-            return Ok(());
-        };
-        // A new generation (the WAL was restarted, which is refused while anything in it
-        // has not shipped) continues from its start.
-        let from = match self.cursor {
-            Some(c) if hdr.same_generation(&c) => c,
-            _ => hdr.start(),
-        };
-        let txns = wal::committed_after(&f, &hdr, &from).map_err(io)?;
+        let (f, hdr, from) = (&src.file, src.hdr, src.from);
+        let io = |e| Error::io("reading a copy of the WAL", e);
+        let txns = wal::committed_until(f, &hdr, &from, src.end.offset).map_err(io)?;
         let Some(last) = txns.last() else {
-            self.cursor = Some(from);
-            return Ok(());
+            return Err(Error::Internal(format!(
+                "a copy of the WAL has no committed frame between offsets {} and {}",
+                from.offset, src.end.offset
+            )));
         };
         if self.page_size == 0 {
             self.page_size = hdr.page_size;
@@ -160,7 +154,7 @@ impl Shipper {
         let page_size = self.page_size;
         let salts = (hdr.salt1, hdr.salt2);
         let pages = frames.iter().map(|(&pgno, &off)| {
-            wal::read_page(&f, page_size, off, salts)
+            wal::read_page(f, page_size, off, salts)
                 .map(|data| (pgno, data))
                 .map_err(io)
         });
@@ -174,7 +168,7 @@ impl Shipper {
             write_ltx(&path, h, pages, &mut self.sums)?
         };
         self.enqueue(path, min, max, post, Some(last.end), notes);
-        Ok(())
+        Ok(true)
     }
 
     /// Queues a spooled file for upload; the state after it becomes the encoded position.
@@ -232,6 +226,9 @@ impl Shipper {
         })?;
         let f = self.queue.pop_front().expect("front checked above");
         let _ = std::fs::remove_file(&f.path);
+        if let Some(w) = &after.wal {
+            p.mirrors.lock().release(w);
+        }
         let pending = self.queue.len();
         p.set_progress(|pr| {
             pr.shipped = Some(after);
@@ -245,10 +242,20 @@ impl Shipper {
         Ok(Uploaded::Yes)
     }
 
-    /// One round: encode what is new, then upload every spooled file.
+    /// One round: encode what the mirrors hold, then upload every spooled file.
     async fn round(&mut self, p: &Primary) -> Result<Option<String>> {
-        let notes = p.notes.load(Ordering::Acquire);
-        tokio::task::block_in_place(|| self.encode_new(p, notes))?;
+        let notes = p.mirrors.lock().notes;
+        tokio::task::block_in_place(|| -> Result<()> {
+            // One file per WAL generation; only the last one ships everything noted.
+            let before = self.queue.len();
+            while self.encode_new(p, 0)? {}
+            if self.queue.len() > before {
+                if let Some(last) = self.queue.back_mut() {
+                    last.notes = notes;
+                }
+            }
+            Ok(())
+        })?;
         let (txid, pending) = (self.txid, self.queue.len());
         p.set_progress(|pr| {
             pr.encoded_txid = txid;
@@ -274,11 +281,63 @@ enum Uploaded {
     Lost(String),
 }
 
-/// Starts the shipper task of `p`.
+/// Starts the tasks of `p`: the copier (WAL to mirrors) and the shipper (mirrors to the
+/// replica).
 pub(super) fn start(p: &Arc<Primary>, shipper: Shipper) -> Result<()> {
-    let weak = Arc::downgrade(p);
-    crate::runtime::handle()?.spawn(run(weak, shipper));
+    let rt = crate::runtime::handle()?;
+    rt.spawn(copy_loop(Arc::downgrade(p)));
+    rt.spawn(run(Arc::downgrade(p), shipper));
     Ok(())
+}
+
+/// How often the copier looks at the WAL while commits keep coming. A WAL restart copies
+/// what it has not reached, about this much of the workload's WAL.
+const COPY_PACE: Duration = Duration::from_millis(1);
+
+/// The copier: copies what write transactions committed into the mirrors, so that a WAL
+/// restart finds little left to copy. Woken by the first commit after it went idle, it then
+/// copies every `COPY_PACE` until a round finds no new write.
+async fn copy_loop(weak: Weak<Primary>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(p) = weak.upgrade() else { return };
+        let seen = p.notes.load(Ordering::SeqCst);
+        match tokio::task::block_in_place(|| p.copy_new()) {
+            Ok(()) => {
+                backoff = Duration::from_millis(100);
+                p.copied.notify_one();
+            }
+            Err(e) => {
+                crate::log_warn!(
+                    "litestream: {}: copying the WAL: {e} (retrying in {backoff:?})",
+                    p.db_path.display()
+                );
+                p.set_progress(|pr| pr.last_error = Some(e.to_string()));
+                let wait = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                drop(p);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        }
+        let wake = p.wake.clone();
+        // Going idle: SeqCst with `note_write_end`, so a commit after the check wakes us.
+        p.copier_idle.store(true, Ordering::SeqCst);
+        let idle = p.notes.load(Ordering::SeqCst) == seen;
+        if !idle {
+            p.copier_idle.store(false, Ordering::SeqCst);
+        }
+        // Hold no strong reference while waiting, so the last connection's close ends the task.
+        drop(p);
+        if idle {
+            wake.notified().await;
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(COPY_PACE) => {}
+                _ = wake.notified() => {}
+            }
+        }
+    }
 }
 
 async fn run(weak: Weak<Primary>, mut sh: Shipper) {
@@ -309,15 +368,16 @@ async fn run(weak: Weak<Primary>, mut sh: Shipper) {
             }
         }
         let interval = p.config.primary.sync_interval;
-        let (wake, hurry) = (p.wake.clone(), p.hurry.clone());
-        let woken = wake.notified();
-        // Hold no strong reference while idle, so the last connection's close ends the task.
-        let caught_up = p.all_shipped();
+        let (copied, hurry) = (p.copied.clone(), p.hurry.clone());
+        let weak_p = Arc::downgrade(&p);
         drop(p);
-        if caught_up {
-            woken.await;
-        }
-        if !interval.is_zero() {
+        // Everything copied so far has shipped: wait for the copier's next round.
+        copied.notified().await;
+        let waited_for = weak_p.upgrade().is_some_and(|p| {
+            let pr = p.progress.lock();
+            pr.shipped_notes < pr.wanted_notes
+        });
+        if !interval.is_zero() && !waited_for {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = hurry.notified() => {}

@@ -10,13 +10,14 @@
 //! | has TXID M | exists | other, or none | error, unless `restore=never`: ship the whole local database as TXID M+1 |
 
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
 use super::local::LocalDb;
+use super::mirror::{mirror_dir, Mirrors};
 use super::ship::{self, spool_dir, Shipper};
 use super::state::{self, Position, State};
 use super::sums::PageSums;
@@ -46,7 +47,8 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
         move |e| Error::io(what, e)
     };
     std::fs::create_dir_all(spool_dir(&meta_dir)).map_err(io("creating", &meta_dir))?;
-    // Files spooled by a process that crashed: the WAL still holds their transactions.
+    // Files spooled by a process that crashed: the mirrors and the WAL still hold their
+    // transactions.
     if let Ok(entries) = std::fs::read_dir(spool_dir(&meta_dir)) {
         for e in entries.flatten() {
             let _ = std::fs::remove_file(e.path());
@@ -123,21 +125,26 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
     };
 
     let mut start = start;
-    if let (Start::Continue(pos), Some(hdr)) = (&start, local.wal_header()) {
-        // The WAL must still be the one the shipped position points into (or its direct
-        // successor after a restart); otherwise what changed since cannot be known.
-        let follows = match pos.wal {
-            None => true,
-            Some(w) => hdr.same_generation(&w) || hdr.ckpt_seq == w.ckpt_seq.wrapping_add(1),
-        };
-        if !follows {
-            crate::log_warn!(
-                "litestream: {}: the WAL is not the one last shipped from; shipping the whole database",
-                db_path.display()
-            );
-            start = Start::Full { after: pos.txid };
+    let dir = mirror_dir(&meta_dir);
+    let mut mirrors = None;
+    if let Start::Continue(pos) = &start {
+        // What committed after the shipped position must be in the WAL's mirrors or in
+        // the WAL itself; otherwise what changed since cannot be known.
+        match Mirrors::recover(&dir, &wal_path, pos.wal)? {
+            Ok(m) => mirrors = Some(m),
+            Err(why) => {
+                crate::log_warn!(
+                    "litestream: {}: {why}; shipping the whole database",
+                    db_path.display()
+                );
+                start = Start::Full { after: pos.txid };
+            }
         }
     }
+    let mirrors = match mirrors {
+        Some(m) => m,
+        None => Mirrors::fresh(&dir, &wal_path, local.wal_position())?,
+    };
     let mut sums = config
         .primary
         .checksum
@@ -169,15 +176,14 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
     sh.txid = state.shipped.txid;
     match start {
         Start::Continue(pos) => {
-            sh.cursor = pos
-                .wal
-                .filter(|w| local.wal_header().is_some_and(|h| h.same_generation(w)));
-            let unshipped = local.wal_end.is_some_and(|end| Some(end) != sh.cursor);
+            sh.cursor = pos.wal;
+            let unshipped = mirrors.source(sh.cursor)?.is_some()
+                || local.wal_end.is_some_and(|end| Some(end) != sh.cursor);
             let here = sh.sums.as_ref().map(PageSums::checksum);
-            sh.chain = if unshipped {
-                (pos.checksum != 0).then_some(pos.checksum)
-            } else {
-                here
+            sh.chain = match pos.checksum {
+                0 if !unshipped => here,
+                0 => None,
+                known => Some(known),
             };
         }
         Start::Restore | Start::Fresh => {
@@ -221,7 +227,10 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
         }),
         shipped_cv: Condvar::new(),
         state: Mutex::new(state),
+        mirrors: Mutex::new(mirrors),
         wake: Arc::new(tokio::sync::Notify::new()),
+        copier_idle: AtomicBool::new(true),
+        copied: Arc::new(tokio::sync::Notify::new()),
         hurry: Arc::new(tokio::sync::Notify::new()),
         opened_at: std::time::SystemTime::now(),
     });

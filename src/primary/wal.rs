@@ -135,13 +135,23 @@ pub struct Txn {
 /// The transactions committed after `from` (a position in the generation of `hdr`), in order.
 /// Stops at the first frame that is not valid: past it nothing is committed.
 pub fn committed_after(f: &File, hdr: &WalHeader, from: &WalPos) -> io::Result<Vec<Txn>> {
+    committed_until(f, hdr, from, u64::MAX)
+}
+
+/// As `committed_after`, reading no frame that ends past `until` (what a copy holds so far).
+pub fn committed_until(
+    f: &File,
+    hdr: &WalHeader,
+    from: &WalPos,
+    until: u64,
+) -> io::Result<Vec<Txn>> {
     let frame_size = hdr.frame_size() as usize;
     let mut buf = vec![0u8; frame_size];
     let mut txns = Vec::new();
     let mut pages = BTreeMap::new();
     let (mut offset, mut sums) = (from.offset, (from.cksum1, from.cksum2));
     loop {
-        if read_full(f, &mut buf, offset)? < frame_size {
+        if offset + frame_size as u64 > until || read_full(f, &mut buf, offset)? < frame_size {
             break;
         }
         if be32(&buf, 8) != hdr.salt1 || be32(&buf, 12) != hdr.salt2 {

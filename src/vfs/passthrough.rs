@@ -3,9 +3,10 @@
 //! must know about:
 //!
 //! - main database `xShmLock`: releasing the WAL write lock ends a write transaction (the
-//!   shipper looks for newly committed frames); taking the read-mark locks 1..4 exclusively
-//!   is how SQLite restarts the WAL from its start, refused with SQLITE_BUSY while anything
-//!   committed in it has not shipped (SQLite then keeps appending, as it does for readers);
+//!   copier looks for newly committed frames); taking the read-mark locks 1..4 exclusively
+//!   is how SQLite restarts the WAL from its start: once they are held, the frames not yet
+//!   copied are copied out of the WAL, and if that fails the restart is refused with
+//!   SQLITE_BUSY (SQLite then keeps appending, as it does for readers);
 //! - main database `xFileControl`: the `litestream_*` pragmas, and pragmas that would stop
 //!   capture (`journal_mode` other than WAL, `locking_mode=exclusive`) are refused;
 //! - WAL `xSync`: with `sync=remote`, the commit waits for its transaction to ship.
@@ -292,18 +293,22 @@ unsafe extern "C" fn p_shm_lock(
         // SAFETY: our file.
         let (_, _, primary) = unsafe { parts(file) };
         let exclusive = flags & ffi::SQLITE_SHM_EXCLUSIVE != 0;
-        if exclusive
-            && flags & ffi::SQLITE_SHM_LOCK != 0
-            && offset == WAL_READ_LOCK_1
-            && n == WAL_RESTART_LOCKS
-            && !primary.before_wal_restart()
-        {
-            return ffi::SQLITE_BUSY;
-        }
         if exclusive && flags & ffi::SQLITE_SHM_UNLOCK != 0 && offset == WAL_WRITE_LOCK {
             primary.note_write_end();
         }
-        forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags)
+        let rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
+        let restart = exclusive
+            && flags & ffi::SQLITE_SHM_LOCK != 0
+            && offset == WAL_READ_LOCK_1
+            && n == WAL_RESTART_LOCKS;
+        // Only once the locks are held is the restart certain to happen (no reader can
+        // stop it); the copy must come after anything SQLite could still append.
+        if restart && rc == ffi::SQLITE_OK && !primary.before_wal_restart() {
+            let unlock = ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE;
+            forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, unlock);
+            return ffi::SQLITE_BUSY;
+        }
+        rc
     })
 }
 

@@ -124,6 +124,30 @@ def test_commit_is_shipped_by_close(replica_url, tmp_path):
     assert not (tmp_path / "app.db-wal").exists(), "the WAL of a fully shipped database is removed"
 
 
+def test_wal_restarts_do_not_wait_for_shipping_and_lose_nothing(replica_url, tmp_path):
+    url = replica_url("file")
+    db = tmp_path / "app.db"
+    # Uploads at most every 300 ms while the WAL restarts every few commits: many WAL
+    # generations go by between two uploads, each kept in its mirror until it has shipped.
+    conn = open_primary(db, url, sync_interval="300ms")
+    conn.execute("PRAGMA wal_autocheckpoint=8")
+    conn.execute("CREATE TABLE t(x, pad)")
+    for i in range(400):
+        conn.execute("INSERT INTO t VALUES (?, randomblob(900))", (i,))
+    s = stats(conn)
+    # The writer did not wait for uploads: most of it is still to ship, yet the WAL has been
+    # restarted again and again (it stays far smaller than what was written).
+    assert s["pending"], s
+    assert (tmp_path / "app.db-wal").stat().st_size < 100 * 4096
+    mirrors = list((tmp_path / "app.db-litestream" / "wal").iterdir())
+    assert any(m.name.endswith(".sealed") for m in mirrors), mirrors
+    conn.close()  # flushes every generation, then the WAL and the mirrors go
+    assert not (tmp_path / "app.db-wal").exists()
+    assert list((tmp_path / "app.db-litestream" / "wal").iterdir()) == []
+    r = restored(url, tmp_path, "r.db")
+    assert r.execute("SELECT count(*), sum(x) FROM t").fetchone() == (400, sum(range(400)))
+
+
 def test_existing_database_ships_a_snapshot_first(replica_url, tmp_path):
     url = replica_url("s3")
     db = tmp_path / "old.db"
@@ -361,6 +385,8 @@ def test_upload_in_flight_at_a_crash_is_found_in_the_replica(replica_url, tmp_pa
     conn.close()
     # As if the process died after the upload of the last file landed, before its state
     # was written: the state still names the one before, and the upload as in flight.
+    # The close removed the WAL, so the database file alone holds both states.
+    before["shipped"]["wal"] = after["shipped"]["wal"] = None
     write_state(db, {**before, "in_flight": [after["shipped"]["txid"], after["shipped"]]})
     conn = open_primary(db, url)  # without looking at the replica this would "disagree"
     conn.execute("INSERT INTO t VALUES (2)")
