@@ -122,7 +122,7 @@ impl Shipper {
         };
         let (f, hdr, from) = (&src.file, src.hdr, src.from);
         let io = |e| Error::io("reading a copy of the WAL", e);
-        let txns = wal::committed_until(f, &hdr, &from, src.end.offset).map_err(io)?;
+        let txns = wal::copied_until(f, &hdr, &from, src.end.offset).map_err(io)?;
         let Some(last) = txns.last() else {
             return Err(Error::Internal(format!(
                 "a copy of the WAL has no committed frame between offsets {} and {}",
@@ -223,6 +223,7 @@ impl Shipper {
         p.update_state(true, |s| {
             s.shipped = after;
             s.in_flight = None;
+            s.resync = false;
         })?;
         let f = self.queue.pop_front().expect("front checked above");
         let _ = std::fs::remove_file(&f.path);

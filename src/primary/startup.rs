@@ -6,7 +6,8 @@
 //! | empty | has pages | any | ship a snapshot of it as TXID 1 |
 //! | empty | empty | any | ship from TXID 1 as transactions commit |
 //! | has TXID M | missing (or `restore=always`) | any | restore it from the replica |
-//! | has TXID M | exists | shipped M | go on: ship what the WAL holds after the shipped position |
+//! | has TXID M | exists | shipped M | go on: ship what the WAL's mirrors and the WAL hold after the shipped position (the whole database as TXID M+1 if they cannot say) |
+//! | has TXID M | exists | shipped M, resync pending | ship the whole local database as TXID M+1 (again) |
 //! | has TXID M | exists | other, or none | error, unless `restore=never`: ship the whole local database as TXID M+1 |
 
 use std::path::Path;
@@ -83,6 +84,7 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
                 .any(|f| f.min.get() == min && f.max.get() == after.txid)
             {
                 s.shipped = after;
+                s.resync = false;
             }
         }
     }
@@ -94,6 +96,8 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
         Some(_) if mode == RestoreMode::Always => Start::Restore,
         Some(_) if local.commit == 0 && mode != RestoreMode::Never => Start::Restore,
         Some(m) => match &saved {
+            // A resync that had not landed when the process stopped: do it again.
+            Some(s) if s.shipped.txid == m && s.resync => Start::Full { after: m },
             Some(s) if s.shipped.txid == m => Start::Continue(s.shipped),
             _ if mode == RestoreMode::Never => Start::Full { after: m },
             other => {
@@ -172,6 +176,7 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
             wal: None,
         }),
         in_flight: None,
+        resync: matches!(start, Start::Full { .. }),
     };
     sh.txid = state.shipped.txid;
     match start {

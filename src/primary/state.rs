@@ -30,6 +30,11 @@ pub struct State {
     /// A file being uploaded (min TXID, and the state after it): after a crash, the replica
     /// is asked whether it landed.
     pub in_flight: Option<(u64, Position)>,
+    /// The whole local database is to ship as the file after `shipped` (it disagreed with
+    /// the replica, or the WAL could not say what changed): a crash before it lands must
+    /// not turn into shipping only the WAL on top of the replica.
+    #[serde(default)]
+    pub resync: bool,
 }
 
 pub fn path(meta_dir: &Path) -> PathBuf {
@@ -93,6 +98,7 @@ mod tests {
                     }),
                 },
             )),
+            resync: true,
         };
         save(dir.path(), &s, true).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(s));

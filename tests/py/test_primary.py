@@ -372,6 +372,27 @@ def write_state(db: Path, state: dict) -> None:
     (Path(f"{db}-litestream") / "state.json").write_text(json.dumps(state))
 
 
+def test_a_resync_cut_short_by_a_crash_is_done_again(replica_url, tmp_path):
+    url = replica_url("file")
+    db = tmp_path / "app.db"
+    conn = open_primary(db, url)
+    conn.execute("CREATE TABLE t(x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    head = int(wait_shipped(conn)["shipped_txid"], 16)
+    conn.close()
+    # As if the process died after deciding to ship the whole database (restore=never over
+    # a replica it disagreed with) but before that file landed: the state names the
+    # replica's head, with the resync still to do.
+    state = read_state(db)
+    write_state(db, {**state, "resync": True})
+    conn = open_primary(db, url)
+    s = wait_shipped(conn)
+    # Without the flag the primary would go on from the WAL and ship nothing.
+    assert int(s["shipped_txid"], 16) == head + 1
+    assert read_state(db)["resync"] is False
+    assert all_tables_digest(restored(url, tmp_path, "r.db")) == all_tables_digest(conn)
+
+
 def test_upload_in_flight_at_a_crash_is_found_in_the_replica(replica_url, tmp_path):
     url = replica_url("file")
     db = tmp_path / "app.db"
