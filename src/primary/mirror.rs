@@ -513,7 +513,7 @@ mod tests {
         // The shipper reads the first generation from its copy (the WAL no longer has it).
         let src = m.source(None).unwrap().unwrap();
         assert_eq!(src.from, first);
-        let txns = wal::committed_until(&src.file, &src.hdr, &src.from, src.end.offset).unwrap();
+        let txns = wal::copied_until(&src.file, &src.hdr, &src.from, src.end.offset).unwrap();
         assert_eq!(txns.len(), 2);
         assert_eq!(txns[1].end, sealed_end);
         assert_eq!(
@@ -590,7 +590,7 @@ mod tests {
         assert!(m.copy_new().unwrap());
         assert_eq!(names(&mdir), vec![live_name((5, 5))]);
         let src = m.source(None).unwrap().unwrap();
-        let txns = wal::committed_until(&src.file, &src.hdr, &src.from, src.end.offset).unwrap();
+        let txns = wal::copied_until(&src.file, &src.hdr, &src.from, src.end.offset).unwrap();
         assert_eq!(txns.len(), 2);
         // The names round-trip.
         assert_eq!(parse_name(&live_name((5, 5))), Some(((5, 5), None)));

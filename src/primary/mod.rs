@@ -80,10 +80,12 @@ pub struct Primary {
     /// While commits keep coming it copies at its own pace, which spares each commit a
     /// thread wake-up.
     copier_idle: AtomicBool,
+    /// The last WAL restart was refused (its warning is not repeated).
+    restart_refused: AtomicBool,
     /// Wakes the shipper (the copier finished a round).
     copied: Arc<tokio::sync::Notify>,
-    /// Someone waits for the shipper (a flush, a `sync=remote` commit, a WAL restart): it
-    /// cuts short the `sync_interval` pause.
+    /// Someone waits for the shipper (a flush, a `sync=remote` commit): it cuts short the
+    /// `sync_interval` pause.
     hurry: Arc<tokio::sync::Notify>,
     pub opened_at: SystemTime,
 }
@@ -123,8 +125,10 @@ impl Primary {
             .store(crate::clock::now_ms(), Ordering::Relaxed);
         // SeqCst with the copier's going idle (`ship::copy_loop`): one of the two sees the
         // other, so a commit is never left uncopied while the copier sleeps.
+        // The load first: while the copier is busy a commit writes nothing shared but `notes`.
         self.notes.fetch_add(1, Ordering::SeqCst);
-        if self.copier_idle.swap(false, Ordering::SeqCst) {
+        if self.copier_idle.load(Ordering::SeqCst) && self.copier_idle.swap(false, Ordering::SeqCst)
+        {
             self.wake.notify_one();
         }
     }
@@ -135,13 +139,20 @@ impl Primary {
     pub fn before_wal_restart(&self) -> bool {
         let sealed = self.copy_new().and_then(|()| self.mirrors.lock().seal());
         self.copied.notify_one();
+        // SQLite retries a refused restart at every write (and its busy handler in a loop):
+        // say it once until a restart succeeds again.
+        let was_refused = self
+            .restart_refused
+            .swap(sealed.is_err(), Ordering::Relaxed);
         match sealed {
             Ok(()) => true,
             Err(e) => {
-                crate::log_warn!(
-                    "litestream: {}: WAL restart refused, its frames could not be copied: {e}",
-                    self.db_path.display()
-                );
+                if !was_refused {
+                    crate::log_warn!(
+                        "litestream: {}: WAL restarts refused until its frames can be copied: {e}",
+                        self.db_path.display()
+                    );
+                }
                 false
             }
         }

@@ -33,8 +33,8 @@ pub(super) struct Spooled {
     pub min: u64,
     /// The state after it.
     pub after: Position,
-    /// Write ends noted when the round that encoded it started: once it ships, everything
-    /// committed before them has shipped.
+    /// Write ends noted before the round that encoded it (set on the round's last file
+    /// only, 0 on the others): once it ships, everything committed before them has shipped.
     pub notes: u64,
 }
 
@@ -116,7 +116,7 @@ pub(super) fn header(
 impl Shipper {
     /// Encodes the transactions the mirrors hold after the last encoded one, from one
     /// WAL generation, into one spooled file. Returns whether there were any.
-    fn encode_new(&mut self, p: &Primary, notes: u64) -> Result<bool> {
+    fn encode_new(&mut self, p: &Primary) -> Result<bool> {
         let Some(src) = p.mirrors.lock().source(self.cursor)? else {
             return Ok(false);
         };
@@ -167,7 +167,7 @@ impl Shipper {
         } else {
             write_ltx(&path, h, pages, &mut self.sums)?
         };
-        self.enqueue(path, min, max, post, Some(last.end), notes);
+        self.enqueue(path, min, max, post, Some(last.end));
         Ok(true)
     }
 
@@ -179,7 +179,6 @@ impl Shipper {
         max: u64,
         post: u64,
         cursor: Option<WalPos>,
-        notes: u64,
     ) {
         self.chain = self.sums.as_ref().map(PageSums::checksum);
         self.cursor = cursor;
@@ -192,7 +191,7 @@ impl Shipper {
                 checksum: post,
                 wal: cursor,
             },
-            notes,
+            notes: 0,
         });
     }
 
@@ -249,7 +248,7 @@ impl Shipper {
         tokio::task::block_in_place(|| -> Result<()> {
             // One file per WAL generation; only the last one ships everything noted.
             let before = self.queue.len();
-            while self.encode_new(p, 0)? {}
+            while self.encode_new(p)? {}
             if self.queue.len() > before {
                 if let Some(last) = self.queue.back_mut() {
                     last.notes = notes;
@@ -291,6 +290,23 @@ pub(super) fn start(p: &Arc<Primary>, shipper: Shipper) -> Result<()> {
     Ok(())
 }
 
+/// The first pause after a failed round; it doubles at each failure, up to `LAST_RETRY`.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LAST_RETRY: Duration = Duration::from_secs(5);
+
+/// A round of a background task failed: says so (log and `litestream_stats`) and returns
+/// how long to wait before the next, doubling `backoff`.
+fn failed(p: &Primary, what: &str, e: &Error, backoff: &mut Duration) -> Duration {
+    let wait = *backoff;
+    crate::log_warn!(
+        "litestream: {}: {what}: {e} (retrying in {wait:?})",
+        p.db_path.display()
+    );
+    p.set_progress(|pr| pr.last_error = Some(e.to_string()));
+    *backoff = (wait * 2).min(LAST_RETRY);
+    wait
+}
+
 /// How often the copier looks at the WAL while commits keep coming. A WAL restart copies
 /// what it has not reached, about this much of the workload's WAL.
 const COPY_PACE: Duration = Duration::from_millis(1);
@@ -299,23 +315,17 @@ const COPY_PACE: Duration = Duration::from_millis(1);
 /// restart finds little left to copy. Woken by the first commit after it went idle, it then
 /// copies every `COPY_PACE` until a round finds no new write.
 async fn copy_loop(weak: Weak<Primary>) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = FIRST_RETRY;
     loop {
         let Some(p) = weak.upgrade() else { return };
         let seen = p.notes.load(Ordering::SeqCst);
         match tokio::task::block_in_place(|| p.copy_new()) {
             Ok(()) => {
-                backoff = Duration::from_millis(100);
+                backoff = FIRST_RETRY;
                 p.copied.notify_one();
             }
             Err(e) => {
-                crate::log_warn!(
-                    "litestream: {}: copying the WAL: {e} (retrying in {backoff:?})",
-                    p.db_path.display()
-                );
-                p.set_progress(|pr| pr.last_error = Some(e.to_string()));
-                let wait = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                let wait = failed(&p, "copying the WAL", &e, &mut backoff);
                 drop(p);
                 tokio::time::sleep(wait).await;
                 continue;
@@ -342,11 +352,11 @@ async fn copy_loop(weak: Weak<Primary>) {
 }
 
 async fn run(weak: Weak<Primary>, mut sh: Shipper) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = FIRST_RETRY;
     loop {
         let Some(p) = weak.upgrade() else { return };
         match sh.round(&p).await {
-            Ok(None) => backoff = Duration::from_millis(100),
+            Ok(None) => backoff = FIRST_RETRY,
             Ok(Some(lost)) => {
                 crate::log_warn!(
                     "litestream: {}: shipping stopped: {lost}",
@@ -356,13 +366,7 @@ async fn run(weak: Weak<Primary>, mut sh: Shipper) {
                 return;
             }
             Err(e) => {
-                crate::log_warn!(
-                    "litestream: {}: shipping: {e} (retrying in {backoff:?})",
-                    p.db_path.display()
-                );
-                p.set_progress(|pr| pr.last_error = Some(e.to_string()));
-                let wait = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                let wait = failed(&p, "shipping", &e, &mut backoff);
                 drop(p);
                 tokio::time::sleep(wait).await;
                 continue;
@@ -370,11 +374,10 @@ async fn run(weak: Weak<Primary>, mut sh: Shipper) {
         }
         let interval = p.config.primary.sync_interval;
         let (copied, hurry) = (p.copied.clone(), p.hurry.clone());
-        let weak_p = Arc::downgrade(&p);
         drop(p);
         // Everything copied so far has shipped: wait for the copier's next round.
         copied.notified().await;
-        let waited_for = weak_p.upgrade().is_some_and(|p| {
+        let waited_for = weak.upgrade().is_some_and(|p| {
             let pr = p.progress.lock();
             pr.shipped_notes < pr.wanted_notes
         });

@@ -209,7 +209,7 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
                 spool_dir(&meta_dir).join(format!("{}-{}.ltx", Txid::new(min), Txid::new(min)));
             let pages = local.pgnos().map(|pg| local.page(pg).map(|d| (pg, d)));
             let post = ship::write_ltx(&path, h, pages, &mut sh.sums)?;
-            sh.enqueue(path, min, min, post, local.wal_position(), 0);
+            sh.enqueue(path, min, min, post, local.wal_position());
         }
     }
     state::save(&meta_dir, &state, true)?;
@@ -235,6 +235,7 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
         mirrors: Mutex::new(mirrors),
         wake: Arc::new(tokio::sync::Notify::new()),
         copier_idle: AtomicBool::new(true),
+        restart_refused: AtomicBool::new(false),
         copied: Arc::new(tokio::sync::Notify::new()),
         hurry: Arc::new(tokio::sync::Notify::new()),
         opened_at: std::time::SystemTime::now(),

@@ -45,13 +45,18 @@ pub struct WalHeader {
 impl WalHeader {
     /// The position right after the header: a generation with no frames yet.
     pub fn start(&self) -> WalPos {
+        self.pos(HEADER_SIZE, (self.cksum1, self.cksum2))
+    }
+
+    /// The position `offset` of this generation, where the running checksum is `sums`.
+    fn pos(&self, offset: u64, (cksum1, cksum2): (u32, u32)) -> WalPos {
         WalPos {
             salt1: self.salt1,
             salt2: self.salt2,
             ckpt_seq: self.ckpt_seq,
-            offset: HEADER_SIZE,
-            cksum1: self.cksum1,
-            cksum2: self.cksum2,
+            offset,
+            cksum1,
+            cksum2,
         }
     }
 
@@ -135,93 +140,61 @@ pub struct Txn {
 /// The transactions committed after `from` (a position in the generation of `hdr`), in order.
 /// Stops at the first frame that is not valid: past it nothing is committed.
 pub fn committed_after(f: &File, hdr: &WalHeader, from: &WalPos) -> io::Result<Vec<Txn>> {
-    committed_until(f, hdr, from, u64::MAX)
-}
-
-/// As `committed_after`, reading no frame that ends past `until` (what a copy holds so far).
-pub fn committed_until(
-    f: &File,
-    hdr: &WalHeader,
-    from: &WalPos,
-    until: u64,
-) -> io::Result<Vec<Txn>> {
-    let frame_size = hdr.frame_size() as usize;
-    let mut buf = vec![0u8; frame_size];
-    let mut txns = Vec::new();
-    let mut pages = BTreeMap::new();
-    let (mut offset, mut sums) = (from.offset, (from.cksum1, from.cksum2));
-    loop {
-        if offset + frame_size as u64 > until || read_full(f, &mut buf, offset)? < frame_size {
-            break;
-        }
-        if be32(&buf, 8) != hdr.salt1 || be32(&buf, 12) != hdr.salt2 {
-            break;
-        }
-        let s = checksum(hdr.big_endian, &buf[..8], sums);
-        let s = checksum(hdr.big_endian, &buf[FRAME_HEADER_SIZE as usize..], s);
-        if s != (be32(&buf, 16), be32(&buf, 20)) {
-            break;
-        }
-        let (pgno, commit) = (be32(&buf, 0), be32(&buf, 4));
-        if pgno == 0 {
-            break;
-        }
-        pages.insert(pgno, offset);
-        sums = s;
-        offset += frame_size as u64;
-        if commit != 0 {
-            txns.push(Txn {
-                commit,
-                pages: std::mem::take(&mut pages),
-                end: WalPos {
-                    salt1: hdr.salt1,
-                    salt2: hdr.salt2,
-                    ckpt_seq: hdr.ckpt_seq,
-                    offset,
-                    cksum1: sums.0,
-                    cksum2: sums.1,
-                },
-            });
-        }
-    }
-    Ok(txns)
+    read_txns(f, hdr, from, u64::MAX, true)
 }
 
 /// The transactions in a copy of committed frames (a mirror) after `from`, up to `until`:
 /// the frames were validated when they were copied, so only their headers are read (the
-/// running checksum after each frame is in its header). Stops at anything that does not
-/// belong to the generation.
+/// running checksum after each frame is in its header).
 pub fn copied_until(f: &File, hdr: &WalHeader, from: &WalPos, until: u64) -> io::Result<Vec<Txn>> {
+    read_txns(f, hdr, from, until, false)
+}
+
+/// Walks the frames after `from` that end by `until`, stopping at the first one that is not
+/// of the generation (or, with `verify`, whose running checksum does not match).
+fn read_txns(
+    f: &File,
+    hdr: &WalHeader,
+    from: &WalPos,
+    until: u64,
+    verify: bool,
+) -> io::Result<Vec<Txn>> {
     let frame_size = hdr.frame_size();
-    let mut buf = [0u8; FRAME_HEADER_SIZE as usize];
+    let read_size = if verify {
+        frame_size
+    } else {
+        FRAME_HEADER_SIZE
+    };
+    let mut buf = vec![0u8; read_size as usize];
     let mut txns = Vec::new();
     let mut pages = BTreeMap::new();
-    let mut offset = from.offset;
-    while offset + frame_size <= until {
+    let (mut offset, mut sums) = (from.offset, (from.cksum1, from.cksum2));
+    while offset.saturating_add(frame_size) <= until {
         if read_full(f, &mut buf, offset)? < buf.len()
             || be32(&buf, 8) != hdr.salt1
             || be32(&buf, 12) != hdr.salt2
         {
             break;
         }
+        let stored = (be32(&buf, 16), be32(&buf, 20));
+        if verify {
+            let s = checksum(hdr.big_endian, &buf[..8], sums);
+            if checksum(hdr.big_endian, &buf[FRAME_HEADER_SIZE as usize..], s) != stored {
+                break;
+            }
+        }
         let (pgno, commit) = (be32(&buf, 0), be32(&buf, 4));
         if pgno == 0 {
             break;
         }
         pages.insert(pgno, offset);
+        sums = stored;
         offset += frame_size;
         if commit != 0 {
             txns.push(Txn {
                 commit,
                 pages: std::mem::take(&mut pages),
-                end: WalPos {
-                    salt1: hdr.salt1,
-                    salt2: hdr.salt2,
-                    ckpt_seq: hdr.ckpt_seq,
-                    offset,
-                    cksum1: be32(&buf, 16),
-                    cksum2: be32(&buf, 20),
-                },
+                end: hdr.pos(offset, sums),
             });
         }
     }

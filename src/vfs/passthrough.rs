@@ -301,8 +301,10 @@ unsafe extern "C" fn p_shm_lock(
             && flags & ffi::SQLITE_SHM_LOCK != 0
             && offset == WAL_READ_LOCK_1
             && n == WAL_RESTART_LOCKS;
-        // Only once the locks are held is the restart certain to happen (no reader can
-        // stop it); the copy must come after anything SQLite could still append.
+        // Only once the locks are held can no reader stop the restart, so the copy comes
+        // after anything SQLite could still append. (A RESTART checkpoint takes them and
+        // leaves the restart to the next writer, who may still append if a reader comes
+        // first: the copier then unseals the mirror.)
         if restart && rc == ffi::SQLITE_OK && !primary.before_wal_restart() {
             let unlock = ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE;
             forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, unlock);

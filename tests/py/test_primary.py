@@ -2,6 +2,7 @@
 replica. Oracles: the real `litestream restore`, the Go VFS extension, and our read replica."""
 
 import json
+import shutil
 import os
 import signal
 import sqlite3
@@ -146,6 +147,30 @@ def test_wal_restarts_do_not_wait_for_shipping_and_lose_nothing(replica_url, tmp
     assert list((tmp_path / "app.db-litestream" / "wal").iterdir()) == []
     r = restored(url, tmp_path, "r.db")
     assert r.execute("SELECT count(*), sum(x) FROM t").fetchone() == (400, sum(range(400)))
+
+
+def test_a_restart_whose_copy_fails_is_refused_and_loses_nothing(replica_url, tmp_path):
+    url = replica_url("file")
+    db = tmp_path / "app.db"
+    conn = open_primary(db, url)
+    conn.execute("CREATE TABLE t(x)")
+    conn.execute("INSERT INTO t VALUES (0)")
+    wait_shipped(conn)
+    # The mirrors' folder becomes a file: the open mirror can still be written, but it can
+    # no longer be sealed, so the restart cannot be made safe.
+    mirrors = tmp_path / "app.db-litestream" / "wal"
+    shutil.rmtree(mirrors)
+    mirrors.write_text("not a folder")
+    conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(1, 50)])
+    conn.execute("PRAGMA busy_timeout=0")  # no retrying the refused restart for 5 s
+    busy, log, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    # Refused with SQLITE_BUSY: SQLite keeps the WAL (and goes on appending to it).
+    assert busy == 1, (busy, log, done)
+    assert (tmp_path / "app.db-wal").stat().st_size > 0
+    conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(50, 100)])
+    wait_shipped(conn)
+    r = restored(url, tmp_path, "r.db")
+    assert r.execute("SELECT count(*), sum(x) FROM t").fetchone() == (100, sum(range(100)))
 
 
 def test_existing_database_ships_a_snapshot_first(replica_url, tmp_path):
