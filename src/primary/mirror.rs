@@ -23,7 +23,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::wal::{self, WalHeader, WalPos, HEADER_SIZE};
+use super::wal::{self, Txn, WalHeader, WalPos, HEADER_SIZE};
 use crate::error::{Error, Result};
 
 type Salts = (u32, u32);
@@ -47,7 +47,16 @@ pub(super) struct Mirror {
     end: WalPos,
     /// SQLite may have restarted the WAL past this generation: it ends at `end`.
     sealed: bool,
+    /// The transactions copied after `listed_from` up to `end`, as the walk that validated
+    /// them found them: the shipper takes them rather than read the frame headers back.
+    /// None once the list was dropped (too long): the shipper reads the headers.
+    listed_from: Option<WalPos>,
+    listed: Vec<Txn>,
 }
+
+/// The most transactions a mirror lists in memory (a replica that is down for long must
+/// not grow memory without bound; past this the shipper reads frame headers instead).
+const MAX_LISTED: usize = 10_000;
 
 /// What the shipper reads next: frames of one mirror from `from` to `end`.
 pub(super) struct Source {
@@ -55,6 +64,8 @@ pub(super) struct Source {
     pub hdr: WalHeader,
     pub from: WalPos,
     pub end: WalPos,
+    /// The transactions between them, when the mirror still lists them.
+    pub txns: Option<Vec<Txn>>,
 }
 
 pub(super) struct Mirrors {
@@ -158,7 +169,36 @@ impl Mirror {
             start,
             end: start,
             sealed: false,
+            listed_from: Some(start),
+            listed: Vec::new(),
         })
+    }
+
+    /// The copier validated and copied `txns`, which follow `end`.
+    fn append(&mut self, txns: Vec<Txn>) {
+        let Some(last) = txns.last() else { return };
+        self.end = last.end;
+        if self.listed_from.is_some() && self.listed.len() + txns.len() <= MAX_LISTED {
+            self.listed.extend(txns);
+        } else {
+            self.listed_from = None;
+            self.listed = Vec::new();
+        }
+    }
+
+    /// The listed transactions after `from` (all of them up to `end`), handed over; None
+    /// when the list does not start there.
+    fn take_listed(&mut self, from: &WalPos) -> Option<Vec<Txn>> {
+        let encoded = self.listed.partition_point(|t| t.end.offset <= from.offset);
+        if let Some(t) = encoded.checked_sub(1).map(|i| self.listed[i].end) {
+            self.listed_from = self.listed_from.map(|_| t);
+            self.listed.drain(..encoded);
+        }
+        if self.listed_from != Some(*from) {
+            return None;
+        }
+        self.listed_from = Some(self.end);
+        Some(std::mem::take(&mut self.listed))
     }
 
     fn rename(&mut self, name: String, sealed: bool) -> Result<()> {
@@ -277,9 +317,12 @@ impl Mirrors {
                 path: path.clone(),
                 file,
                 start: at,
-                end: reached,
+                end: at,
                 sealed: seal.is_some(),
+                listed_from: Some(at),
+                listed: Vec::new(),
             };
+            mirror.append(txns);
             if is_live(&at) {
                 // The live WAL is this generation: it has everything, and the copier goes
                 // on from what the copy holds.
@@ -359,7 +402,7 @@ impl Mirrors {
         // Safe from a restart between reading and copying: restarts wait for this lock.
         copy_range(&live, &m.file, m.end.offset, last.end.offset - m.end.offset)
             .map_err(io_err("copying the WAL to", &m.path))?;
-        m.end = last.end;
+        m.append(txns);
         Ok(true)
     }
 
@@ -373,30 +416,37 @@ impl Mirrors {
 
     /// What to read after `cursor` (the end of what is encoded; None: from the first
     /// mirror's start), or None when no mirror holds more.
-    pub fn source(&self, cursor: Option<WalPos>) -> Result<Option<Source>> {
-        let at = cursor.and_then(|c| self.chain.iter().position(|m| m.holds(&c)));
-        let (m, from) = match (at, cursor) {
-            (Some(i), Some(c)) if self.chain[i].sealed && self.chain[i].end == c => {
-                match self.chain.get(i + 1) {
-                    Some(next) => (next, next.start),
-                    None => return Ok(None),
-                }
-            }
-            (Some(i), Some(c)) => (&self.chain[i], c),
-            _ => match self.chain.front() {
-                Some(first) => (first, first.start),
-                None => return Ok(None),
-            },
-        };
-        if m.end == from {
+    pub fn source(&mut self, cursor: Option<WalPos>) -> Result<Option<Source>> {
+        let Some((i, from)) = self.next_after(cursor) else {
             return Ok(None);
-        }
+        };
+        let m = &mut self.chain[i];
         Ok(Some(Source {
             file: m.file.try_clone().map_err(io_err("opening", &m.path))?,
             hdr: m.hdr,
             from,
             end: m.end,
+            txns: m.take_listed(&from),
         }))
+    }
+
+    /// Whether a mirror holds something after `cursor`.
+    pub fn has_more(&self, cursor: Option<WalPos>) -> bool {
+        self.next_after(cursor).is_some()
+    }
+
+    /// The mirror (its index in the chain) holding what follows `cursor`, and where that
+    /// starts in it.
+    fn next_after(&self, cursor: Option<WalPos>) -> Option<(usize, WalPos)> {
+        let at = cursor.and_then(|c| self.chain.iter().position(|m| m.holds(&c)));
+        let (i, from) = match (at, cursor) {
+            (Some(i), Some(c)) if self.chain[i].sealed && self.chain[i].end == c => {
+                (i + 1, self.chain.get(i + 1)?.start)
+            }
+            (Some(i), Some(c)) => (i, c),
+            _ => (0, self.chain.front()?.start),
+        };
+        (self.chain[i].end != from).then_some((i, from))
     }
 
     /// Shipping reached `shipped`: deletes the mirrors of the generations before it.
@@ -516,6 +566,11 @@ mod tests {
         let txns = wal::copied_until(&src.file, &src.hdr, &src.from, src.end.offset).unwrap();
         assert_eq!(txns.len(), 2);
         assert_eq!(txns[1].end, sealed_end);
+        // The walk that copied them listed them: the shipper gets them without reading the
+        // headers back, and they are what the headers say.
+        assert_eq!(src.txns.as_deref(), Some(&txns[..]));
+        // Asked again (as after a failed round): handed over already, so read back.
+        assert!(m.source(None).unwrap().unwrap().txns.is_none());
         assert_eq!(
             wal::read_page(&src.file, 512, txns[1].pages[&2], (10, 1)).unwrap()[0],
             3
@@ -584,11 +639,18 @@ mod tests {
         write_wal(&wal_path, 512, (5, 5), &[vec![(1, 1)]]);
         let mut m = Mirrors::fresh(&mdir, &wal_path, None).unwrap();
         m.copy_new().unwrap();
+        let first = m.source(None).unwrap().unwrap();
+        assert_eq!(first.txns.map(|t| t.len()), Some(1));
         // A RESTART checkpoint took the restart locks, then a reader stopped the restart.
         m.seal().unwrap();
         write_wal(&wal_path, 512, (5, 5), &[vec![(1, 1)], vec![(2, 2)]]);
         assert!(m.copy_new().unwrap());
         assert_eq!(names(&mdir), vec![live_name((5, 5))]);
+        // The list goes on after what the shipper took.
+        let rest = m.source(Some(first.end)).unwrap().unwrap();
+        let listed = rest.txns.unwrap();
+        assert_eq!((listed.len(), listed[0].end), (1, rest.end));
+        assert_eq!(listed[0].pages.keys().copied().collect::<Vec<_>>(), vec![2]);
         let src = m.source(None).unwrap().unwrap();
         let txns = wal::copied_until(&src.file, &src.hdr, &src.from, src.end.offset).unwrap();
         assert_eq!(txns.len(), 2);

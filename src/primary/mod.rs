@@ -70,8 +70,8 @@ pub struct Primary {
     last_note_ms: AtomicI64,
     progress: Mutex<Progress>,
     shipped_cv: Condvar,
-    /// The persisted state (`state.json`), changed only through `update_state`.
-    state: Mutex<state::State>,
+    /// The persisted state and its file, changed only through `update_state`.
+    state: Mutex<(state::State, state::StateFile)>,
     /// The copies of the WAL the shipper reads; the copier and WAL restarts write them.
     mirrors: Mutex<mirror::Mirrors>,
     /// Wakes the copier (a write transaction ended, or someone waits for shipping).
@@ -250,9 +250,10 @@ impl Primary {
 
     /// Changes the persisted state and writes it out.
     fn update_state(&self, durable: bool, f: impl FnOnce(&mut state::State)) -> Result<()> {
-        let mut s = self.state.lock();
-        f(&mut s);
-        state::save(&self.meta_dir, &s, durable)
+        let mut guard = self.state.lock();
+        let (s, file) = &mut *guard;
+        f(s);
+        file.save(s, durable)
     }
 
     fn set_progress(&self, f: impl FnOnce(&mut Progress)) {

@@ -1,8 +1,8 @@
 //! The shipper: one tokio task per primary. Each round it reads the transactions the WAL's
-//! mirrors (`mirror.rs`) hold since the last round, writes them as one LTX file per WAL
-//! generation (MinTXID..MaxTXID, the newest version of each page) to the spool folder, and
-//! uploads spooled files in TXID order. When commits come faster than uploads, a round
-//! simply finds more transactions: they are merged.
+//! mirrors (`mirror.rs`) hold since the last round, from however many WAL generations,
+//! writes them as one LTX file (MinTXID..MaxTXID, the newest version of each page) to the
+//! spool folder, and uploads spooled files in TXID order. When commits come faster than
+//! uploads, a round simply finds more transactions: they are merged.
 //!
 //! Single writer: before a file starting at TXID N is uploaded, the primary creates the claim
 //! object `claims/<N>` with a conditional put. Two primaries continuing one replica both need
@@ -114,51 +114,77 @@ pub(super) fn header(
 }
 
 impl Shipper {
-    /// Encodes the transactions the mirrors hold after the last encoded one, from one
-    /// WAL generation, into one spooled file. Returns whether there were any.
+    /// Encodes the transactions the mirrors hold after the last encoded one, across as
+    /// many WAL generations as they hold, into one spooled file. Returns whether there
+    /// were any.
     fn encode_new(&mut self, p: &Primary) -> Result<bool> {
-        let Some(src) = p.mirrors.lock().source(self.cursor)? else {
+        let mut parts = Vec::new();
+        {
+            let mut mirrors = p.mirrors.lock();
+            let mut at = self.cursor;
+            while let Some(src) = mirrors.source(at)? {
+                at = Some(src.end);
+                parts.push(src);
+            }
+        }
+        if parts.is_empty() {
             return Ok(false);
-        };
-        let (f, hdr, from) = (&src.file, src.hdr, src.from);
+        }
         let io = |e| Error::io("reading a copy of the WAL", e);
-        let txns = wal::copied_until(f, &hdr, &from, src.end.offset).map_err(io)?;
-        let Some(last) = txns.last() else {
-            return Err(Error::Internal(format!(
-                "a copy of the WAL has no committed frame between offsets {} and {}",
-                from.offset, src.end.offset
-            )));
-        };
-        if self.page_size == 0 {
-            self.page_size = hdr.page_size;
-            self.sums = self.sums.take().map(|_| PageSums::new(hdr.page_size));
-        } else if self.page_size != hdr.page_size {
-            return Err(Error::Internal(format!(
-                "the WAL's page size {} differs from the database's {}",
-                hdr.page_size, self.page_size
-            )));
-        }
+        // Page number → (part, frame offset) of its newest version.
         let mut frames = std::collections::BTreeMap::new();
-        for t in &txns {
-            frames.extend(t.pages.iter().map(|(&pg, &off)| (pg, off)));
+        let mut count = 0u64;
+        let mut last = None;
+        for (i, src) in parts.iter_mut().enumerate() {
+            let txns = match src.txns.take() {
+                Some(listed) => listed,
+                None => {
+                    wal::copied_until(&src.file, &src.hdr, &src.from, src.end.offset).map_err(io)?
+                }
+            };
+            if txns.is_empty() {
+                return Err(Error::Internal(format!(
+                    "a copy of the WAL has no committed frame between offsets {} and {}",
+                    src.from.offset, src.end.offset
+                )));
+            }
+            if self.page_size == 0 {
+                self.page_size = src.hdr.page_size;
+                self.sums = self.sums.take().map(|_| PageSums::new(src.hdr.page_size));
+            } else if self.page_size != src.hdr.page_size {
+                return Err(Error::Internal(format!(
+                    "the WAL's page size {} differs from the database's {}",
+                    src.hdr.page_size, self.page_size
+                )));
+            }
+            for t in &txns {
+                frames.extend(t.pages.iter().map(|(&pg, &off)| (pg, (i, off))));
+            }
+            count += txns.len() as u64;
+            last = txns.last().map(|t| (t.commit, t.end));
         }
-        let (min, max) = (self.txid + 1, self.txid + txns.len() as u64);
+        let (commit, end) = last.expect("every part has a transaction");
+        let (min, max) = (self.txid + 1, self.txid + count);
         let ts = p.last_note_ms.load(Ordering::Relaxed).max(1);
-        let mut h = header(self, p.node_id, last.commit, min, max, ts);
-        h.wal_offset = from.offset as i64;
-        h.wal_size = (last.end.offset - from.offset) as i64;
-        h.wal_salt1 = hdr.salt1;
-        h.wal_salt2 = hdr.salt2;
+        let mut h = header(self, p.node_id, commit, min, max, ts);
+        if let [src] = &parts[..] {
+            // The WAL range the file holds, as Litestream's own L0 files say; a file that
+            // spans generations has none (as a compacted file).
+            h.wal_offset = src.from.offset as i64;
+            h.wal_size = (end.offset - src.from.offset) as i64;
+            h.wal_salt1 = src.hdr.salt1;
+            h.wal_salt2 = src.hdr.salt2;
+        }
         let path =
             spool_dir(&p.meta_dir).join(format!("{}-{}.ltx", Txid::new(min), Txid::new(max)));
         let page_size = self.page_size;
-        let salts = (hdr.salt1, hdr.salt2);
-        let pages = frames.iter().map(|(&pgno, &off)| {
-            wal::read_page(f, page_size, off, salts)
+        let pages = frames.iter().map(|(&pgno, &(i, off))| {
+            let src = &parts[i];
+            wal::read_page(&src.file, page_size, off, (src.hdr.salt1, src.hdr.salt2))
                 .map(|data| (pgno, data))
                 .map_err(io)
         });
-        let post = if min == 1 && !covers_all(&frames, last.commit, page_size) {
+        let post = if min == 1 && !covers_all(&frames, commit, page_size) {
             // The first file must hold every page; take the ones this batch did not write
             // from the database file.
             let local = LocalDb::open(&p.db_path, &p.wal_path)?;
@@ -167,7 +193,7 @@ impl Shipper {
         } else {
             write_ltx(&path, h, pages, &mut self.sums)?
         };
-        self.enqueue(path, min, max, post, Some(last.end));
+        self.enqueue(path, min, max, post, Some(end));
         Ok(true)
     }
 
@@ -246,12 +272,9 @@ impl Shipper {
     async fn round(&mut self, p: &Primary) -> Result<Option<String>> {
         let notes = p.mirrors.lock().notes;
         tokio::task::block_in_place(|| -> Result<()> {
-            // One file per WAL generation; only the last one ships everything noted.
-            let before = self.queue.len();
-            while self.encode_new(p)? {}
-            if self.queue.len() > before {
-                if let Some(last) = self.queue.back_mut() {
-                    last.notes = notes;
+            if self.encode_new(p)? {
+                if let Some(new) = self.queue.back_mut() {
+                    new.notes = notes;
                 }
             }
             Ok(())
@@ -271,7 +294,7 @@ impl Shipper {
     }
 }
 
-fn covers_all(frames: &std::collections::BTreeMap<u32, u64>, commit: u32, page_size: u32) -> bool {
+fn covers_all<T>(frames: &std::collections::BTreeMap<u32, T>, commit: u32, page_size: u32) -> bool {
     let lock = crate::ltx::lock_pgno(page_size);
     (1..=commit).all(|pg| pg == lock || frames.contains_key(&pg))
 }

@@ -20,7 +20,7 @@ use parking_lot::{Condvar, Mutex};
 use super::local::LocalDb;
 use super::mirror::{mirror_dir, Mirrors};
 use super::ship::{self, spool_dir, Shipper};
-use super::state::{self, Position, State};
+use super::state::{Position, State, StateFile};
 use super::sums::PageSums;
 use super::{beside, Primary, Progress};
 use crate::config::{Config, RestoreMode, Role};
@@ -75,7 +75,8 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
     };
 
     let wal_path = beside(db_path, "-wal");
-    let mut saved = state::load(&meta_dir)?.filter(|s| s.replica_url == config.replica_url);
+    let (mut state_file, saved) = StateFile::open(&meta_dir)?;
+    let mut saved = saved.filter(|s| s.replica_url == config.replica_url);
     if let Some(s) = &mut saved {
         // An upload in flight when the process stopped: did it land?
         if let Some((min, after)) = s.in_flight.take() {
@@ -182,7 +183,7 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
     match start {
         Start::Continue(pos) => {
             sh.cursor = pos.wal;
-            let unshipped = mirrors.source(sh.cursor)?.is_some()
+            let unshipped = mirrors.has_more(sh.cursor)
                 || local.wal_end.is_some_and(|end| Some(end) != sh.cursor);
             let here = sh.sums.as_ref().map(PageSums::checksum);
             sh.chain = match pos.checksum {
@@ -212,7 +213,7 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
             sh.enqueue(path, min, min, post, local.wal_position());
         }
     }
-    state::save(&meta_dir, &state, true)?;
+    state_file.save(&state, true)?;
 
     let pending = sh.queue.len();
     let primary = Arc::new(Primary {
@@ -231,7 +232,7 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
             ..Progress::default()
         }),
         shipped_cv: Condvar::new(),
-        state: Mutex::new(state),
+        state: Mutex::new((state, state_file)),
         mirrors: Mutex::new(mirrors),
         wake: Arc::new(tokio::sync::Notify::new()),
         copier_idle: AtomicBool::new(true),

@@ -1,9 +1,18 @@
-//! What a primary keeps on local disk beside the database (`<db>-litestream/state.json`):
-//! which TXID the replica holds, where in the WAL that state ends, and the upload in flight.
-//! Written to a temporary name, synced and renamed, so a crash leaves the old or the new.
+//! What a primary keeps on local disk beside the database (`<db>-litestream/state`): which
+//! TXID the replica holds, where in the WAL that state ends, and the upload in flight.
+//!
+//! The state changes at every upload, so it is written in place rather than to a new file
+//! renamed over the old one (a file created and one deleted per upload was a tenth of the
+//! shipper's CPU). The file has two slots; each write goes to the slot that does not hold
+//! the newest *synced* record, so a torn write can only ever destroy a record that a newer
+//! synced one supersedes. A record is `magic, length, sequence, CRC-32 of (sequence,
+//! JSON)` then the state as JSON; reading takes the valid record with the highest sequence.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crc::{Crc, CRC_32_ISO_HDLC};
 use serde::{Deserialize, Serialize};
 
 use super::wal::WalPos;
@@ -37,56 +46,168 @@ pub struct State {
     pub resync: bool,
 }
 
+const MAGIC: &[u8; 4] = b"LSST";
+/// Where the second slot starts; a record (a few hundred bytes) must fit in a slot.
+const SLOT_SIZE: u64 = 64 * 1024;
+const RECORD_HEADER: usize = 20;
+static CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
+
 pub fn path(meta_dir: &Path) -> PathBuf {
-    meta_dir.join("state.json")
+    meta_dir.join("state")
 }
 
-pub fn load(meta_dir: &Path) -> Result<Option<State>> {
-    let p = path(meta_dir);
-    match std::fs::read(&p) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::io(format!("reading {}", p.display()), std::io::Error::other(e))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("reading {}", p.display()), e)),
+/// The state file, open for the primary's lifetime.
+pub struct StateFile {
+    file: File,
+    path: PathBuf,
+    seq: u64,
+    /// The slot holding the newest synced record: never overwritten until a newer one is
+    /// synced in the other.
+    synced_slot: u64,
+}
+
+impl StateFile {
+    /// Opens (or creates) the state file of `meta_dir` and reads the newest record in it.
+    pub fn open(meta_dir: &Path) -> Result<(StateFile, Option<State>)> {
+        let path = path(meta_dir);
+        let io = |e| Error::io(format!("opening {}", path.display()), e);
+        let existed = path.exists();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        // What a process that crashed wrote without syncing is read below as the newest
+        // record: make it durable before the next write may overwrite the other slot.
+        file.sync_all().map_err(io)?;
+        if !existed {
+            File::open(meta_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        let mut newest: Option<(u64, u64, State)> = None;
+        let mut damaged = None;
+        for slot in 0..2 {
+            match read_record(&file, slot) {
+                Ok(Some((seq, state))) if newest.as_ref().is_none_or(|n| seq > n.0) => {
+                    newest = Some((seq, slot, state))
+                }
+                Ok(_) => {}
+                Err(why) => damaged = Some(why),
+            }
+        }
+        if let (None, Some(why)) = (&newest, damaged) {
+            return Err(Error::io(
+                format!("reading {}", path.display()),
+                std::io::Error::other(why),
+            ));
+        }
+        let (seq, synced_slot, state) = match newest {
+            Some((seq, slot, state)) => (seq, slot, Some(state)),
+            None => (0, 1, None),
+        };
+        let sf = StateFile {
+            file,
+            path,
+            seq,
+            synced_slot,
+        };
+        Ok((sf, state))
+    }
+
+    /// Writes `state` as the newest record; `durable` also syncs it (skipped only for what
+    /// a crash may lose safely: the record of an upload in flight, which a process crash
+    /// keeps anyway).
+    pub fn save(&mut self, state: &State, durable: bool) -> Result<()> {
+        let io = |e| Error::io(format!("writing {}", self.path.display()), e);
+        let json = serde_json::to_vec_pretty(state).map_err(|e| io(std::io::Error::other(e)))?;
+        if (RECORD_HEADER + json.len()) as u64 > SLOT_SIZE {
+            return Err(io(std::io::Error::other(format!(
+                "the state is {} bytes, more than a slot holds",
+                json.len()
+            ))));
+        }
+        let seq = self.seq + 1;
+        let slot = 1 - self.synced_slot;
+        self.file
+            .write_all_at(&encode_record(seq, &json), slot * SLOT_SIZE)
+            .map_err(io)?;
+        if durable {
+            self.file.sync_data().map_err(io)?;
+            self.synced_slot = slot;
+        }
+        self.seq = seq;
+        Ok(())
     }
 }
 
-/// Writes the state; `durable` also syncs it (skipped only for what a crash may lose
-/// safely: the record of an upload in flight, which a process crash keeps anyway).
-pub fn save(meta_dir: &Path, state: &State, durable: bool) -> Result<()> {
-    let p = path(meta_dir);
-    let tmp = meta_dir.join("state.json.tmp");
-    let io = |e| Error::io(format!("writing {}", p.display()), e);
-    let bytes = serde_json::to_vec_pretty(state).map_err(|e| io(std::io::Error::other(e)))?;
-    let f = std::fs::File::create(&tmp).map_err(io)?;
-    std::io::Write::write_all(&mut &f, &bytes).map_err(io)?;
-    if durable {
-        f.sync_all().map_err(io)?;
+fn encode_record(seq: u64, json: &[u8]) -> Vec<u8> {
+    let mut rec = Vec::with_capacity(RECORD_HEADER + json.len());
+    rec.extend_from_slice(MAGIC);
+    rec.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    rec.extend_from_slice(&seq.to_be_bytes());
+    rec.extend_from_slice(&crc(seq, json).to_be_bytes());
+    rec.extend_from_slice(json);
+    rec
+}
+
+fn crc(seq: u64, json: &[u8]) -> u32 {
+    let mut d = CRC32.digest();
+    d.update(&seq.to_be_bytes());
+    d.update(json);
+    d.finalize()
+}
+
+/// The record in `slot`: None when the slot was never written; Err when it holds a record
+/// that does not check out (a torn write) or does not parse.
+fn read_record(f: &File, slot: u64) -> std::result::Result<Option<(u64, State)>, String> {
+    let mut head = [0u8; RECORD_HEADER];
+    match f.read_exact_at(&mut head, slot * SLOT_SIZE) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.to_string()),
     }
-    std::fs::rename(&tmp, &p).map_err(io)
+    if head == [0u8; RECORD_HEADER] {
+        return Ok(None);
+    }
+    let word = |at: usize, n: usize| {
+        head[at..at + n]
+            .iter()
+            .fold(0u64, |v, b| v << 8 | *b as u64)
+    };
+    let (len, seq, sum) = (word(4, 4) as usize, word(8, 8), word(16, 4) as u32);
+    if &head[..4] != MAGIC || (RECORD_HEADER + len) as u64 > SLOT_SIZE {
+        return Err(format!("slot {slot} does not hold a state record"));
+    }
+    let mut json = vec![0u8; len];
+    f.read_exact_at(&mut json, slot * SLOT_SIZE + RECORD_HEADER as u64)
+        .map_err(|e| format!("slot {slot}: {e}"))?;
+    if crc(seq, &json) != sum {
+        return Err(format!("slot {slot}: checksum mismatch (a torn write)"));
+    }
+    let state = serde_json::from_slice(&json).map_err(|e| format!("slot {slot}: {e}"))?;
+    Ok(Some((seq, state)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(load(dir.path()).unwrap(), None);
-        let s = State {
+    fn state(txid: u64) -> State {
+        State {
             replica_url: "file:///r".into(),
             node_id: 7,
             shipped: Position {
-                txid: 3,
+                txid,
                 checksum: 1 << 63,
                 wal: None,
             },
             in_flight: Some((
-                4,
+                txid + 1,
                 Position {
-                    txid: 9,
+                    txid: txid + 5,
                     checksum: 0,
                     wal: Some(WalPos {
                         salt1: 1,
@@ -99,10 +220,53 @@ mod tests {
                 },
             )),
             resync: true,
+        }
+    }
+
+    fn reopen(dir: &Path) -> Option<State> {
+        StateFile::open(dir).unwrap().1
+    }
+
+    #[test]
+    fn the_newest_record_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut f, s) = StateFile::open(dir.path()).unwrap();
+        assert_eq!(s, None);
+        for txid in 1..=5 {
+            f.save(&state(txid), txid % 2 == 0).unwrap();
+            assert_eq!(reopen(dir.path()), Some(state(txid)));
+        }
+        // Reopened, it goes on with higher sequence numbers.
+        let (mut f, _) = StateFile::open(dir.path()).unwrap();
+        f.save(&state(9), true).unwrap();
+        assert_eq!(reopen(dir.path()), Some(state(9)));
+    }
+
+    #[test]
+    fn a_torn_write_leaves_the_synced_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut f, _) = StateFile::open(dir.path()).unwrap();
+        f.save(&state(1), true).unwrap();
+        f.save(&state(2), false).unwrap();
+        // The next write goes to the slot of the unsynced record, never over the synced
+        // one: tear it and the synced record is what is left.
+        f.save(&state(3), true).unwrap();
+        let raw = std::fs::read(path(dir.path())).unwrap();
+        let newest_slot = if raw[..4] == *MAGIC && raw[8..16] == 3u64.to_be_bytes() {
+            0
+        } else {
+            1
         };
-        save(dir.path(), &s, true).unwrap();
-        assert_eq!(load(dir.path()).unwrap(), Some(s));
-        std::fs::write(path(dir.path()), b"{").unwrap();
-        assert!(load(dir.path()).is_err());
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path(dir.path()))
+            .unwrap();
+        file.write_all_at(b"torn", newest_slot * SLOT_SIZE + 30)
+            .unwrap();
+        assert_eq!(reopen(dir.path()), Some(state(1)));
+        // Both slots damaged: an error, not a fresh start.
+        file.write_all_at(b"torn", (1 - newest_slot) * SLOT_SIZE + 30)
+            .unwrap();
+        assert!(StateFile::open(dir.path()).is_err());
     }
 }

@@ -150,6 +150,10 @@ pub fn copied_until(f: &File, hdr: &WalHeader, from: &WalPos, until: u64) -> io:
     read_txns(f, hdr, from, until, false)
 }
 
+/// How much one read brings when every byte of the frames is needed (`verify`): whole frames,
+/// up to this many bytes, so that walking a WAL costs a read per batch, not per frame.
+const READ_BATCH: u64 = 256 * 1024;
+
 /// Walks the frames after `from` that end by `until`, stopping at the first one that is not
 /// of the generation (or, with `verify`, whose running checksum does not match).
 fn read_txns(
@@ -160,30 +164,42 @@ fn read_txns(
     verify: bool,
 ) -> io::Result<Vec<Txn>> {
     let frame_size = hdr.frame_size();
-    let read_size = if verify {
-        frame_size
+    // What of each frame is read, and how much one read brings.
+    let (needed, batch) = if verify {
+        (frame_size, (READ_BATCH / frame_size).max(1) * frame_size)
     } else {
-        FRAME_HEADER_SIZE
+        (FRAME_HEADER_SIZE, FRAME_HEADER_SIZE)
     };
-    let mut buf = vec![0u8; read_size as usize];
+    let mut buf = vec![0u8; batch as usize];
+    let (mut buf_at, mut buf_len) = (0u64, 0u64);
     let mut txns = Vec::new();
     let mut pages = BTreeMap::new();
     let (mut offset, mut sums) = (from.offset, (from.cksum1, from.cksum2));
     while offset.saturating_add(frame_size) <= until {
-        if read_full(f, &mut buf, offset)? < buf.len()
-            || be32(&buf, 8) != hdr.salt1
-            || be32(&buf, 12) != hdr.salt2
-        {
-            break;
-        }
-        let stored = (be32(&buf, 16), be32(&buf, 20));
-        if verify {
-            let s = checksum(hdr.big_endian, &buf[..8], sums);
-            if checksum(hdr.big_endian, &buf[FRAME_HEADER_SIZE as usize..], s) != stored {
+        if offset + needed > buf_at + buf_len {
+            let frames_left = (until - offset) / frame_size;
+            let want = batch
+                .min(frames_left.saturating_mul(frame_size))
+                .max(needed);
+            buf_len = read_full(f, &mut buf[..want as usize], offset)? as u64;
+            buf_at = offset;
+            if buf_len < needed {
                 break;
             }
         }
-        let (pgno, commit) = (be32(&buf, 0), be32(&buf, 4));
+        let at = (offset - buf_at) as usize;
+        let frame = &buf[at..at + needed as usize];
+        if be32(frame, 8) != hdr.salt1 || be32(frame, 12) != hdr.salt2 {
+            break;
+        }
+        let stored = (be32(frame, 16), be32(frame, 20));
+        if verify {
+            let s = checksum(hdr.big_endian, &frame[..8], sums);
+            if checksum(hdr.big_endian, &frame[FRAME_HEADER_SIZE as usize..], s) != stored {
+                break;
+            }
+        }
+        let (pgno, commit) = (be32(frame, 0), be32(frame, 4));
         if pgno == 0 {
             break;
         }

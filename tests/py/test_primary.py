@@ -6,10 +6,12 @@ import shutil
 import os
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -389,12 +391,38 @@ def test_restore_never_ships_the_local_database_over_the_replica(replica_url, tm
     assert all_tables_digest(restored(url, tmp_path, "r.db")) == all_tables_digest(b)
 
 
+# The state file (src/primary/state.rs): two slots of 64 KiB, each a record of magic,
+# length, sequence, CRC-32 of (sequence, JSON), then the JSON; the newest valid one counts.
+STATE_SLOT = 64 * 1024
+
+
+def _state_records(db: Path) -> list:
+    raw = (Path(f"{db}-litestream") / "state").read_bytes()
+    records = []
+    for slot in range(2):
+        rec = raw[slot * STATE_SLOT:(slot + 1) * STATE_SLOT]
+        if rec[:4] != b"LSST":
+            continue
+        n, seq, crc = struct.unpack(">IQI", rec[4:20])
+        body = rec[20:20 + n]
+        if zlib.crc32(rec[8:16] + body) == crc:
+            records.append((seq, json.loads(body)))
+    return sorted(records, key=lambda r: r[0])
+
+
 def read_state(db: Path) -> dict:
-    return json.loads((Path(f"{db}-litestream") / "state.json").read_text())
+    return _state_records(db)[-1][1]
 
 
 def write_state(db: Path, state: dict) -> None:
-    (Path(f"{db}-litestream") / "state.json").write_text(json.dumps(state))
+    """Writes `state` as the newest record (as a crash could leave it), in slot 0."""
+    seq = _state_records(db)[-1][0] + 1
+    body = json.dumps(state).encode()
+    seq_bytes = struct.pack(">Q", seq)
+    rec = b"LSST" + struct.pack(">I", len(body)) + seq_bytes + \
+        struct.pack(">I", zlib.crc32(seq_bytes + body)) + body
+    with open(Path(f"{db}-litestream") / "state", "r+b") as f:
+        f.write(rec)
 
 
 def test_a_resync_cut_short_by_a_crash_is_done_again(replica_url, tmp_path):
