@@ -21,6 +21,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::wal::{self, Txn, WalHeader, WalPos, HEADER_SIZE};
@@ -79,7 +80,15 @@ pub(super) struct Mirrors {
     /// Write-transaction ends noted before the last copy: what committed before them is
     /// in the mirrors.
     pub notes: u64,
+    /// The copier's read buffer, kept between rounds (it only grows, up to
+    /// `COPY_IN_MEMORY`).
+    buf: Vec<u8>,
 }
+
+/// The most of the live WAL one copy reads into memory, validates there and writes out from
+/// there; more than that (a copier far behind) is validated in batches and copied by the
+/// kernel.
+const COPY_IN_MEMORY: u64 = 4 * 1024 * 1024;
 
 pub(super) fn mirror_dir(meta_dir: &Path) -> PathBuf {
     meta_dir.join("wal")
@@ -245,6 +254,7 @@ impl Mirrors {
             chain: VecDeque::new(),
             resume: from,
             notes: 0,
+            buf: Vec::new(),
         })
     }
 
@@ -275,6 +285,7 @@ impl Mirrors {
             chain: VecDeque::new(),
             resume: None,
             notes: 0,
+            buf: Vec::new(),
         };
         let outcome = m.take_up(&mut found, live, from);
         for (path, _) in found.into_values() {
@@ -380,8 +391,16 @@ impl Mirrors {
             (None, Some(p)) if hdr.same_generation(&p) => p,
             (None, _) => hdr.start(),
         };
-        let txns =
-            wal::committed_after(&live, &hdr, &from).map_err(io_err("reading", &self.wal_path))?;
+        let reading = |e| io_err("reading", &self.wal_path)(e);
+        // The usual case, what committed since the copier's last round: read once, validated
+        // in memory and written out from there.
+        let kept = wal::committed_kept(&live, &hdr, &from, &mut self.buf, COPY_IN_MEMORY)
+            .map_err(reading)?;
+        let in_memory = kept.is_some();
+        let txns = match kept {
+            Some(txns) => txns,
+            None => wal::committed_after(&live, &hdr, &from).map_err(reading)?,
+        };
         let Some(last) = txns.last() else {
             return Ok(false);
         };
@@ -399,9 +418,14 @@ impl Mirrors {
         if m.sealed {
             m.unseal()?;
         }
-        // Safe from a restart between reading and copying: restarts wait for this lock.
-        copy_range(&live, &m.file, m.end.offset, last.end.offset - m.end.offset)
-            .map_err(io_err("copying the WAL to", &m.path))?;
+        let len = last.end.offset - from.offset;
+        if in_memory {
+            m.file.write_all_at(&self.buf[..len as usize], from.offset)
+        } else {
+            // Safe from a restart between reading and copying: restarts wait for this lock.
+            copy_range(&live, &m.file, from.offset, len)
+        }
+        .map_err(io_err("copying the WAL to", &m.path))?;
         m.append(txns);
         Ok(true)
     }
@@ -561,6 +585,12 @@ mod tests {
         assert!(names(&mdir)[0].ends_with(".sealed"), "{:?}", names(&mdir));
 
         // The shipper reads the first generation from its copy (the WAL no longer has it).
+        let copied = std::fs::read(&m.chain[0].path).unwrap();
+        assert_eq!(
+            copied.len() as u64,
+            sealed_end.offset,
+            "the committed frames, no more"
+        );
         let src = m.source(None).unwrap().unwrap();
         assert_eq!(src.from, first);
         let txns = wal::copied_until(&src.file, &src.hdr, &src.from, src.end.offset).unwrap();
@@ -585,6 +615,41 @@ mod tests {
         assert_eq!(names(&mdir), vec![live_name((11, 7))]);
         m.release(&next.end);
         assert_eq!(names(&mdir).len(), 1);
+    }
+
+    #[test]
+    fn a_copier_far_behind_copies_through_the_kernel_what_it_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mdir, wal_path) = (dir.path().join("wal"), dir.path().join("db-wal"));
+        // More than one copy reads into memory: a transaction of 1100 pages of 4 KiB, a
+        // small one after it, then the frames of one that never committed.
+        let big: Vec<(u32, u8)> = (1..=1100).map(|pg| (pg, pg as u8)).collect();
+        write_wal(&wal_path, 4096, (3, 4), &[big, vec![(2, 9)], vec![(5, 5)]]);
+        let mut bytes = std::fs::read(&wal_path).unwrap();
+        let committed = bytes.len() - 24 - 4096;
+        bytes[committed + 4..committed + 8].copy_from_slice(&0u32.to_be_bytes());
+        std::fs::write(&wal_path, &bytes).unwrap();
+        assert!(bytes.len() as u64 > COPY_IN_MEMORY);
+
+        let mut m = Mirrors::fresh(&mdir, &wal_path, None).unwrap();
+        assert!(m.copy_new().unwrap());
+        let src = m.source(None).unwrap().unwrap();
+        assert_eq!(src.end.offset, committed as u64);
+        let copied = std::fs::read(src_path(&m)).unwrap();
+        assert_eq!(copied[..committed], bytes[..committed]);
+        let txns = src.txns.unwrap();
+        assert_eq!(
+            (txns.len(), txns[1].pages[&2]),
+            (2, 32 + 1100 * (24 + 4096))
+        );
+        assert_eq!(
+            wal::copied_until(&src.file, &src.hdr, &src.from, src.end.offset).unwrap(),
+            txns
+        );
+    }
+
+    fn src_path(m: &Mirrors) -> PathBuf {
+        m.chain.back().unwrap().path.clone()
     }
 
     #[test]

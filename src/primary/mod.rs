@@ -25,7 +25,7 @@ pub mod sums;
 pub mod wal;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -80,6 +80,9 @@ pub struct Primary {
     /// While commits keep coming it copies at its own pace, which spares each commit a
     /// thread wake-up.
     copier_idle: AtomicBool,
+    /// Connections (main-database handles) open on it. The last one to close flushes; one
+    /// with none left is not handed to a new connection (`registry::open`).
+    connections: AtomicUsize,
     /// The last WAL restart was refused (its warning is not repeated).
     restart_refused: AtomicBool,
     /// Wakes the shipper (the copier finished a round).
@@ -117,6 +120,15 @@ impl Primary {
 
     pub fn progress(&self) -> Progress {
         self.progress.lock().clone()
+    }
+
+    fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A connection closed (or failed to open); true when it was the last.
+    pub fn connection_closed(&self) -> bool {
+        self.connections.fetch_sub(1, Ordering::SeqCst) == 1
     }
 
     /// A write transaction ended: wake the shipper to look for newly committed frames.

@@ -11,7 +11,7 @@
 //! | has TXID M | exists | other, or none | error, unless `restore=never`: ship the whole local database as TXID M+1 |
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -237,6 +237,7 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
         wake: Arc::new(tokio::sync::Notify::new()),
         copier_idle: AtomicBool::new(true),
         restart_refused: AtomicBool::new(false),
+        connections: AtomicUsize::new(0),
         copied: Arc::new(tokio::sync::Notify::new()),
         hurry: Arc::new(tokio::sync::Notify::new()),
         opened_at: std::time::SystemTime::now(),

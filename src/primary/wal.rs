@@ -150,9 +150,44 @@ pub fn copied_until(f: &File, hdr: &WalHeader, from: &WalPos, until: u64) -> io:
     read_txns(f, hdr, from, until, false)
 }
 
+/// As `committed_after`, keeping the bytes read in `buf` (from `from` on: the transactions
+/// found end at `last.end.offset - from.offset` in it) for the caller to write out. None when
+/// that would take more than `max` bytes. `buf` only grows, so a caller that keeps it pays
+/// for its memory once.
+pub fn committed_kept(
+    f: &File,
+    hdr: &WalHeader,
+    from: &WalPos,
+    buf: &mut Vec<u8>,
+    max: u64,
+) -> io::Result<Option<Vec<Txn>>> {
+    let frame_size = hdr.frame_size() as usize;
+    let batch = (READ_BATCH as usize / frame_size).max(1) * frame_size;
+    let mut walk = Walk::new(hdr, from, true);
+    let mut filled = 0;
+    loop {
+        if (filled + batch) as u64 > max {
+            return Ok(None);
+        }
+        if buf.len() < filled + batch {
+            buf.resize(filled + batch, 0);
+        }
+        let n = read_full(f, &mut buf[filled..filled + batch], walk.offset)?;
+        for frame in buf[filled..filled + n].chunks_exact(frame_size) {
+            if !walk.frame(frame) {
+                return Ok(Some(walk.txns));
+            }
+        }
+        if n < batch {
+            return Ok(Some(walk.txns));
+        }
+        filled += n;
+    }
+}
+
 /// How much one read brings when every byte of the frames is needed (`verify`): whole frames,
 /// up to this many bytes, so that walking a WAL costs a read per batch, not per frame.
-const READ_BATCH: u64 = 256 * 1024;
+const READ_BATCH: u64 = 128 * 1024;
 
 /// Walks the frames after `from` that end by `until`, stopping at the first one that is not
 /// of the generation (or, with `verify`, whose running checksum does not match).
@@ -172,10 +207,9 @@ fn read_txns(
     };
     let mut buf = vec![0u8; batch as usize];
     let (mut buf_at, mut buf_len) = (0u64, 0u64);
-    let mut txns = Vec::new();
-    let mut pages = BTreeMap::new();
-    let (mut offset, mut sums) = (from.offset, (from.cksum1, from.cksum2));
-    while offset.saturating_add(frame_size) <= until {
+    let mut walk = Walk::new(hdr, from, verify);
+    while walk.offset.saturating_add(frame_size) <= until {
+        let offset = walk.offset;
         if offset + needed > buf_at + buf_len {
             let frames_left = (until - offset) / frame_size;
             let want = batch
@@ -188,33 +222,67 @@ fn read_txns(
             }
         }
         let at = (offset - buf_at) as usize;
-        let frame = &buf[at..at + needed as usize];
-        if be32(frame, 8) != hdr.salt1 || be32(frame, 12) != hdr.salt2 {
+        if !walk.frame(&buf[at..at + needed as usize]) {
             break;
         }
+    }
+    Ok(walk.txns)
+}
+
+/// A walk over the frames of one generation, frame by frame, as SQLite's recovery does it.
+struct Walk<'h> {
+    hdr: &'h WalHeader,
+    verify: bool,
+    /// Where the next frame starts, and the running checksum there.
+    offset: u64,
+    sums: (u32, u32),
+    /// The transaction in progress: page → frame offset.
+    pages: BTreeMap<u32, u64>,
+    txns: Vec<Txn>,
+}
+
+impl<'h> Walk<'h> {
+    fn new(hdr: &'h WalHeader, from: &WalPos, verify: bool) -> Self {
+        Walk {
+            hdr,
+            verify,
+            offset: from.offset,
+            sums: (from.cksum1, from.cksum2),
+            pages: BTreeMap::new(),
+            txns: Vec::new(),
+        }
+    }
+
+    /// Takes the frame at `self.offset` (its header, and with `verify` its page too);
+    /// false when it is not a valid frame of the generation: the walk ends there.
+    fn frame(&mut self, frame: &[u8]) -> bool {
+        let hdr = self.hdr;
+        if be32(frame, 8) != hdr.salt1 || be32(frame, 12) != hdr.salt2 {
+            return false;
+        }
         let stored = (be32(frame, 16), be32(frame, 20));
-        if verify {
-            let s = checksum(hdr.big_endian, &frame[..8], sums);
+        if self.verify {
+            let s = checksum(hdr.big_endian, &frame[..8], self.sums);
             if checksum(hdr.big_endian, &frame[FRAME_HEADER_SIZE as usize..], s) != stored {
-                break;
+                return false;
             }
         }
         let (pgno, commit) = (be32(frame, 0), be32(frame, 4));
         if pgno == 0 {
-            break;
+            return false;
         }
-        pages.insert(pgno, offset);
-        sums = stored;
-        offset += frame_size;
+        self.pages.insert(pgno, self.offset);
+        self.sums = stored;
+        self.offset += hdr.frame_size();
         if commit != 0 {
-            txns.push(Txn {
+            self.txns.push(Txn {
                 commit,
-                pages: std::mem::take(&mut pages),
-                end: hdr.pos(offset, sums),
+                pages: std::mem::take(&mut self.pages),
+                end: hdr.pos(self.offset, self.sums),
             });
         }
+        true
     }
-    Ok(txns)
 }
 
 /// Reads the page of the frame at `frame_offset`, checking that the frame still belongs to
@@ -349,6 +417,23 @@ pub(crate) mod tests {
         std::fs::write(&p, &bytes).unwrap();
         let f = File::open(&p).unwrap();
         assert_eq!(committed_after(&f, &hdr, &hdr.start()).unwrap().len(), 1);
+        // Keeping what it read (the copier's usual path): the same walk, and the bytes.
+        let mut buf = Vec::new();
+        let kept = |f: &File, buf: &mut Vec<u8>, max| {
+            committed_kept(f, &hdr, &hdr.start(), buf, max).unwrap()
+        };
+        assert_eq!(kept(&f, &mut buf, u64::MAX), Some(txns[..1].to_vec()));
+        bytes[last] ^= 0xff;
+        std::fs::write(&p, &bytes).unwrap();
+        let f = File::open(&p).unwrap();
+        assert_eq!(kept(&f, &mut buf, u64::MAX), Some(txns.clone()));
+        let end = (txns[1].end.offset - HEADER_SIZE) as usize;
+        assert_eq!(buf[..end], bytes[HEADER_SIZE as usize..]);
+        assert_eq!(kept(&f, &mut buf, 100), None, "more than it may keep");
+        // A partial frame at the end (SQLite still writing it) is not taken.
+        std::fs::write(&p, &bytes[..last]).unwrap();
+        let f = File::open(&p).unwrap();
+        assert_eq!(kept(&f, &mut buf, u64::MAX), Some(txns[..1].to_vec()));
     }
 
     #[test]

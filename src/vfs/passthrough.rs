@@ -37,6 +37,8 @@ pub(super) struct PassHandle {
     inner: *mut ffi::sqlite3_file,
     inner_mem: *mut Vec<u64>,
     primary: *const Primary,
+    /// A main-database handle: one of the primary's connections.
+    connection: bool,
 }
 
 pub(super) enum Kind {
@@ -72,6 +74,9 @@ pub(super) unsafe fn open(
     // SAFETY: `file` has room for a PassHandle (szOsFile covers it).
     let h = file as *mut PassHandle;
     if rc != ffi::SQLITE_OK {
+        if matches!(kind, Kind::Db) {
+            primary.connection_closed();
+        }
         // SAFETY: on failure xOpen leaves pMethods NULL or closable; close if set, free.
         unsafe {
             if let Some(m) = (*inner).pMethods.as_ref() {
@@ -89,6 +94,7 @@ pub(super) unsafe fn open(
         (*h).inner = inner;
         (*h).inner_mem = mem;
         (*h).primary = Arc::into_raw(primary);
+        (*h).connection = matches!(kind, Kind::Db);
         (*h).base.pMethods = match kind {
             Kind::Db => &DB_METHODS,
             Kind::Wal => &WAL_METHODS,
@@ -136,7 +142,9 @@ unsafe extern "C" fn p_close(file: *mut ffi::sqlite3_file) -> c_int {
             )));
             Arc::from_raw(std::mem::replace(&mut (*h).primary, ptr::null()))
         };
-        if Arc::strong_count(&primary) == 1 {
+        // SAFETY: made by `open`.
+        let connection = unsafe { (*h).connection };
+        if connection && primary.connection_closed() {
             // The last connection: ship what is pending, for a bounded time.
             if let Err(e) = primary.flush() {
                 crate::log_warn!(
