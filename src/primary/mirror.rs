@@ -1,6 +1,7 @@
 //! Mirrors of the WAL: the committed frames of each WAL generation, copied into a file of
-//! their own as soon as they commit (a kernel-side copy, at the same offsets, after the
-//! WAL's header). The shipper encodes LTX files from the mirrors, never from the live WAL.
+//! their own as soon as they commit (at the same offsets, after the WAL's header; written
+//! from the buffer they were validated in, or copied by the kernel when far behind). The
+//! shipper encodes LTX files from the mirrors, never from the live WAL.
 //!
 //! This is what lets SQLite restart the WAL at once while the replica is behind. Before a
 //! restart, the restart hook copies the few frames the copier has not reached yet and
