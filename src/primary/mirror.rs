@@ -86,9 +86,9 @@ pub(super) struct Mirrors {
     buf: Vec<u8>,
 }
 
-/// The most of the live WAL one copy reads into memory, validates there and writes out from
-/// there; more than that (a copier far behind) is validated in batches and copied by the
-/// kernel.
+/// The most of the live WAL one read brings into memory to validate and write out from
+/// there; a copier further behind goes on in steps of this size, and a single transaction
+/// larger than this is validated in batches and copied by the kernel.
 const COPY_IN_MEMORY: u64 = 4 * 1024 * 1024;
 
 pub(super) fn mirror_dir(meta_dir: &Path) -> PathBuf {
@@ -387,48 +387,60 @@ impl Mirrors {
             return Ok(false);
         };
         let known = self.chain.back().filter(|m| m.holds(&hdr.start()));
-        let from = match (known, self.resume) {
+        let new_generation = known.is_none();
+        let mut from = match (known, self.resume) {
             (Some(m), _) => m.end,
             (None, Some(p)) if hdr.same_generation(&p) => p,
             (None, _) => hdr.start(),
         };
         let reading = |e| io_err("reading", &self.wal_path)(e);
-        // The usual case, what committed since the copier's last round: read once, validated
-        // in memory and written out from there.
-        let kept = wal::committed_kept(&live, &hdr, &from, &mut self.buf, COPY_IN_MEMORY)
-            .map_err(reading)?;
-        let in_memory = kept.is_some();
-        let txns = match kept {
-            Some(txns) => txns,
-            None => wal::committed_after(&live, &hdr, &from).map_err(reading)?,
-        };
-        let Some(last) = txns.last() else {
-            return Ok(false);
-        };
-        if known.is_none() {
-            // A new generation: SQLite restarted the WAL (the restart hook sealed the one
-            // before), or it deleted the WAL at a close after everything had shipped.
-            if let Some(m) = self.chain.back_mut() {
-                m.seal()?;
+        let mut copied = false;
+        loop {
+            // The usual case, what committed since the copier's last round: read once,
+            // validated in memory and written out from there, `COPY_IN_MEMORY` at a time.
+            // Only a transaction larger than that is copied by the kernel, after a walk.
+            let kept = wal::committed_kept(&live, &hdr, &from, &mut self.buf, COPY_IN_MEMORY)
+                .map_err(reading)?;
+            let (txns, in_memory, more) = match kept {
+                Some((txns, more)) => (txns, true, more),
+                None => (
+                    wal::committed_after(&live, &hdr, &from).map_err(reading)?,
+                    false,
+                    false,
+                ),
+            };
+            let Some(last) = txns.last() else {
+                return Ok(copied);
+            };
+            if new_generation && !copied {
+                // A new generation: SQLite restarted the WAL (the restart hook sealed the
+                // one before), or it deleted the WAL at a close after everything had shipped.
+                if let Some(m) = self.chain.back_mut() {
+                    m.seal()?;
+                }
+                self.resume = None;
+                self.chain
+                    .push_back(Mirror::create(&self.dir, &live, hdr, from)?);
             }
-            self.resume = None;
-            self.chain
-                .push_back(Mirror::create(&self.dir, &live, hdr, from)?);
+            let m = self.chain.back_mut().expect("pushed above");
+            if m.sealed {
+                m.unseal()?;
+            }
+            let len = last.end.offset - from.offset;
+            if in_memory {
+                m.file.write_all_at(&self.buf[..len as usize], from.offset)
+            } else {
+                // Safe from a restart between reading and copying: restarts wait for this lock.
+                copy_range(&live, &m.file, from.offset, len)
+            }
+            .map_err(io_err("copying the WAL to", &m.path))?;
+            m.append(txns);
+            copied = true;
+            if !more {
+                return Ok(true);
+            }
+            from = m.end;
         }
-        let m = self.chain.back_mut().expect("pushed above");
-        if m.sealed {
-            m.unseal()?;
-        }
-        let len = last.end.offset - from.offset;
-        if in_memory {
-            m.file.write_all_at(&self.buf[..len as usize], from.offset)
-        } else {
-            // Safe from a restart between reading and copying: restarts wait for this lock.
-            copy_range(&live, &m.file, from.offset, len)
-        }
-        .map_err(io_err("copying the WAL to", &m.path))?;
-        m.append(txns);
-        Ok(true)
     }
 
     /// SQLite is about to restart the WAL: the newest mirror now ends its generation.
@@ -647,6 +659,26 @@ mod tests {
             wal::copied_until(&src.file, &src.hdr, &src.from, src.end.offset).unwrap(),
             txns
         );
+    }
+
+    #[test]
+    fn a_copier_far_behind_goes_on_in_steps_that_fit_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mdir, wal_path) = (dir.path().join("wal"), dir.path().join("db-wal"));
+        // Three transactions of 400 pages of 4 KiB: more than one read keeps in memory,
+        // each smaller than that.
+        let txn = |fill: u8| -> Vec<(u32, u8)> { (1..=400).map(|pg| (pg, fill)).collect() };
+        write_wal(&wal_path, 4096, (3, 4), &[txn(1), txn(2), txn(3)]);
+        let bytes = std::fs::read(&wal_path).unwrap();
+        assert!(bytes.len() as u64 > COPY_IN_MEMORY);
+
+        let mut m = Mirrors::fresh(&mdir, &wal_path, None).unwrap();
+        assert!(m.copy_new().unwrap());
+        assert!(!m.copy_new().unwrap(), "all of it in one call");
+        let src = m.source(None).unwrap().unwrap();
+        assert_eq!(src.end.offset, bytes.len() as u64);
+        assert_eq!(std::fs::read(src_path(&m)).unwrap(), bytes);
+        assert_eq!(src.txns.map(|t| t.len()), Some(3));
     }
 
     fn src_path(m: &Mirrors) -> PathBuf {

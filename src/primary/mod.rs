@@ -126,9 +126,18 @@ impl Primary {
         self.connections.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// A connection closed (or failed to open); true when it was the last.
-    pub fn connection_closed(&self) -> bool {
-        self.connections.fetch_sub(1, Ordering::SeqCst) == 1
+    /// A connection closed (or failed to open). The last one ships what is pending, for a
+    /// bounded time (`shutdown_timeout`).
+    pub fn connection_closed(&self) {
+        if self.connections.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        if let Err(e) = self.flush() {
+            crate::log_warn!(
+                "litestream: {}: closed with transactions not yet shipped; they ship at the next open ({e})",
+                self.db_path.display()
+            );
+        }
     }
 
     /// A write transaction ended: wake the shipper to look for newly committed frames.

@@ -33,8 +33,8 @@ pub(super) struct Spooled {
     pub min: u64,
     /// The state after it.
     pub after: Position,
-    /// Write ends noted before the round that encoded it (set on the round's last file
-    /// only, 0 on the others): once it ships, everything committed before them has shipped.
+    /// Write ends noted before the round that encoded it (0 for the file a start-up
+    /// queues): once it ships, everything committed before them has shipped.
     pub notes: u64,
 }
 

@@ -264,6 +264,14 @@ mod tests {
         file.write_all_at(b"torn", newest_slot * SLOT_SIZE + 30)
             .unwrap();
         assert_eq!(reopen(dir.path()), Some(state(1)));
+        // A state too large for a slot is refused, and the record before it stays.
+        let (mut f, _) = StateFile::open(dir.path()).unwrap();
+        let huge = State {
+            replica_url: "x".repeat(SLOT_SIZE as usize),
+            ..state(4)
+        };
+        assert!(f.save(&huge, true).is_err());
+        assert_eq!(reopen(dir.path()), Some(state(1)));
         // Both slots damaged: an error, not a fresh start.
         file.write_all_at(b"torn", (1 - newest_slot) * SLOT_SIZE + 30)
             .unwrap();

@@ -151,23 +151,24 @@ pub fn copied_until(f: &File, hdr: &WalHeader, from: &WalPos, until: u64) -> io:
 }
 
 /// As `committed_after`, keeping the bytes read in `buf` (from `from` on: the transactions
-/// found end at `last.end.offset - from.offset` in it) for the caller to write out. None when
-/// that would take more than `max` bytes. `buf` only grows, so a caller that keeps it pays
-/// for its memory once.
+/// found end at `last.end.offset - from.offset` in it) for the caller to write out. Reads at
+/// most `max` bytes: Some((transactions, true)) when it stopped there and more may follow
+/// their end, None when not even one whole transaction fits. `buf` only grows, so a caller
+/// that keeps it pays for its memory once.
 pub fn committed_kept(
     f: &File,
     hdr: &WalHeader,
     from: &WalPos,
     buf: &mut Vec<u8>,
     max: u64,
-) -> io::Result<Option<Vec<Txn>>> {
+) -> io::Result<Option<(Vec<Txn>, bool)>> {
     let frame_size = hdr.frame_size() as usize;
     let batch = (READ_BATCH as usize / frame_size).max(1) * frame_size;
     let mut walk = Walk::new(hdr, from, true);
     let mut filled = 0;
     loop {
         if (filled + batch) as u64 > max {
-            return Ok(None);
+            return Ok((!walk.txns.is_empty()).then_some((walk.txns, true)));
         }
         if buf.len() < filled + batch {
             buf.resize(filled + batch, 0);
@@ -175,11 +176,11 @@ pub fn committed_kept(
         let n = read_full(f, &mut buf[filled..filled + batch], walk.offset)?;
         for frame in buf[filled..filled + n].chunks_exact(frame_size) {
             if !walk.frame(frame) {
-                return Ok(Some(walk.txns));
+                return Ok(Some((walk.txns, false)));
             }
         }
         if n < batch {
-            return Ok(Some(walk.txns));
+            return Ok(Some((walk.txns, false)));
         }
         filled += n;
     }
@@ -422,18 +423,24 @@ pub(crate) mod tests {
         let kept = |f: &File, buf: &mut Vec<u8>, max| {
             committed_kept(f, &hdr, &hdr.start(), buf, max).unwrap()
         };
-        assert_eq!(kept(&f, &mut buf, u64::MAX), Some(txns[..1].to_vec()));
+        assert_eq!(
+            kept(&f, &mut buf, u64::MAX),
+            Some((txns[..1].to_vec(), false))
+        );
         bytes[last] ^= 0xff;
         std::fs::write(&p, &bytes).unwrap();
         let f = File::open(&p).unwrap();
-        assert_eq!(kept(&f, &mut buf, u64::MAX), Some(txns.clone()));
+        assert_eq!(kept(&f, &mut buf, u64::MAX), Some((txns.clone(), false)));
         let end = (txns[1].end.offset - HEADER_SIZE) as usize;
         assert_eq!(buf[..end], bytes[HEADER_SIZE as usize..]);
-        assert_eq!(kept(&f, &mut buf, 100), None, "more than it may keep");
+        assert_eq!(kept(&f, &mut buf, 100), None, "not one transaction fits");
         // A partial frame at the end (SQLite still writing it) is not taken.
         std::fs::write(&p, &bytes[..last]).unwrap();
         let f = File::open(&p).unwrap();
-        assert_eq!(kept(&f, &mut buf, u64::MAX), Some(txns[..1].to_vec()));
+        assert_eq!(
+            kept(&f, &mut buf, u64::MAX),
+            Some((txns[..1].to_vec(), false))
+        );
     }
 
     #[test]

@@ -143,15 +143,8 @@ unsafe extern "C" fn p_close(file: *mut ffi::sqlite3_file) -> c_int {
             Arc::from_raw(std::mem::replace(&mut (*h).primary, ptr::null()))
         };
         // SAFETY: made by `open`.
-        let connection = unsafe { (*h).connection };
-        if connection && primary.connection_closed() {
-            // The last connection: ship what is pending, for a bounded time.
-            if let Err(e) = primary.flush() {
-                crate::log_warn!(
-                    "litestream: {}: closed with transactions not yet shipped; they ship at the next open ({e})",
-                    primary.db_path.display()
-                );
-            }
+        if unsafe { (*h).connection } {
+            primary.connection_closed();
         }
         rc
     })

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -423,6 +424,34 @@ def write_state(db: Path, state: dict) -> None:
         struct.pack(">I", zlib.crc32(seq_bytes + body)) + body
     with open(Path(f"{db}-litestream") / "state", "r+b") as f:
         f.write(rec)
+
+
+def test_a_reopen_after_the_last_close_starts_afresh_with_its_own_settings(replica_url,
+                                                                           s3_server, tmp_path):
+    url = replica_url("s3")
+    db = tmp_path / "app.db"
+    conn = open_primary(db, url, shutdown_timeout="200ms")
+    conn.execute("CREATE TABLE t(x)")
+    wait_shipped(conn)
+    moto = s3_server.proc.pid
+    os.kill(moto, signal.SIGSTOP)
+    try:
+        # Its upload hangs, so the shipper still holds the primary after the last close
+        # (whose flush gives up after 200 ms).
+        conn.execute("INSERT INTO t VALUES (1)")
+        wait_until(lambda: stats(conn)["encoded_txid"] != stats(conn)["shipped_txid"], 10)
+        conn.close()
+        resume = threading.Timer(0.5, os.kill, (moto, signal.SIGCONT))
+        resume.start()
+        # The open waits for the old primary to let go, then starts from the files on disk
+        # with this open's settings (reusing the old one would keep sync=local).
+        conn = open_primary(db, url, sync="remote")
+    finally:
+        os.kill(moto, signal.SIGCONT)
+    assert stats(conn)["sync"] == "remote"
+    conn.execute("INSERT INTO t VALUES (2)")  # returns once shipped
+    r = restored(url, tmp_path, "r.db")
+    assert r.execute("SELECT count(*), sum(x) FROM t").fetchone() == (2, 3)
 
 
 def test_a_resync_cut_short_by_a_crash_is_done_again(replica_url, tmp_path):
