@@ -37,6 +37,7 @@ const OUR_PARAMS: &[&str] = &[
     "restore",
     "checksum",
     "shutdown_timeout",
+    "sync_timeout",
     "levels",
     "snapshot_interval",
     "snapshot_retention",
@@ -129,6 +130,9 @@ pub struct PrimaryConfig {
     pub sync_interval: Duration,
     /// How long closing the last connection waits for pending files to ship.
     pub shutdown_timeout: Duration,
+    /// How long a `sync=remote` COMMIT waits for the replica before it fails (committed
+    /// locally, to ship later).
+    pub sync_timeout: Duration,
     /// Where the primary keeps its state and spooled files (`buffer_path`); by default
     /// `<database>-litestream` beside the database.
     pub meta_dir: Option<String>,
@@ -168,6 +172,7 @@ impl Default for PrimaryConfig {
             checksum: false,
             sync_interval: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(10),
+            sync_timeout: Duration::from_secs(30),
             meta_dir: None,
             retention: Retention::default(),
         }
@@ -302,6 +307,9 @@ impl Config {
         }
         if let Some((src, v)) = lookup("shutdown_timeout") {
             primary.shutdown_timeout = positive_duration(&src, &v)?;
+        }
+        if let Some((src, v)) = lookup("sync_timeout") {
+            primary.sync_timeout = positive_duration(&src, &v)?;
         }
         if let Some((src, v)) = lookup("levels") {
             let levels: Result<Vec<_>> = v
@@ -539,7 +547,7 @@ pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         format!("{}ns", d.as_nanos())
-    } else if ms % 1000 != 0 {
+    } else if !ms.is_multiple_of(1000) {
         format!("{ms}ms")
     } else {
         format!("{}s", ms / 1000)

@@ -68,6 +68,17 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A `sync=remote` COMMIT whose transaction the replica did not confirm in time. The
+    /// transaction stays committed in the local database and ships when the store answers
+    /// again; the COMMIT reports it with its own code, SQLITE_IOERR_VNODE (6922), which
+    /// SQLite reserves for extensions and nothing else in a primary returns.
+    #[error("litestream: {db}: committed locally but not confirmed in the replica: {why}")]
+    NotReplicated { db: String, why: String },
+
+    /// SQLite itself refused something the extension asked of it.
+    #[error("litestream: {what}: SQLite error {code}")]
+    Sqlite { code: i32, what: String },
+
     /// An error already reported once, repeated with its code and message.
     #[error("{message}")]
     Reported { code: i32, message: String },
@@ -93,6 +104,8 @@ impl Error {
             | Error::Budget { .. } => code::SQLITE_IOERR_READ,
             Error::ReadOnly(_) => code::SQLITE_READONLY,
             Error::Io { .. } => code::SQLITE_IOERR,
+            Error::NotReplicated { .. } => code::SQLITE_IOERR_VNODE,
+            Error::Sqlite { code, .. } => *code,
             Error::Internal(_) => code::SQLITE_INTERNAL,
             Error::Reported { code, .. } => *code,
         }

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use crate::clock;
+use crate::config::SyncMode;
 use crate::config::{self, format_duration};
 use crate::error::{Error, Result};
 use crate::ltx::Txid;
@@ -241,8 +242,9 @@ pub fn pragma(file: &mut ReplicaFile, name: &str, value: Option<&str>) -> Option
 
 /// The TXID a primary's replica holds (the newest shipped), 16 hex digits.
 pub fn primary_txid(p: &Primary) -> Result<Value> {
-    let shipped = p.progress().shipped.map_or(0, |s| s.txid);
-    Ok(Value::Text(Txid::new(shipped).to_string()))
+    Ok(Value::Text(
+        Txid::new(p.published().shipped_txid).to_string(),
+    ))
 }
 
 /// Seconds the replica is behind: 0 when everything committed has shipped, else the time
@@ -251,30 +253,45 @@ pub fn primary_lag(p: &Primary) -> Result<Value> {
     if p.all_shipped() {
         return Ok(Value::Int(0));
     }
-    let since = p.progress().last_upload.unwrap_or(p.opened_at);
+    let since = p
+        .published()
+        .counters
+        .last_upload_ms
+        .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
+        .unwrap_or(p.opened_at)
+        .max(p.opened_at);
     Ok(Value::Int(
         since.elapsed().map_or(0, |d| d.as_secs() as i64),
     ))
 }
 
-pub fn primary_stats(p: &Primary) -> Result<Value> {
-    let pr = p.progress();
+pub fn primary_stats(p: &Primary, sync: SyncMode) -> Result<Value> {
+    let pb = p.published();
+    let c = &pb.counters;
     let s = &p.store().stats;
+    let ms = |v: Option<i64>| v.map(|ms| crate::clock::rfc3339(ms));
     Ok(Value::Text(
         serde_json::json!({
             "role": "primary",
+            "leader": p.is_leader(),
+            "leader_pid": (pb.pid != 0).then_some(pb.pid),
             "replica_url": p.replica_url(),
             "database": p.db_path.display().to_string(),
-            "shipped_txid": Txid::new(pr.shipped.map_or(0, |s| s.txid)).to_string(),
-            "encoded_txid": Txid::new(pr.encoded_txid).to_string(),
+            "shipped_txid": Txid::new(pb.shipped_txid).to_string(),
+            "encoded_txid": Txid::new(c.encoded_txid).to_string(),
             "pending": !p.all_shipped(),
-            "pending_files": pr.pending_files,
-            "uploads": pr.uploads,
-            "upload_bytes": pr.upload_bytes,
-            "last_upload": when(pr.last_upload),
-            "last_error": pr.last_error,
-            "stopped": pr.stopped,
-            "sync": format!("{:?}", p.config.primary.sync).to_ascii_lowercase(),
+            "pending_files": c.pending_files,
+            "uploads": c.uploads,
+            "upload_bytes": c.upload_bytes,
+            "last_upload": ms(c.last_upload_ms),
+            "last_error": c.last_error,
+            "retries": c.retries,
+            "stalled_since": ms(c.stalled_since_ms),
+            "stalled_seconds": c.stalled_since_ms.map(|t| (crate::clock::now_ms() - t).max(0) / 1000),
+            "resyncs": c.resyncs,
+            "stopped": c.stopped,
+            "sync": sync_name(sync),
+            "pinned": p.holds_pin(),
             "storage": {
                 "put_requests": s.put_requests.load(Ordering::Relaxed),
                 "put_bytes": s.put_bytes.load(Ordering::Relaxed),
@@ -287,12 +304,19 @@ pub fn primary_stats(p: &Primary) -> Result<Value> {
     ))
 }
 
+fn sync_name(s: SyncMode) -> &'static str {
+    match s {
+        SyncMode::Local => "local",
+        SyncMode::Remote => "remote",
+    }
+}
+
 /// A SQL function called on a primary's schema.
 pub fn primary_function(p: &Primary, name: &str) -> Result<Value> {
     match name {
         "litestream_txid" => primary_txid(p),
         "litestream_lag" => primary_lag(p),
-        "litestream_stats" => primary_stats(p),
+        "litestream_stats" => primary_stats(p, p.config.primary.sync),
         _ => Err(Error::config(
             name,
             "not available on a primary (open the replica with role=replica)",
@@ -301,10 +325,16 @@ pub fn primary_function(p: &Primary, name: &str) -> Result<Value> {
 }
 
 /// The pragmas of a primary's main database: ours, and the ones that would stop capture.
+/// `sync` is the connection's own setting (`PRAGMA litestream_sync` reads and sets it).
 /// None: not ours to answer (SQLite handles it).
-pub fn primary_pragma(p: &Primary, name: &str, value: Option<&str>) -> Option<Result<Value>> {
+pub fn primary_pragma(
+    p: &Primary,
+    sync: &mut SyncMode,
+    name: &str,
+    value: Option<&str>,
+) -> Option<Result<Value>> {
     let name = name.to_ascii_lowercase();
-    let read_only = |f: fn(&Primary) -> Result<Value>| match value {
+    let read_only = |f: &dyn Fn(&Primary) -> Result<Value>| match value {
         None => f(p),
         Some(_) => Err(Error::config(&name, "is read-only")),
     };
@@ -313,17 +343,28 @@ pub fn primary_pragma(p: &Primary, name: &str, value: Option<&str>) -> Option<Re
             .trim_matches(|c| c == '\'' || c == '"')
             .to_ascii_lowercase()
     });
+    let current = *sync;
     Some(match name.as_str() {
-        "litestream_txid" => read_only(primary_txid),
-        "litestream_lag" => read_only(primary_lag),
-        "litestream_stats" => read_only(primary_stats),
-        "litestream_role" => read_only(|_| Ok(Value::Text("primary".into()))),
-        "litestream_replica_url" => read_only(|p| Ok(Value::Text(p.replica_url().into()))),
-        "litestream_sync" => read_only(|p| {
-            Ok(Value::Text(
-                format!("{:?}", p.config.primary.sync).to_ascii_lowercase(),
-            ))
-        }),
+        "litestream_txid" => read_only(&primary_txid),
+        "litestream_lag" => read_only(&primary_lag),
+        "litestream_stats" => read_only(&|p| primary_stats(p, current)),
+        "litestream_role" => read_only(&|_| Ok(Value::Text("primary".into()))),
+        "litestream_replica_url" => read_only(&|p| Ok(Value::Text(p.replica_url().into()))),
+        "litestream_sync" => match v.as_deref() {
+            None => Ok(Value::Text(sync_name(current).into())),
+            Some("local") => {
+                *sync = SyncMode::Local;
+                Ok(Value::Text("local".into()))
+            }
+            Some("remote") => {
+                *sync = SyncMode::Remote;
+                Ok(Value::Text("remote".into()))
+            }
+            Some(other) => Err(Error::config(
+                "litestream_sync",
+                format!("{other:?} is not local or remote"),
+            )),
+        },
         "journal_mode" if v.as_deref().is_some_and(|v| v != "wal") => Err(Error::config(
             "journal_mode",
             "role=primary keeps the database in WAL mode (its WAL is what ships)",
@@ -332,15 +373,6 @@ pub fn primary_pragma(p: &Primary, name: &str, value: Option<&str>) -> Option<Re
             "locking_mode",
             "role=primary needs the shared WAL index; exclusive locking mode is not supported",
         )),
-        "synchronous"
-            if p.config.primary.sync == crate::config::SyncMode::Remote
-                && v.as_deref().is_some_and(|v| !matches!(v, "full" | "2" | "extra" | "3")) =>
-        {
-            Err(Error::config(
-                "synchronous",
-                "sync=remote needs synchronous=FULL (each commit syncs the WAL, and waits for the replica)",
-            ))
-        }
         _ => return None,
     })
 }

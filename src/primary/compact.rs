@@ -188,7 +188,7 @@ fn encode<'a>(
 
 /// A snapshot of the newest shipped state, read back through the replica reader.
 async fn snapshot(p: &Primary) -> Result<()> {
-    let Some(txid) = p.progress().shipped.map(|s| s.txid).filter(|&t| t > 0) else {
+    let Some(txid) = Some(p.published().shipped_txid).filter(|&t| t > 0) else {
         return Ok(());
     };
     let snaps = p.store.list_level(SNAPSHOT_LEVEL, None).await?;

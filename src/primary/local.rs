@@ -1,11 +1,18 @@
 //! The local database as SQLite would read it now — the database file, with the newest
 //! committed frame of each page taken from the WAL — for the files that must carry every
 //! page (the first snapshot, a re-sync) and for the checksums of the whole database.
+//!
+//! "Committed" is what the wal-index says while connections have it open; without one (no
+//! connection since the last closed), it is SQLite's recovery rule over the WAL's frames.
+//! A caller reading while other processes write holds SQLite's checkpointer lock
+//! (`WalLocks::lock_checkpoints`): then no checkpoint changes the database file, and the
+//! committed frames of the WAL cannot be overwritten while we read them.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 
+use super::shm::{self, Index};
 use super::wal::{self, WalHeader, WalPos};
 use crate::error::{Error, Result};
 use crate::ltx::lock_pgno;
@@ -20,6 +27,10 @@ pub struct LocalDb {
     pub commit: u32,
     /// The end of the last committed transaction in the WAL, if it has one.
     pub wal_end: Option<WalPos>,
+    /// The WAL's header, when it has a valid one.
+    pub wal_header: Option<WalHeader>,
+    /// The wal-index read with it, when a connection has one open.
+    pub index: Option<Index>,
 }
 
 fn open_if_exists(p: &Path) -> Result<Option<File>> {
@@ -30,12 +41,24 @@ fn open_if_exists(p: &Path) -> Result<Option<File>> {
     }
 }
 
+/// Whether the database file's header says WAL mode (bytes 18 and 19 are 2).
+pub fn is_wal_mode(db_path: &Path) -> bool {
+    let Ok(Some(f)) = open_if_exists(db_path) else {
+        return false;
+    };
+    let mut hdr = [0u8; 20];
+    matches!(wal::read_full(&f, &mut hdr, 0), Ok(20)) && hdr[18] == 2 && hdr[19] == 2
+}
+
 impl LocalDb {
-    pub fn open(db_path: &Path, wal_path: &Path) -> Result<LocalDb> {
+    pub fn open(db_path: &Path) -> Result<LocalDb> {
+        let wal_path = super::beside(db_path, "-wal");
+        let shm_path = shm::path_for(db_path);
         let io = |p: &Path| {
             let p = p.display().to_string();
             move |e| Error::io(format!("reading {p}"), e)
         };
+        let index = shm::read(&shm_path).map_err(io(&shm_path))?;
         let db = open_if_exists(db_path)?;
         let mut local = LocalDb {
             db: None,
@@ -44,6 +67,8 @@ impl LocalDb {
             page_size: 0,
             commit: 0,
             wal_end: None,
+            wal_header: None,
+            index,
         };
         if let Some(f) = &db {
             let mut hdr = [0u8; 100];
@@ -57,9 +82,47 @@ impl LocalDb {
             }
         }
         local.db = db;
-        if let Some(f) = open_if_exists(wal_path)? {
-            if let Some(h) = wal::read_header(&f).map_err(io(wal_path))? {
-                let txns = wal::committed_after(&f, &h, &h.start()).map_err(io(wal_path))?;
+        let Some(f) = open_if_exists(&wal_path)? else {
+            return Ok(local);
+        };
+        let Some(h) = wal::read_header(&f).map_err(io(&wal_path))? else {
+            return Ok(local);
+        };
+        local.wal_header = Some(h);
+        match index {
+            Some(i) if i.salts() == (h.salt1, h.salt2) => {
+                if i.mx_frame > 0 {
+                    local.commit = i.n_page;
+                    local.page_size = h.page_size;
+                    local.wal_end = Some(WalPos {
+                        offset: i.end_offset(),
+                        cksum1: i.frame_cksum.0,
+                        cksum2: i.frame_cksum.1,
+                        ..h.start()
+                    });
+                }
+                // Every committed frame is in the database file already: read only that
+                // (a writer may restart the WAL over them while we read).
+                if i.n_backfill < i.mx_frame {
+                    let txns = wal::committed_until(&f, &h, &h.start(), i.end_offset())
+                        .map_err(io(&wal_path))?;
+                    if txns.last().map(|t| t.end.offset) != Some(i.end_offset()) {
+                        return Err(Error::io(
+                            format!("reading {}", wal_path.display()),
+                            std::io::Error::other(
+                                "the wal-index says more is committed than the WAL holds",
+                            ),
+                        ));
+                    }
+                    for t in &txns {
+                        local.overlay.extend(t.pages.iter().map(|(&p, &o)| (p, o)));
+                    }
+                }
+            }
+            // No connection has the WAL open (or a new generation has nothing committed
+            // yet): what SQLite's recovery will find.
+            _ => {
+                let txns = wal::committed_after(&f, &h, &h.start()).map_err(io(&wal_path))?;
                 for t in &txns {
                     local.overlay.extend(t.pages.iter().map(|(&p, &o)| (p, o)));
                 }
@@ -68,9 +131,9 @@ impl LocalDb {
                     local.commit = last.commit;
                     local.wal_end = Some(last.end);
                 }
-                local.wal = Some((f, h));
             }
         }
+        local.wal = Some((f, h));
         Ok(local)
     }
 
@@ -97,11 +160,11 @@ impl LocalDb {
     /// Where the committed part of the WAL ends (its start when it holds no commit), if
     /// there is a valid WAL.
     pub fn wal_position(&self) -> Option<WalPos> {
-        self.wal_header().map(|h| self.wal_end.unwrap_or(h.start()))
+        self.wal_header.map(|h| self.wal_end.unwrap_or(h.start()))
     }
 
-    /// The WAL's current header, if it has a valid one.
-    pub fn wal_header(&self) -> Option<&WalHeader> {
-        self.wal.as_ref().map(|(_, h)| h)
+    /// Whether some connection (of any process) has the database open now.
+    pub fn in_use(&self) -> bool {
+        self.index.is_some()
     }
 }

@@ -1,45 +1,144 @@
 //! Mirrors of the WAL: the committed frames of each WAL generation, copied into a file of
-//! their own as soon as they commit (at the same offsets, after the WAL's header; written
-//! from the buffer they were validated in, or copied by the kernel when far behind). The
-//! shipper encodes LTX files from the mirrors, never from the live WAL.
+//! their own as soon as the wal-index says they are committed (at the same offsets, after
+//! the WAL's header). The shipper encodes LTX files from the mirrors, never from the live
+//! WAL.
 //!
 //! This is what lets SQLite restart the WAL at once while the replica is behind. Before a
 //! restart, the restart hook copies the few frames the copier has not reached yet and
 //! *seals* the mirror: everything the generation committed is in it, and the WAL may be
-//! overwritten. The writer therefore never waits for the encoder or the network; it pays
-//! for a copy of the frames committed since the copier's last round.
+//! overwritten. A restart that nobody sealed (a program without the extension restarted the
+//! WAL while no process of ours held the pin, `vfs/pin.rs`) is found out at the next copy:
+//! the generations no longer follow one another, and the leader ships the whole database
+//! instead of a replica with a hole.
 //!
-//! After a crash, the mirrors hold every transaction that had not shipped from the
-//! generations SQLite has restarted since, and the live WAL holds the rest. A sealed
-//! mirror's file name gives where its generation ended, so that a mirror whose tail was
-//! lost (they are not synced: a power failure can take it) is found out at start-up, and
-//! the primary ships the whole database rather than a replica with a hole.
+//! Only the leader process (`lease.rs`) writes mirrors. Another process may seal the newest
+//! one, after checking that the leader has copied every committed frame (`progress.rs`).
 //!
-//! File names, in `<db>-litestream/wal/`:
-//! - `<salt1>-<salt2>.wal` while SQLite may still append to that generation;
-//! - `<salt1>-<salt2>-<end offset>-<cksum1>-<cksum2>.sealed` once it may restart the WAL.
+//! Files in `<db>-litestream/wal/`, numbered in the order the generations were seen:
+//! - `<seq>-<salt1>-<salt2>.wal`: the copy;
+//! - `<seq>-<salt1>-<salt2>-<end offset>-<cksum1>-<cksum2>.sealed`: an empty marker, the
+//!   generation ended there and SQLite may restart the WAL.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::shm;
 use super::wal::{self, Txn, WalHeader, WalPos, HEADER_SIZE};
 use crate::error::{Error, Result};
 
-type Salts = (u32, u32);
-/// Where a sealed mirror's generation ends: offset, and the running checksum there.
-type SealedEnd = (u64, u32, u32);
-/// The mirror files found in the folder: generation → (path, where it ends if sealed).
-type Found = HashMap<Salts, (PathBuf, Option<SealedEnd>)>;
+/// Where a sealed generation ends: the offset and the running checksum there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedEnd {
+    pub offset: u64,
+    pub cksum1: u32,
+    pub cksum2: u32,
+}
 
-fn salts(pos: &WalPos) -> Salts {
-    (pos.salt1, pos.salt2)
+impl SealedEnd {
+    fn of(pos: &WalPos) -> SealedEnd {
+        SealedEnd {
+            offset: pos.offset,
+            cksum1: pos.cksum1,
+            cksum2: pos.cksum2,
+        }
+    }
+}
+
+/// One generation of the WAL as the mirrors know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Generation {
+    pub seq: u32,
+    pub salt1: u32,
+    pub salt2: u32,
+}
+
+/// A file name in the mirror folder.
+#[derive(Debug, PartialEq, Eq)]
+enum Name {
+    Copy(Generation),
+    Seal(Generation, SealedEnd),
+}
+
+fn stem(g: &Generation) -> String {
+    format!("{:08x}-{:08x}-{:08x}", g.seq, g.salt1, g.salt2)
+}
+
+fn copy_name(g: &Generation) -> String {
+    format!("{}.wal", stem(g))
+}
+
+pub fn seal_name(g: &Generation, end: &SealedEnd) -> String {
+    format!(
+        "{}-{:x}-{:08x}-{:08x}.sealed",
+        stem(g),
+        end.offset,
+        end.cksum1,
+        end.cksum2
+    )
+}
+
+fn parse_name(name: &str) -> Option<Name> {
+    let hex32 = |s: &str| u32::from_str_radix(s, 16).ok();
+    let gen = |p: &[&str]| {
+        Some(Generation {
+            seq: hex32(p[0])?,
+            salt1: hex32(p[1])?,
+            salt2: hex32(p[2])?,
+        })
+    };
+    if let Some(s) = name.strip_suffix(".wal") {
+        let p: Vec<&str> = s.split('-').collect();
+        return (p.len() == 3).then(|| gen(&p)).flatten().map(Name::Copy);
+    }
+    let p: Vec<&str> = name.strip_suffix(".sealed")?.split('-').collect();
+    if p.len() != 6 {
+        return None;
+    }
+    let end = SealedEnd {
+        offset: u64::from_str_radix(p[3], 16).ok()?,
+        cksum1: hex32(p[4])?,
+        cksum2: hex32(p[5])?,
+    };
+    Some(Name::Seal(gen(&p)?, end))
+}
+
+fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> Error {
+    let what = format!("{what} {}", path.display());
+    move |e| Error::io(what, e)
+}
+
+/// Copies `len` bytes at `offset` of `src` to the same offset of `dst` (copy_file_range on
+/// Linux: the data does not pass through this process).
+fn copy_range(src: &File, dst: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (mut s, mut d) = (src, dst);
+    s.seek(SeekFrom::Start(offset))?;
+    d.seek(SeekFrom::Start(offset))?;
+    if io::copy(&mut s.take(len), &mut d)? != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the WAL is shorter than its committed frames",
+        ));
+    }
+    Ok(())
+}
+
+/// The live WAL and its header, if it has a valid one.
+fn open_wal(wal_path: &Path) -> Result<Option<(File, WalHeader)>> {
+    let f = match File::open(wal_path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("opening", wal_path)(e)),
+    };
+    let hdr = wal::read_header(&f).map_err(io_err("reading", wal_path))?;
+    Ok(hdr.map(|h| (f, h)))
 }
 
 /// The copy of one WAL generation.
 pub(super) struct Mirror {
+    gen: Generation,
     hdr: WalHeader,
     path: PathBuf,
     file: File,
@@ -47,7 +146,7 @@ pub(super) struct Mirror {
     start: WalPos,
     /// The end of the committed frames copied so far.
     end: WalPos,
-    /// SQLite may have restarted the WAL past this generation: it ends at `end`.
+    /// Sealed (by us) at `end`: SQLite may restart the WAL past this generation.
     sealed: bool,
     /// The transactions copied after `listed_from` up to `end`, as the walk that validated
     /// them found them: the shipper takes them rather than read the frame headers back.
@@ -70,100 +169,16 @@ pub(super) struct Source {
     pub txns: Option<Vec<Txn>>,
 }
 
-pub(super) struct Mirrors {
-    dir: PathBuf,
-    wal_path: PathBuf,
-    /// Oldest generation first; all but the newest are sealed.
-    chain: VecDeque<Mirror>,
-    /// Where the live WAL's mirror starts when it has none yet (shipping goes on from
-    /// there); None: at the start of the generation.
-    resume: Option<WalPos>,
-    /// Write-transaction ends noted before the last copy: what committed before them is
-    /// in the mirrors.
-    pub notes: u64,
-    /// The copier's read buffer, kept between rounds (it only grows, up to
-    /// `COPY_IN_MEMORY`).
-    buf: Vec<u8>,
-}
-
-/// The most of the live WAL one read brings into memory to validate and write out from
-/// there; a copier further behind goes on in steps of this size, and a single transaction
-/// larger than this is validated in batches and copied by the kernel.
-const COPY_IN_MEMORY: u64 = 4 * 1024 * 1024;
-
-pub(super) fn mirror_dir(meta_dir: &Path) -> PathBuf {
-    meta_dir.join("wal")
-}
-
-fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> Error {
-    let what = format!("{what} {}", path.display());
-    move |e| Error::io(what, e)
-}
-
-fn live_name(s: Salts) -> String {
-    format!("{:08x}-{:08x}.wal", s.0, s.1)
-}
-
-fn sealed_name(end: &WalPos) -> String {
-    format!(
-        "{:08x}-{:08x}-{:x}-{:08x}-{:08x}.sealed",
-        end.salt1, end.salt2, end.offset, end.cksum1, end.cksum2
-    )
-}
-
-/// A mirror's file name: its generation, and where it ends if sealed (offset, checksums).
-fn parse_name(name: &str) -> Option<(Salts, Option<SealedEnd>)> {
-    let hex32 = |s: &str| u32::from_str_radix(s, 16).ok();
-    if let Some(stem) = name.strip_suffix(".wal") {
-        let (a, b) = stem.split_once('-')?;
-        return Some(((hex32(a)?, hex32(b)?), None));
-    }
-    let parts: Vec<&str> = name.strip_suffix(".sealed")?.split('-').collect();
-    let [a, b, off, c1, c2] = parts[..] else {
-        return None;
-    };
-    let end = (u64::from_str_radix(off, 16).ok()?, hex32(c1)?, hex32(c2)?);
-    Some(((hex32(a)?, hex32(b)?), Some(end)))
-}
-
-/// Copies `len` bytes at `offset` of `src` to the same offset of `dst` (copy_file_range on
-/// Linux: the data does not pass through this process).
-fn copy_range(src: &File, dst: &File, offset: u64, len: u64) -> io::Result<()> {
-    let (mut s, mut d) = (src, dst);
-    s.seek(SeekFrom::Start(offset))?;
-    d.seek(SeekFrom::Start(offset))?;
-    if io::copy(&mut s.take(len), &mut d)? != len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the WAL is shorter than its committed frames",
-        ));
-    }
-    Ok(())
-}
-
-fn open_rw(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io_err("opening", path))
-}
-
-/// The live WAL and its header, if it has a valid one.
-fn open_wal(wal_path: &Path) -> Result<Option<(File, WalHeader)>> {
-    let f = match File::open(wal_path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("opening", wal_path)(e)),
-    };
-    let hdr = wal::read_header(&f).map_err(io_err("reading", wal_path))?;
-    Ok(hdr.map(|h| (f, h)))
-}
-
 impl Mirror {
-    /// A new mirror of the live WAL's generation `hdr`, copying from `start`.
-    fn create(dir: &Path, live: &File, hdr: WalHeader, start: WalPos) -> Result<Mirror> {
-        let path = dir.join(live_name((hdr.salt1, hdr.salt2)));
+    /// A new copy of the live WAL's generation `hdr`, copying from `start`.
+    fn create(
+        dir: &Path,
+        gen: Generation,
+        live: &File,
+        hdr: WalHeader,
+        start: WalPos,
+    ) -> Result<Mirror> {
+        let path = dir.join(copy_name(&gen));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -173,6 +188,7 @@ impl Mirror {
             .map_err(io_err("creating", &path))?;
         copy_range(live, &file, 0, HEADER_SIZE).map_err(io_err("writing", &path))?;
         Ok(Mirror {
+            gen,
             hdr,
             path,
             file,
@@ -211,52 +227,141 @@ impl Mirror {
         Some(std::mem::take(&mut self.listed))
     }
 
-    fn rename(&mut self, name: String, sealed: bool) -> Result<()> {
-        let to = self.path.with_file_name(name);
-        std::fs::rename(&self.path, &to).map_err(io_err("renaming", &self.path))?;
-        self.path = to;
-        self.sealed = sealed;
-        Ok(())
-    }
-
-    fn seal(&mut self) -> Result<()> {
+    fn seal(&mut self, dir: &Path) -> Result<()> {
         if self.sealed {
             return Ok(());
         }
-        self.rename(sealed_name(&self.end), true)
+        let marker = dir.join(seal_name(&self.gen, &SealedEnd::of(&self.end)));
+        File::create(&marker).map_err(io_err("creating", &marker))?;
+        self.sealed = true;
+        Ok(())
     }
 
     /// SQLite went on appending to a sealed generation (a RESTART checkpoint takes the
-    /// restart locks without restarting; the next writer may then fail to).
-    fn unseal(&mut self) -> Result<()> {
-        self.rename(live_name((self.hdr.salt1, self.hdr.salt2)), false)
+    /// restart locks without restarting; the next writer may then fail to): the markers of
+    /// this generation go, whoever wrote them.
+    fn unseal(&mut self, dir: &Path) -> Result<()> {
+        for (name, path) in list(dir)? {
+            if matches!(name, Name::Seal(g, _) if g == self.gen) {
+                std::fs::remove_file(&path).map_err(io_err("removing", &path))?;
+            }
+        }
+        self.sealed = false;
+        Ok(())
+    }
+
+    /// Whether someone sealed this generation where its copy ends: this process, or another
+    /// that checked first that the copy was complete.
+    fn sealed_at_end(&self, dir: &Path) -> Result<bool> {
+        if self.sealed {
+            return Ok(true);
+        }
+        let want = SealedEnd::of(&self.end);
+        Ok(list(dir)?
+            .iter()
+            .any(|(n, _)| *n == Name::Seal(self.gen, want)))
     }
 
     fn holds(&self, pos: &WalPos) -> bool {
         self.hdr.same_generation(pos)
     }
 
-    fn remove(self) {
+    fn remove(self, dir: &Path) {
         let _ = std::fs::remove_file(&self.path);
+        if let Ok(names) = list(dir) {
+            for (name, path) in names {
+                if matches!(name, Name::Seal(g, _) if g == self.gen) {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
     }
 }
 
+/// What a round of copying found.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Copied {
+    /// Nothing new was committed.
+    Nothing,
+    /// New transactions are in the newest mirror.
+    Some,
+    /// SQLite restarted the WAL over frames nobody copied: the mirrors cannot say what
+    /// changed.
+    Lost(String),
+}
+
+pub(super) struct Mirrors {
+    dir: PathBuf,
+    wal_path: PathBuf,
+    shm_path: PathBuf,
+    /// Oldest generation first; all but the newest are sealed.
+    chain: VecDeque<Mirror>,
+    /// The number the next generation seen gets.
+    next_seq: u32,
+    /// The generation SQLite restarted the WAL from while no mirror held anything of it
+    /// (copying starts at the next one): sealed too, by the hook or at start-up.
+    clean_until: Option<(u32, u32)>,
+    /// The copier's read buffer, kept between rounds (it only grows, up to
+    /// `COPY_IN_MEMORY`).
+    buf: Vec<u8>,
+}
+
+/// The most of the live WAL one read brings into memory to validate and write out from
+/// there; a copier further behind goes on in steps of this size, and a single transaction
+/// larger than this is validated in batches and copied by the kernel.
+const COPY_IN_MEMORY: u64 = 4 * 1024 * 1024;
+
+pub(super) fn mirror_dir(meta_dir: &Path) -> PathBuf {
+    meta_dir.join("wal")
+}
+
 impl Mirrors {
-    /// No mirrors: copying starts at `from` in the live WAL (None: at the start of the
-    /// next generation). Mirrors left from before are deleted.
-    pub fn fresh(dir: &Path, wal_path: &Path, from: Option<WalPos>) -> Result<Mirrors> {
+    fn empty(dir: &Path, db_path: &Path, next_seq: u32) -> Result<Mirrors> {
         std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
-        for (path, _) in list(dir)?.into_values() {
-            let _ = std::fs::remove_file(path);
-        }
         Ok(Mirrors {
             dir: dir.to_path_buf(),
-            wal_path: wal_path.to_path_buf(),
+            wal_path: super::beside(db_path, "-wal"),
+            shm_path: shm::path_for(db_path),
             chain: VecDeque::new(),
-            resume: from,
-            notes: 0,
+            next_seq,
+            clean_until: None,
             buf: Vec::new(),
         })
+    }
+
+    /// No mirrors: copying starts at `from` in the live WAL (None: at the start of the
+    /// next generation). Mirrors left from before are deleted.
+    pub fn fresh(dir: &Path, db_path: &Path, from: Option<WalPos>) -> Result<Mirrors> {
+        let mut m = Mirrors::empty(dir, db_path, 1)?;
+        for (name, path) in list(dir)? {
+            if let Name::Copy(g) = name {
+                m.next_seq = m.next_seq.max(g.seq.wrapping_add(1));
+            }
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some(pos) = from {
+            match open_wal(&m.wal_path)? {
+                Some((live, hdr)) if hdr.same_generation(&pos) => {
+                    let gen = m.take_seq(&hdr);
+                    m.chain
+                        .push_back(Mirror::create(dir, gen, &live, hdr, pos)?);
+                }
+                // Restarted since `pos`: only an empty generation may have been (the
+                // callers know that what `pos` names is all there is).
+                _ => m.clean_until = Some((pos.salt1, pos.salt2)),
+            }
+        }
+        Ok(m)
+    }
+
+    fn take_seq(&mut self, hdr: &WalHeader) -> Generation {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        Generation {
+            seq,
+            salt1: hdr.salt1,
+            salt2: hdr.salt2,
+        }
     }
 
     /// Start-up after shipping reached `from`: takes up the mirrors left by the last run,
@@ -266,189 +371,289 @@ impl Mirrors {
     /// neither: the mirrors cannot say what changed.
     pub fn recover(
         dir: &Path,
-        wal_path: &Path,
+        db_path: &Path,
         from: Option<WalPos>,
     ) -> Result<std::result::Result<Mirrors, String>> {
-        std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
-        let mut found = list(dir)?;
-        let live = open_wal(wal_path)?.map(|(_, h)| h);
-        let from = match from {
-            Some(pos) => pos,
-            None if found.is_empty() => return Mirrors::fresh(dir, wal_path, None).map(Ok),
-            None => match oldest(&found) {
-                Some(pos) => pos,
-                None => return Ok(Err("the copies of the WAL have no readable oldest".into())),
-            },
-        };
-        let mut m = Mirrors {
-            dir: dir.to_path_buf(),
-            wal_path: wal_path.to_path_buf(),
-            chain: VecDeque::new(),
-            resume: None,
-            notes: 0,
-            buf: Vec::new(),
-        };
-        let outcome = m.take_up(&mut found, live, from);
-        for (path, _) in found.into_values() {
-            let _ = std::fs::remove_file(path);
+        let mut m = Mirrors::empty(dir, db_path, 1)?;
+        let found = list(dir)?;
+        let mut copies: Vec<(Generation, PathBuf)> = Vec::new();
+        let mut seals: Vec<(Generation, SealedEnd)> = Vec::new();
+        for (name, path) in &found {
+            match name {
+                Name::Copy(g) => copies.push((*g, path.clone())),
+                Name::Seal(g, end) => seals.push((*g, *end)),
+            }
+        }
+        copies.sort_by_key(|(g, _)| g.seq);
+        m.next_seq = copies.last().map_or(1, |(g, _)| g.seq.wrapping_add(1));
+        let live = open_wal(&m.wal_path)?.map(|(_, h)| h);
+        let index = shm::read(&m.shm_path).map_err(io_err("reading", &m.shm_path))?;
+        let outcome = m.take_up(&copies, &seals, live, index, from);
+        // What was not taken up is of no use any more.
+        let kept: Vec<&PathBuf> = m.chain.iter().map(|c| &c.path).collect();
+        for (name, path) in &found {
+            let keep = match name {
+                Name::Copy(_) => kept.contains(&path),
+                Name::Seal(g, _) => m.chain.iter().any(|c| c.gen == *g),
+            };
+            if !keep {
+                let _ = std::fs::remove_file(path);
+            }
         }
         Ok(outcome.map(|()| m))
     }
 
     fn take_up(
         &mut self,
-        found: &mut Found,
+        copies: &[(Generation, PathBuf)],
+        seals: &[(Generation, SealedEnd)],
         live: Option<WalHeader>,
-        mut at: WalPos,
+        index: Option<shm::Index>,
+        from: Option<WalPos>,
     ) -> std::result::Result<(), String> {
-        let is_live = |pos: &WalPos| live.is_some_and(|h| h.same_generation(pos));
-        loop {
-            let Some((path, seal)) = found.remove(&salts(&at)) else {
-                // No copy of this generation: the live WAL must still hold it.
-                if is_live(&at) {
-                    self.resume = Some(at);
-                    return Ok(());
-                }
-                return Err(format!(
+        let is_live = |salts: (u32, u32)| live.is_some_and(|h| (h.salt1, h.salt2) == salts);
+        // Where the committed frames of the live generation end: the wal-index says, when a
+        // connection has it open; otherwise SQLite's recovery rule applies.
+        let live_until = |h: &WalHeader| match index {
+            Some(i) if i.salts() == (h.salt1, h.salt2) => i.end_offset(),
+            _ => u64::MAX,
+        };
+        let first = match from {
+            Some(pos) => copies
+                .iter()
+                .position(|(g, _)| (g.salt1, g.salt2) == (pos.salt1, pos.salt2)),
+            None => (!copies.is_empty()).then_some(0),
+        };
+        let Some(first) = first else {
+            // No copy of the shipped generation: the live WAL must still be it (or have
+            // nothing that was not shipped).
+            return match (from, live) {
+                (Some(pos), Some(h)) if h.same_generation(&pos) => self.start_live(h, pos),
+                (None, Some(h)) => self.start_live(h, h.start()),
+                (_, None) => Ok(()),
+                (Some(pos), Some(_)) => Err(format!(
                     "WAL generation {:08x}-{:08x} is neither in the WAL nor copied",
-                    at.salt1, at.salt2
-                ));
+                    pos.salt1, pos.salt2
+                )),
             };
+        };
+        let mut at = match from {
+            Some(pos) => pos,
+            None => {
+                let f = File::open(&copies[first].1).map_err(|e| e.to_string())?;
+                wal::read_header(&f)
+                    .ok()
+                    .flatten()
+                    .map(|h| h.start())
+                    .ok_or("the oldest copy of the WAL has no valid header")?
+            }
+        };
+        for (i, (gen, path)) in copies.iter().enumerate().skip(first) {
             let broken = |why: &str| format!("the copy {} {why}", path.display());
-            let file = open_rw(&path).map_err(|e| broken(&e.to_string()))?;
+            if i > first && gen.seq != copies[i - 1].0.seq.wrapping_add(1) {
+                return Err(broken("does not follow the one before it"));
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| broken(&e.to_string()))?;
             let hdr = wal::read_header(&file)
                 .ok()
                 .flatten()
-                .filter(|h| h.same_generation(&at))
+                .filter(|h| (h.salt1, h.salt2) == (gen.salt1, gen.salt2))
                 .ok_or_else(|| broken("has no valid header"))?;
-            let txns =
-                wal::committed_after(&file, &hdr, &at).map_err(|e| broken(&e.to_string()))?;
+            if i > first {
+                at = hdr.start();
+            }
+            let until = if is_live((gen.salt1, gen.salt2)) {
+                live_until(&hdr)
+            } else {
+                u64::MAX
+            };
+            let txns = wal::committed_until(&file, &hdr, &at, until)
+                .map_err(|e| broken(&e.to_string()))?;
             let reached = txns.last().map_or(at, |t| t.end);
+            let sealed = seals
+                .iter()
+                .any(|(g, e)| g == gen && *e == SealedEnd::of(&reached));
             let mut mirror = Mirror {
+                gen: *gen,
                 hdr,
                 path: path.clone(),
                 file,
                 start: at,
                 end: at,
-                sealed: seal.is_some(),
+                sealed,
                 listed_from: Some(at),
                 listed: Vec::new(),
             };
             mirror.append(txns);
-            if is_live(&at) {
-                // The live WAL is this generation: it has everything, and the copier goes
-                // on from what the copy holds.
-                if mirror.sealed {
-                    mirror.unseal().map_err(|e| broken(&e.to_string()))?;
+            let last = i + 1 == copies.len();
+            if is_live((gen.salt1, gen.salt2)) {
+                if !last {
+                    return Err(broken("is of the live WAL, yet newer copies follow it"));
                 }
+                // The live WAL is this generation: the copier goes on from what the copy
+                // holds (a seal made before SQLite appended more is stale).
                 self.chain.push_back(mirror);
                 return Ok(());
             }
-            let ends_where_sealed = seal == Some((reached.offset, reached.cksum1, reached.cksum2));
-            if !ends_where_sealed {
-                return Err(broken(if seal.is_some() {
-                    "is shorter than its generation"
-                } else {
-                    "was never sealed and the WAL has moved on"
-                }));
+            if !sealed {
+                return Err(broken(
+                    "was never sealed where it ends, and the WAL has moved on",
+                ));
             }
             self.chain.push_back(mirror);
-            // The next generation: SQLite adds one to salt-1 at each restart.
-            let next = at.salt1.wrapping_add(1);
-            let copied = found.keys().find(|s| s.0 == next).copied();
-            at = match (copied, live) {
-                (Some(s), _) => {
-                    let (p, _) = &found[&s];
-                    let f = File::open(p).map_err(|e| broken(&e.to_string()))?;
-                    match wal::read_header(&f).ok().flatten() {
-                        Some(h) => h.start(),
-                        None => {
-                            return Err(format!("the copy {} has no valid header", p.display()))
-                        }
+            if last {
+                // The live WAL is a generation nobody copied from yet. It follows the
+                // sealed one only if SQLite numbered it so (salt-1 plus one) — or it is
+                // gone, truncated after the restart: nothing committed since.
+                return match live {
+                    None => Ok(()),
+                    Some(h) if h.salt1 == gen.salt1.wrapping_add(1) => {
+                        self.start_live(h, h.start())
                     }
-                }
-                (None, Some(h)) if h.salt1 == next => h.start(),
-                // Truncated or deleted after the restart: nothing committed since.
-                (None, None) => return Ok(()),
-                (None, Some(h)) => {
-                    return Err(format!(
-                    "the WAL's generation {:08x}-{:08x} does not follow the copied {:08x}-{:08x}",
-                    h.salt1, h.salt2, at.salt1, at.salt2
-                ))
-                }
-            };
+                    Some(h) => Err(format!(
+                        "the WAL's generation {:08x}-{:08x} does not follow the copied {:08x}-{:08x}",
+                        h.salt1, h.salt2, gen.salt1, gen.salt2
+                    )),
+                };
+            }
         }
+        Ok(())
     }
 
-    /// Copies what was committed in the live WAL since the last copy. Returns whether
-    /// there was anything.
-    pub fn copy_new(&mut self) -> Result<bool> {
+    /// Starts a copy of the live generation `h` at `from` (nothing of it copied yet).
+    fn start_live(&mut self, h: WalHeader, from: WalPos) -> std::result::Result<(), String> {
+        let (live, hdr) = match open_wal(&self.wal_path) {
+            Ok(Some(x)) => x,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        if hdr != h {
+            return Err("the WAL was restarted during start-up".into());
+        }
+        let gen = self.take_seq(&hdr);
+        let m = Mirror::create(&self.dir, gen, &live, hdr, from).map_err(|e| e.to_string())?;
+        self.chain.push_back(m);
+        Ok(())
+    }
+
+    /// Copies what the wal-index says was committed in the live WAL since the last copy.
+    pub fn copy_new(&mut self) -> Result<Copied> {
+        let reading = |p: &Path| io_err("reading", p);
+        let Some(index) = shm::read(&self.shm_path).map_err(reading(&self.shm_path))? else {
+            return Ok(Copied::Nothing);
+        };
         let Some((live, hdr)) = open_wal(&self.wal_path)? else {
-            return Ok(false);
+            return Ok(Copied::Nothing);
         };
-        let known = self.chain.back().filter(|m| m.holds(&hdr.start()));
-        let new_generation = known.is_none();
-        let mut from = match (known, self.resume) {
-            (Some(m), _) => m.end,
-            (None, Some(p)) if hdr.same_generation(&p) => p,
-            (None, _) => hdr.start(),
-        };
-        let reading = |e| io_err("reading", &self.wal_path)(e);
-        let mut copied = false;
+        // The index and the WAL's header disagree while the first transaction of a new
+        // generation is written: nothing of it is committed yet.
+        if index.salts() != (hdr.salt1, hdr.salt2) || index.mx_frame == 0 {
+            return Ok(Copied::Nothing);
+        }
+        let known = self.chain.back().is_some_and(|m| m.holds(&hdr.start()));
+        if !known {
+            // A new generation. The one before must have been sealed where its copy ends:
+            // otherwise frames of it may never have been copied.
+            if let Some(m) = self.chain.back() {
+                if !m.sealed_at_end(&self.dir)? {
+                    return Ok(Copied::Lost(format!(
+                        "SQLite restarted the WAL (generation {:08x}-{:08x}) before its frames after offset {} were copied",
+                        m.gen.salt1, m.gen.salt2, m.end.offset
+                    )));
+                }
+            } else if let Some(salts) = self.clean_until {
+                if salts == (hdr.salt1, hdr.salt2) {
+                    return Ok(Copied::Nothing);
+                }
+            }
+            self.clean_until = None;
+            let gen = self.take_seq(&hdr);
+            self.chain
+                .push_back(Mirror::create(&self.dir, gen, &live, hdr, hdr.start())?);
+        }
+        let until = index.end_offset();
+        let dir = self.dir.clone();
+        let m = self.chain.back_mut().expect("pushed above");
+        let mut from = m.end;
+        if until <= from.offset {
+            return Ok(Copied::Nothing);
+        }
+        if m.sealed {
+            m.unseal(&dir)?;
+        }
+        let wal_path = self.wal_path.clone();
+        let reading = |e| io_err("reading", &wal_path)(e);
         loop {
             // The usual case, what committed since the copier's last round: read once,
             // validated in memory and written out from there, `COPY_IN_MEMORY` at a time.
             // Only a transaction larger than that is copied by the kernel, after a walk.
-            let kept = wal::committed_kept(&live, &hdr, &from, &mut self.buf, COPY_IN_MEMORY)
-                .map_err(reading)?;
+            let kept =
+                wal::committed_kept(&live, &hdr, &from, until, &mut self.buf, COPY_IN_MEMORY)
+                    .map_err(reading)?;
             let (txns, in_memory, more) = match kept {
                 Some((txns, more)) => (txns, true, more),
                 None => (
-                    wal::committed_after(&live, &hdr, &from).map_err(reading)?,
+                    wal::committed_until(&live, &hdr, &from, until).map_err(reading)?,
                     false,
                     false,
                 ),
             };
             let Some(last) = txns.last() else {
-                return Ok(copied);
+                // The index says committed, the frames do not check out: the WAL was
+                // restarted under us (the next round sees the new generation), or it is
+                // damaged.
+                return Ok(Copied::Nothing);
             };
-            if new_generation && !copied {
-                // A new generation: SQLite restarted the WAL (the restart hook sealed the
-                // one before), or it deleted the WAL at a close after everything had shipped.
-                if let Some(m) = self.chain.back_mut() {
-                    m.seal()?;
-                }
-                self.resume = None;
-                self.chain
-                    .push_back(Mirror::create(&self.dir, &live, hdr, from)?);
-            }
-            let m = self.chain.back_mut().expect("pushed above");
-            if m.sealed {
-                m.unseal()?;
-            }
             let len = last.end.offset - from.offset;
             if in_memory {
                 m.file.write_all_at(&self.buf[..len as usize], from.offset)
             } else {
-                // Safe from a restart between reading and copying: restarts wait for this lock.
                 copy_range(&live, &m.file, from.offset, len)
             }
             .map_err(io_err("copying the WAL to", &m.path))?;
             m.append(txns);
-            copied = true;
-            if !more {
-                return Ok(true);
+            if !more || m.end.offset >= until {
+                return Ok(Copied::Some);
             }
             from = m.end;
         }
     }
 
-    /// SQLite is about to restart the WAL: the newest mirror now ends its generation.
+    /// SQLite is about to restart the WAL (and has copied what was committed first): the
+    /// newest mirror now ends its generation. With no mirror at all, the live generation
+    /// had nothing committed, and the next one follows it cleanly.
     pub fn seal(&mut self) -> Result<()> {
         match self.chain.back_mut() {
-            Some(m) => m.seal(),
-            None => Ok(()),
+            Some(m) => m.seal(&self.dir),
+            None => {
+                if let Some((_, h)) = open_wal(&self.wal_path)? {
+                    self.clean_until = Some((h.salt1, h.salt2));
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// Where copying has reached: the newest generation and the end of its copy.
+    pub fn copied(&self) -> Option<(Generation, WalPos)> {
+        self.chain.back().map(|m| (m.gen, m.end))
+    }
+
+    /// The generations the mirrors hold, oldest first.
+    pub fn generations(&self) -> Vec<Generation> {
+        self.chain.iter().map(|m| m.gen).collect()
+    }
+
+    /// The generation a position belongs to, if a mirror holds it.
+    pub fn generation_of(&self, salts: (u32, u32)) -> Option<Generation> {
+        self.chain
+            .iter()
+            .find(|m| (m.gen.salt1, m.gen.salt2) == salts)
+            .map(|m| m.gen)
     }
 
     /// What to read after `cursor` (the end of what is encoded; None: from the first
@@ -477,8 +682,8 @@ impl Mirrors {
     fn next_after(&self, cursor: Option<WalPos>) -> Option<(usize, WalPos)> {
         let at = cursor.and_then(|c| self.chain.iter().position(|m| m.holds(&c)));
         let (i, from) = match (at, cursor) {
-            (Some(i), Some(c)) if self.chain[i].sealed && self.chain[i].end == c => {
-                (i + 1, self.chain.get(i + 1)?.start)
+            (Some(i), Some(c)) if i + 1 < self.chain.len() && self.chain[i].end == c => {
+                (i + 1, self.chain[i + 1].start)
             }
             (Some(i), Some(c)) => (i, c),
             _ => (0, self.chain.front()?.start),
@@ -490,13 +695,12 @@ impl Mirrors {
     pub fn release(&mut self, shipped: &WalPos) {
         while self.chain.len() > 1 {
             let front = &self.chain[0];
-            let done = front.sealed
-                && (front.end == *shipped || self.chain.iter().skip(1).any(|m| m.holds(shipped)));
+            let done = front.end == *shipped || self.chain.iter().skip(1).any(|m| m.holds(shipped));
             if !done {
                 break;
             }
             if let Some(m) = self.chain.pop_front() {
-                m.remove();
+                m.remove(&self.dir);
             }
         }
     }
@@ -505,42 +709,25 @@ impl Mirrors {
     /// what the WAL holds is not copied again.
     pub fn clear(&mut self) -> Result<()> {
         for m in self.chain.drain(..) {
-            m.remove();
+            m.remove(&self.dir);
         }
-        self.resume = match open_wal(&self.wal_path)? {
-            Some((f, h)) => {
-                let txns = wal::committed_after(&f, &h, &h.start())
-                    .map_err(io_err("reading", &self.wal_path))?;
-                Some(txns.last().map_or(h.start(), |t| t.end))
-            }
-            None => None,
-        };
+        if let Some((_, h)) = open_wal(&self.wal_path)? {
+            self.clean_until = Some((h.salt1, h.salt2));
+        }
         Ok(())
     }
 }
 
-/// The start of the oldest generation among `found`: the one whose predecessor (salt-1
-/// less one) is not there.
-fn oldest(found: &Found) -> Option<WalPos> {
-    let (_, (path, _)) = found
-        .iter()
-        .find(|(s, _)| !found.keys().any(|o| o.0 == s.0.wrapping_sub(1)))?;
-    let f = File::open(path).ok()?;
-    wal::read_header(&f).ok().flatten().map(|h| h.start())
-}
-
-/// The mirror files in `dir`, by generation.
-fn list(dir: &Path) -> Result<Found> {
-    let mut out = HashMap::new();
+/// The files in `dir` with the names of mirrors and seals; anything else there is removed
+/// (temporary files of a crashed process).
+fn list(dir: &Path) -> Result<Vec<(Name, PathBuf)>> {
+    let mut out = Vec::new();
     for e in std::fs::read_dir(dir)
         .map_err(io_err("listing", dir))?
         .flatten()
     {
-        let name = e.file_name();
-        match name.to_str().and_then(parse_name) {
-            Some((s, seal)) => {
-                out.insert(s, (e.path(), seal));
-            }
+        match e.file_name().to_str().and_then(parse_name) {
+            Some(name) => out.push((name, e.path())),
             None => {
                 let _ = std::fs::remove_file(e.path());
             }
@@ -549,217 +736,11 @@ fn list(dir: &Path) -> Result<Found> {
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::primary::wal::tests::write_wal;
-
-    fn header(path: &Path) -> WalHeader {
-        wal::read_header(&File::open(path).unwrap())
-            .unwrap()
-            .unwrap()
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        v.sort();
-        v
-    }
-
-    /// Two generations: the first copied and sealed at a restart, the second live.
-    fn two_generations(dir: &Path, wal_path: &Path) -> (Mirrors, WalPos, WalPos) {
-        write_wal(
-            wal_path,
-            512,
-            (10, 1),
-            &[vec![(1, 1), (2, 2)], vec![(2, 3)]],
-        );
-        let first = header(wal_path).start();
-        let mut m = Mirrors::fresh(dir, wal_path, None).unwrap();
-        assert!(m.copy_new().unwrap());
-        assert!(!m.copy_new().unwrap(), "nothing new the second time");
-        m.seal().unwrap();
-        let sealed_end = m.chain[0].end;
-        // SQLite restarts the WAL: salt-1 plus one, and it overwrites the old frames.
-        write_wal(wal_path, 512, (11, 7), &[vec![(3, 4)]]);
-        assert!(m.copy_new().unwrap());
-        (m, first, sealed_end)
-    }
-
-    #[test]
-    fn copies_seal_and_hand_the_shipper_each_generation_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mdir, wal_path) = (dir.path().join("wal"), dir.path().join("db-wal"));
-        let (mut m, first, sealed_end) = two_generations(&mdir, &wal_path);
-        assert_eq!(names(&mdir).len(), 2);
-        assert!(names(&mdir)[0].ends_with(".sealed"), "{:?}", names(&mdir));
-
-        // The shipper reads the first generation from its copy (the WAL no longer has it).
-        let copied = std::fs::read(&m.chain[0].path).unwrap();
-        assert_eq!(
-            copied.len() as u64,
-            sealed_end.offset,
-            "the committed frames, no more"
-        );
-        let src = m.source(None).unwrap().unwrap();
-        assert_eq!(src.from, first);
-        let txns = wal::copied_until(&src.file, &src.hdr, &src.from, src.end.offset).unwrap();
-        assert_eq!(txns.len(), 2);
-        assert_eq!(txns[1].end, sealed_end);
-        // The walk that copied them listed them: the shipper gets them without reading the
-        // headers back, and they are what the headers say.
-        assert_eq!(src.txns.as_deref(), Some(&txns[..]));
-        // Asked again (as after a failed round): handed over already, so read back.
-        assert!(m.source(None).unwrap().unwrap().txns.is_none());
-        assert_eq!(
-            wal::read_page(&src.file, 512, txns[1].pages[&2], (10, 1)).unwrap()[0],
-            3
-        );
-        // At the sealed end it goes on with the next generation.
-        let next = m.source(Some(sealed_end)).unwrap().unwrap();
-        assert_eq!((next.hdr.salt1, next.from.offset), (11, HEADER_SIZE));
-        assert!(m.source(Some(next.end)).unwrap().is_none());
-
-        // Shipped past the first generation: its copy goes, the live one stays.
-        m.release(&sealed_end);
-        assert_eq!(names(&mdir), vec![live_name((11, 7))]);
-        m.release(&next.end);
-        assert_eq!(names(&mdir).len(), 1);
-    }
-
-    #[test]
-    fn a_copier_far_behind_copies_through_the_kernel_what_it_validated() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mdir, wal_path) = (dir.path().join("wal"), dir.path().join("db-wal"));
-        // More than one copy reads into memory: a transaction of 1100 pages of 4 KiB, a
-        // small one after it, then the frames of one that never committed.
-        let big: Vec<(u32, u8)> = (1..=1100).map(|pg| (pg, pg as u8)).collect();
-        write_wal(&wal_path, 4096, (3, 4), &[big, vec![(2, 9)], vec![(5, 5)]]);
-        let mut bytes = std::fs::read(&wal_path).unwrap();
-        let committed = bytes.len() - 24 - 4096;
-        bytes[committed + 4..committed + 8].copy_from_slice(&0u32.to_be_bytes());
-        std::fs::write(&wal_path, &bytes).unwrap();
-        assert!(bytes.len() as u64 > COPY_IN_MEMORY);
-
-        let mut m = Mirrors::fresh(&mdir, &wal_path, None).unwrap();
-        assert!(m.copy_new().unwrap());
-        let src = m.source(None).unwrap().unwrap();
-        assert_eq!(src.end.offset, committed as u64);
-        let copied = std::fs::read(src_path(&m)).unwrap();
-        assert_eq!(copied[..committed], bytes[..committed]);
-        let txns = src.txns.unwrap();
-        assert_eq!(
-            (txns.len(), txns[1].pages[&2]),
-            (2, 32 + 1100 * (24 + 4096))
-        );
-        assert_eq!(
-            wal::copied_until(&src.file, &src.hdr, &src.from, src.end.offset).unwrap(),
-            txns
-        );
-    }
-
-    #[test]
-    fn a_copier_far_behind_goes_on_in_steps_that_fit_in_memory() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mdir, wal_path) = (dir.path().join("wal"), dir.path().join("db-wal"));
-        // Three transactions of 400 pages of 4 KiB: more than one read keeps in memory,
-        // each smaller than that.
-        let txn = |fill: u8| -> Vec<(u32, u8)> { (1..=400).map(|pg| (pg, fill)).collect() };
-        write_wal(&wal_path, 4096, (3, 4), &[txn(1), txn(2), txn(3)]);
-        let bytes = std::fs::read(&wal_path).unwrap();
-        assert!(bytes.len() as u64 > COPY_IN_MEMORY);
-
-        let mut m = Mirrors::fresh(&mdir, &wal_path, None).unwrap();
-        assert!(m.copy_new().unwrap());
-        assert!(!m.copy_new().unwrap(), "all of it in one call");
-        let src = m.source(None).unwrap().unwrap();
-        assert_eq!(src.end.offset, bytes.len() as u64);
-        assert_eq!(std::fs::read(src_path(&m)).unwrap(), bytes);
-        assert_eq!(src.txns.map(|t| t.len()), Some(3));
-    }
-
-    fn src_path(m: &Mirrors) -> PathBuf {
-        m.chain.back().unwrap().path.clone()
-    }
-
-    #[test]
-    fn start_up_takes_up_the_copies_or_says_what_is_missing() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mdir, wal_path) = (dir.path().join("wal"), dir.path().join("db-wal"));
-        let (m, first, sealed_end) = two_generations(&mdir, &wal_path);
-        let live_end = m.chain[1].end;
-        drop(m);
-
-        // A crash: from the shipped position, through the sealed copy, to the live WAL.
-        let r = Mirrors::recover(&mdir, &wal_path, Some(first))
-            .unwrap()
-            .unwrap();
-        assert_eq!(r.chain.len(), 2);
-        assert_eq!((r.chain[0].end, r.chain[1].end), (sealed_end, live_end));
-        // From None (the database file held what shipped): the oldest copy's start.
-        let r = Mirrors::recover(&mdir, &wal_path, None).unwrap().unwrap();
-        assert_eq!(r.chain[0].start, first);
-        drop(r);
-
-        // A sealed copy that lost its tail (not synced, a power failure) is found out.
-        let sealed = mdir.join(&names(&mdir)[0]);
-        let len = std::fs::metadata(&sealed).unwrap().len();
-        OpenOptions::new()
-            .write(true)
-            .open(&sealed)
-            .unwrap()
-            .set_len(len - 100)
-            .unwrap();
-        let why = Mirrors::recover(&mdir, &wal_path, Some(first))
-            .unwrap()
-            .err()
-            .unwrap();
-        assert!(why.contains("shorter than its generation"), "{why}");
-
-        // A WAL of an unrelated generation and no copy of the shipped one.
-        let dir2 = tempfile::tempdir().unwrap();
-        let wal2 = dir2.path().join("db-wal");
-        write_wal(&wal2, 512, (99, 1), &[vec![(1, 1)]]);
-        let why = Mirrors::recover(&dir2.path().join("wal"), &wal2, Some(first))
-            .unwrap()
-            .err()
-            .unwrap();
-        assert!(why.contains("neither in the WAL nor copied"), "{why}");
-    }
-
-    #[test]
-    fn a_generation_appended_after_its_seal_is_unsealed_and_copied_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mdir, wal_path) = (dir.path().join("wal"), dir.path().join("db-wal"));
-        write_wal(&wal_path, 512, (5, 5), &[vec![(1, 1)]]);
-        let mut m = Mirrors::fresh(&mdir, &wal_path, None).unwrap();
-        m.copy_new().unwrap();
-        let first = m.source(None).unwrap().unwrap();
-        assert_eq!(first.txns.map(|t| t.len()), Some(1));
-        // A RESTART checkpoint took the restart locks, then a reader stopped the restart.
-        m.seal().unwrap();
-        write_wal(&wal_path, 512, (5, 5), &[vec![(1, 1)], vec![(2, 2)]]);
-        assert!(m.copy_new().unwrap());
-        assert_eq!(names(&mdir), vec![live_name((5, 5))]);
-        // The list goes on after what the shipper took.
-        let rest = m.source(Some(first.end)).unwrap().unwrap();
-        let listed = rest.txns.unwrap();
-        assert_eq!((listed.len(), listed[0].end), (1, rest.end));
-        assert_eq!(listed[0].pages.keys().copied().collect::<Vec<_>>(), vec![2]);
-        let src = m.source(None).unwrap().unwrap();
-        let txns = wal::copied_until(&src.file, &src.hdr, &src.from, src.end.offset).unwrap();
-        assert_eq!(txns.len(), 2);
-        // The names round-trip.
-        assert_eq!(parse_name(&live_name((5, 5))), Some(((5, 5), None)));
-        assert_eq!(
-            parse_name(&sealed_name(&src.end)),
-            Some((
-                (5, 5),
-                Some((src.end.offset, src.end.cksum1, src.end.cksum2))
-            ))
-        );
-    }
+/// Seals the generation `gen` at `end` from a process that does not lead: it checked that
+/// the leader's copy reaches `end`, the generation's committed end, and holds SQLite's
+/// write lock, so nothing more can be committed in it.
+pub(super) fn seal_for_follower(meta_dir: &Path, gen: Generation, end: &WalPos) -> Result<()> {
+    let marker = mirror_dir(meta_dir).join(seal_name(&gen, &SealedEnd::of(end)));
+    File::create(&marker).map_err(io_err("creating", &marker))?;
+    Ok(())
 }

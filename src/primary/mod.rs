@@ -1,105 +1,86 @@
-//! A primary: a local database written through the VFS, whose committed transactions this
-//! process ships to the replica as LTX files — no sidecar daemon.
+//! A primary: a local database written through the VFS, whose committed transactions are
+//! shipped to the replica as LTX files — by the application's own processes, no daemon.
 //!
-//! The VFS tells the primary three things (see `vfs/passthrough.rs`): a write transaction
-//! ended (SQLite released the WAL write lock), SQLite is restarting the WAL from its
-//! beginning, and SQLite synced the WAL at a commit. Everything else happens in two
-//! background tasks (`ship.rs`): the copier copies newly committed frames from the WAL into
-//! its mirrors (`mirror.rs`), and the shipper turns what the mirrors hold into LTX files and
-//! uploads them.
+//! Any number of processes (and connections in each) may open one database as a primary.
+//! One of them, the *leader* (`lease.rs`), copies what the wal-index says is committed into
+//! mirrors of the WAL (`mirror.rs`), whichever process committed it, encodes LTX files from
+//! them and uploads them (`ship.rs`); it publishes how far it got (`progress.rs`). When it
+//! exits or is killed, another process takes over from the files on disk.
 //!
-//! Nothing committed is lost between them because a WAL restart first copies what the
-//! copier has not reached and seals the mirror (if that fails, the restart is refused with
-//! SQLITE_BUSY, which SQLite treats as "readers still need the log": it goes on appending).
-//! After a crash the mirrors and the WAL therefore hold whatever had not shipped, and the
-//! state file (`state.rs`) says where shipping stopped.
+//! The VFS tells the primary four things (see `vfs/passthrough.rs`): a write transaction
+//! ended; SQLite is restarting the WAL from its beginning; a transaction committed (for
+//! `sync=remote`, which waits there until the replica holds it); and the last connection of
+//! the process closed.
+//!
+//! Nothing committed is lost to a WAL restart: in the leader's process the restart first
+//! copies what the copier has not reached and seals the mirror; in another process it waits
+//! until the leader has copied everything and seals it there; if neither can be done, the
+//! restart is refused with SQLITE_BUSY, which SQLite treats as "readers still need the log"
+//! (it goes on appending). Programs without the extension cannot restart the WAL at all
+//! while a process of ours holds the *pin* (`WalLocks::pin`, `vfs/pin.rs`).
 
 mod compact;
+mod lease;
 pub mod local;
 mod mirror;
+pub mod progress;
+mod record;
 mod registry;
 mod ship;
+pub mod shm;
 mod startup;
 pub mod state;
 pub mod sums;
+mod wake;
 pub mod wal;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
-use crate::config::{Config, SyncMode};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::storage::Store;
-pub use registry::{by_wal, is_primary_side_file, open};
-use state::Position;
+use progress::{Mark, Published};
+pub use registry::{by_db, by_wal, is_primary_side_file, open};
 
-/// What has shipped, for sync waiters, `litestream_lag` and `litestream_stats`.
-#[derive(Debug, Clone, Default)]
-pub struct Progress {
-    /// The newest state the replica holds.
-    pub shipped: Option<Position>,
-    /// Write-transaction ends noted up to which everything committed has shipped.
-    pub shipped_notes: u64,
-    /// The most a waiter (a flush, a `sync=remote` commit) wants `shipped_notes` to reach.
-    pub wanted_notes: u64,
-    /// The newest TXID encoded (shipped or waiting).
-    pub encoded_txid: u64,
-    pub pending_files: usize,
-    pub uploads: u64,
-    pub upload_bytes: u64,
-    pub last_upload: Option<SystemTime>,
-    pub last_error: Option<String>,
-    /// Set when shipping stopped for good (another primary won the replica).
-    pub stopped: Option<String>,
+/// SQLite's WAL locks, taken through a handle of this process's own (the VFS makes it; see
+/// `vfs/pin.rs`), so that SQLite's bookkeeping of the locks held in the process stays right.
+pub trait WalLocks: Send {
+    /// Takes the pin (a shared lock on the read-mark slot `shm::PIN_SLOT`, whose mark no
+    /// reader can use): while any process holds it, only processes with this extension can
+    /// restart the WAL. Ok(false) while it cannot be taken yet.
+    fn pin(&mut self) -> std::io::Result<bool>;
+    /// Takes SQLite's checkpointer lock: while held, no checkpoint changes the database file
+    /// and no committed WAL frame can be overwritten. Ok(false) when another holds it.
+    fn lock_checkpoints(&mut self) -> std::io::Result<bool>;
+    fn unlock_checkpoints(&mut self);
 }
+
+/// Opens the WAL locks of a database (the VFS's side of `WalLocks`).
+pub type LocksOpener = fn(&Path) -> std::io::Result<Box<dyn WalLocks>>;
 
 pub struct Primary {
     pub db_path: PathBuf,
-    wal_path: PathBuf,
-    meta_dir: PathBuf,
+    pub meta_dir: PathBuf,
+    shm_path: PathBuf,
+    /// The settings of the first connection of this process; the ones that must agree
+    /// between processes are checked against the leader's.
     pub config: Config,
     store: Arc<Store>,
-    node_id: u64,
-    /// Write-transaction ends seen (commits, rollbacks, checkpoints under the write lock).
-    notes: AtomicU64,
-    /// When the newest of them happened (ms since the epoch): the timestamp of its file.
-    last_note_ms: AtomicI64,
-    progress: Mutex<Progress>,
-    shipped_cv: Condvar,
-    /// The persisted state and its file, changed only through `update_state`.
-    state: Mutex<(state::State, state::StateFile)>,
-    /// The copies of the WAL the shipper reads; the copier and WAL restarts write them.
-    mirrors: Mutex<mirror::Mirrors>,
-    /// Wakes the copier (a write transaction ended, or someone waits for shipping).
-    wake: Arc<tokio::sync::Notify>,
-    /// Set by the copier when it has caught up and waits: only then does a commit wake it.
-    /// While commits keep coming it copies at its own pace, which spares each commit a
-    /// thread wake-up.
-    copier_idle: AtomicBool,
     /// Connections (main-database handles) open on it. The last one to close flushes; one
     /// with none left is not handed to a new connection (`registry::open`).
     connections: AtomicUsize,
-    /// The last WAL restart was refused (its warning is not repeated).
-    restart_refused: AtomicBool,
-    /// Wakes the shipper (the copier finished a round).
-    copied: Arc<tokio::sync::Notify>,
-    /// Someone waits for the shipper (a flush, a `sync=remote` commit): it cuts short the
-    /// `sync_interval` pause.
-    hurry: Arc<tokio::sync::Notify>,
+    /// Set when this process becomes the leader (at open, or by taking over).
+    leader: OnceLock<Arc<ship::Leader>>,
+    locks: Mutex<Option<Box<dyn WalLocks>>>,
+    open_locks: LocksOpener,
+    /// This process holds the pin.
+    pinned: AtomicBool,
     pub opened_at: SystemTime,
-}
-
-impl Drop for Primary {
-    fn drop(&mut self) {
-        // Lets the shipper task see that nobody holds the primary any more, and end.
-        self.wake.notify_one();
-        self.copied.notify_one();
-        self.hurry.notify_one();
-    }
 }
 
 impl Primary {
@@ -118,18 +99,74 @@ impl Primary {
         &self.store
     }
 
-    pub fn progress(&self) -> Progress {
-        self.progress.lock().clone()
+    /// Whether this process ships.
+    pub fn is_leader(&self) -> bool {
+        self.leader.get().is_some()
+    }
+
+    /// What the leader published: this process's own view when it leads, else the file.
+    pub fn published(&self) -> Published {
+        match self.leader.get() {
+            Some(l) => l.published(),
+            None => progress::read(&self.meta_dir)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Where the newest committed transaction ends, as the wal-index says (None: no
+    /// connection has the WAL open, or nothing was committed in it).
+    pub fn committed_mark(&self) -> Option<Mark> {
+        let i = shm::read(&self.shm_path).ok()??;
+        Some(Mark {
+            salt1: i.salt1,
+            salt2: i.salt2,
+            offset: i.end_offset(),
+        })
+    }
+
+    /// Whether everything committed is in the replica.
+    pub fn all_shipped(&self) -> bool {
+        let p = self.published();
+        let queued = p.counters.pending_files > 0;
+        !queued && self.committed_mark().is_none_or(|m| p.covers(&m))
+    }
+
+    /// Whether one connection of this process has it open.
+    pub fn is_last_connection(&self) -> bool {
+        self.connections.load(Ordering::SeqCst) == 1
+    }
+
+    /// The last connection of this process is closing: ship what is pending (if we lead)
+    /// and let go of this process's own locks on the WAL, so that SQLite may checkpoint and
+    /// delete the WAL if no other process has the database open.
+    pub fn before_last_close(&self) {
+        if self.is_leader() {
+            if let Err(e) = self.flush() {
+                crate::log_warn!(
+                    "litestream: {}: closing with transactions not yet shipped ({e})",
+                    self.db_path.display()
+                );
+            }
+        }
+        *self.locks.lock() = None;
+        self.pinned.store(false, Ordering::Release);
     }
 
     fn connection_opened(&self) {
         self.connections.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// A connection closed (or failed to open). The last one ships what is pending, for a
-    /// bounded time (`shutdown_timeout`).
+    /// A connection closed (or failed to open). The last one of the leader's process ships
+    /// what is pending, for a bounded time (`shutdown_timeout`); the process then gives up
+    /// leading, and another takes over.
     pub fn connection_closed(&self) {
         if self.connections.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        if !self.is_leader() {
+            wake::send(&self.meta_dir);
             return;
         }
         if let Err(e) = self.flush() {
@@ -140,125 +177,123 @@ impl Primary {
         }
     }
 
-    /// A write transaction ended: wake the shipper to look for newly committed frames.
+    /// A write transaction ended in this process: wake the copier, if we lead.
     pub fn note_write_end(&self) {
-        self.last_note_ms
-            .store(crate::clock::now_ms(), Ordering::Relaxed);
-        // SeqCst with the copier's going idle (`ship::copy_loop`): one of the two sees the
-        // other, so a commit is never left uncopied while the copier sleeps.
-        // The load first: while the copier is busy a commit writes nothing shared but `notes`.
-        self.notes.fetch_add(1, Ordering::SeqCst);
-        if self.copier_idle.load(Ordering::SeqCst) && self.copier_idle.swap(false, Ordering::SeqCst)
-        {
-            self.wake.notify_one();
+        if let Some(l) = self.leader.get() {
+            l.note_write_end();
         }
     }
 
-    /// SQLite is restarting the WAL (it will overwrite it from the beginning): copy what the
-    /// copier has not reached and seal the mirror. False refuses the restart, which leaves
-    /// the WAL growing until a restart succeeds.
+    /// SQLite of this process is restarting the WAL (it will overwrite it from the
+    /// beginning; it holds the write lock). True when nothing committed is lost by it.
     pub fn before_wal_restart(&self) -> bool {
-        let sealed = self.copy_new().and_then(|()| self.mirrors.lock().seal());
-        self.copied.notify_one();
-        // SQLite retries a refused restart at every write (and its busy handler in a loop):
-        // say it once until a restart succeeds again.
-        let was_refused = self
-            .restart_refused
-            .swap(sealed.is_err(), Ordering::Relaxed);
-        match sealed {
-            Ok(()) => true,
-            Err(e) => {
-                if !was_refused {
-                    crate::log_warn!(
-                        "litestream: {}: WAL restarts refused until its frames can be copied: {e}",
-                        self.db_path.display()
-                    );
-                }
-                false
-            }
+        if let Some(l) = self.leader.get() {
+            return l.before_wal_restart(&self.db_path);
         }
+        self.follower_restart()
     }
 
-    /// Copies what was committed in the WAL since the last copy into its mirror.
-    fn copy_new(&self) -> Result<()> {
-        let notes = self.notes.load(Ordering::SeqCst);
-        let mut m = self.mirrors.lock();
-        m.copy_new()?;
-        m.notes = m.notes.max(notes);
-        Ok(())
-    }
-
-    /// Whether everything committed has shipped.
-    pub fn all_shipped(&self) -> bool {
-        let noted = self.notes.load(Ordering::Acquire);
-        let p = self.progress.lock();
-        p.shipped_notes >= noted && p.pending_files == 0
-    }
-
-    /// SQLite synced the WAL at a commit. With `sync=remote`, waits until that commit has
-    /// shipped; an error fails the COMMIT.
-    pub fn on_wal_sync(&self) -> Result<()> {
-        if self.config.primary.sync != SyncMode::Remote {
-            return Ok(());
+    /// A restart in a process that does not lead: allowed once the leader has copied every
+    /// committed frame of the generation, and sealed here (the leader finds the seal when
+    /// it sees the next generation).
+    fn follower_restart(&self) -> bool {
+        let Ok(Some(index)) = shm::read(&self.shm_path) else {
+            return true;
+        };
+        if index.mx_frame == 0 {
+            return true;
         }
-        self.note_write_end();
-        let target = self.notes.load(Ordering::Acquire);
-        self.wait_shipped(
-            target,
-            self.config.open_timeout.max(Duration::from_secs(30)),
-        )
-    }
-
-    /// Waits until every write noted up to `target` has shipped, shipping stops, or
-    /// `timeout` passes.
-    fn wait_shipped(&self, target: u64, timeout: Duration) -> Result<()> {
-        self.wake.notify_one();
-        self.hurry.notify_one();
-        let deadline = std::time::Instant::now() + timeout;
-        let mut p = self.progress.lock();
-        p.wanted_notes = p.wanted_notes.max(target);
+        if !lease::leader_alive(&self.meta_dir).unwrap_or(false) {
+            return false;
+        }
+        let target = Mark {
+            salt1: index.salt1,
+            salt2: index.salt2,
+            offset: index.end_offset(),
+        };
+        let deadline = Instant::now() + Duration::from_millis(250);
+        let mut pause = Duration::from_micros(200);
         loop {
-            if let Some(why) = &p.stopped {
-                return Err(Error::Reported {
-                    code: libsqlite3_sys::SQLITE_IOERR_FSYNC,
-                    message: format!("litestream: replication stopped: {why}"),
-                });
+            if let Ok(Some(p)) = progress::read(&self.meta_dir) {
+                if let (Some(gen), Some((_, end))) = (p.copied_to(&target), p.copied) {
+                    return mirror::seal_for_follower(&self.meta_dir, gen, &end).is_ok();
+                }
             }
-            if p.shipped_notes >= target {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            wake::send(&self.meta_dir);
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+
+    /// A transaction of this connection committed (`sync=remote`): waits until the replica
+    /// holds it, or `sync_timeout` passes. An error leaves the transaction committed in the
+    /// local database; it ships when the store answers again.
+    pub fn wait_replicated(&self) -> Result<()> {
+        let timeout = self.config.primary.sync_timeout;
+        match self.committed_mark() {
+            Some(target) => {
+                self.wait_covered(target, timeout)
+                    .map_err(|why| Error::NotReplicated {
+                        db: self.db_path.display().to_string(),
+                        why,
+                    })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the replica holds the state at `target`. Err(why) after `timeout`.
+    fn wait_covered(&self, target: Mark, timeout: Duration) -> std::result::Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let mut last_wake = None::<Instant>;
+        loop {
+            if let Some(l) = self.leader.get() {
+                return l.wait_covered(&target, deadline, timeout);
+            }
+            let p = self.published();
+            if let Some(why) = &p.counters.stopped {
+                return Err(format!("replication stopped: {why}"));
+            }
+            if p.covers(&target) {
                 return Ok(());
             }
-            if self.shipped_cv.wait_until(&mut p, deadline).timed_out() {
-                let why = p.last_error.clone().unwrap_or_else(|| "no answer".into());
-                return Err(Error::Timeout {
-                    what: format!(
-                        "shipping to {} (pending TXIDs after {}; last error: {why})",
-                        self.store.url(),
-                        p.shipped.map_or(0, |s| s.txid)
-                    ),
-                    after: timeout,
-                });
+            if Instant::now() >= deadline {
+                return Err(waited_too_long(&p, timeout));
             }
+            if last_wake.is_none_or(|t| t.elapsed() > Duration::from_millis(100)) {
+                wake::send(&self.meta_dir);
+                last_wake = Some(Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
-    /// Ships what is pending, waiting up to `shutdown_timeout` (the last connection is
-    /// closing, or SQLite is about to delete the WAL).
+    /// Ships what is committed, waiting up to `shutdown_timeout`.
     pub fn flush(&self) -> Result<()> {
-        self.note_write_end();
-        let target = self.notes.load(Ordering::Acquire);
-        self.wait_shipped(target, self.config.primary.shutdown_timeout)
+        let timeout = self.config.primary.shutdown_timeout;
+        match self.committed_mark() {
+            Some(target) => self
+                .wait_covered(target, timeout)
+                .map_err(|why| Error::Timeout {
+                    what: format!("shipping {} ({why})", self.db_path.display()),
+                    after: timeout,
+                }),
+            None => Ok(()),
+        }
     }
 
-    /// SQLite is deleting the WAL after checkpointing all of it at close. Allowed when
-    /// everything shipped (the state then says the database file alone holds the shipped
-    /// state); otherwise the WAL is kept, so the next open ships what is left.
+    /// SQLite is deleting the WAL after checkpointing all of it (the last connection of
+    /// every process closed). Allowed when everything shipped; otherwise the WAL is kept,
+    /// so the next open ships what is left.
     pub fn may_delete_wal(&self) -> bool {
+        let Some(l) = self.leader.get() else {
+            return true;
+        };
         match self.flush() {
-            // The database file alone holds the shipped state from now on.
-            Ok(()) => {
-                self.mirrors.lock().clear().is_ok()
-                    && self.update_state(true, |s| s.shipped.wal = None).is_ok()
-            }
+            Ok(()) => l.wal_deleted().is_ok(),
             Err(e) => {
                 crate::log_warn!(
                     "litestream: {}: keeping the WAL, it holds transactions not yet shipped ({e})",
@@ -269,20 +304,107 @@ impl Primary {
         }
     }
 
-    /// Changes the persisted state and writes it out.
-    fn update_state(&self, durable: bool, f: impl FnOnce(&mut state::State)) -> Result<()> {
-        let mut guard = self.state.lock();
-        let (s, file) = &mut *guard;
-        f(s);
-        file.save(s, durable)
+    /// The database is in WAL mode: open this process's WAL locks and take the pin (now,
+    /// or from a background task once SQLite has set up the wal-index).
+    pub fn wal_mode_ready(self: &Arc<Self>) {
+        if self.pinned.load(Ordering::Acquire) {
+            return;
+        }
+        if self.try_pin() {
+            return;
+        }
+        if let Ok(rt) = crate::runtime::handle() {
+            let weak = Arc::downgrade(self);
+            rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let Some(p) = weak.upgrade() else { return };
+                    if tokio::task::block_in_place(|| p.try_pin()) {
+                        return;
+                    }
+                }
+            });
+        }
     }
 
-    fn set_progress(&self, f: impl FnOnce(&mut Progress)) {
-        let mut p = self.progress.lock();
-        f(&mut p);
-        drop(p);
-        self.shipped_cv.notify_all();
+    fn try_pin(&self) -> bool {
+        let mut guard = self.locks.lock();
+        if guard.is_none() {
+            match (self.open_locks)(&self.db_path) {
+                Ok(l) => *guard = Some(l),
+                Err(e) => {
+                    crate::log_warn!(
+                        "litestream: {}: cannot open the WAL locks: {e}",
+                        self.db_path.display()
+                    );
+                    return false;
+                }
+            }
+        }
+        let pinned = guard.as_mut().is_some_and(|l| l.pin().unwrap_or(false));
+        self.pinned.store(pinned, Ordering::Release);
+        pinned
     }
+
+    /// Whether this process holds the pin (so its own WAL restarts may leave the pin's
+    /// slot out of the locks they take: no reader can be using it).
+    pub fn holds_pin(&self) -> bool {
+        self.pinned.load(Ordering::Acquire)
+    }
+
+    /// Runs `f` with SQLite's checkpointer lock held (waiting up to `timeout` for it), when
+    /// the database is in WAL mode; otherwise (no WAL: no other connection can be
+    /// checkpointing) without it.
+    fn with_checkpoints_held<T>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        if !local::is_wal_mode(&self.db_path) {
+            return f();
+        }
+        let mut guard = self.locks.lock();
+        if guard.is_none() {
+            let l = (self.open_locks)(&self.db_path).map_err(|e| {
+                Error::io(
+                    format!("opening the WAL locks of {}", self.db_path.display()),
+                    e,
+                )
+            })?;
+            *guard = Some(l);
+        }
+        let locks = guard.as_mut().expect("set above");
+        let deadline = Instant::now() + timeout;
+        loop {
+            match locks.lock_checkpoints() {
+                Ok(true) => break,
+                Ok(false) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Ok(false) => {
+                    return Err(Error::Timeout {
+                        what: format!(
+                            "waiting for a checkpoint of {} to end",
+                            self.db_path.display()
+                        ),
+                        after: timeout,
+                    })
+                }
+                Err(e) => return Err(Error::io("taking the checkpointer lock", e)),
+            }
+        }
+        let out = f();
+        locks.unlock_checkpoints();
+        out
+    }
+}
+
+fn waited_too_long(p: &Published, timeout: Duration) -> String {
+    let why = p.counters.last_error.as_deref().unwrap_or("no answer yet");
+    format!(
+        "not in the replica {} after {timeout:?} (replica at TXID {:016x}; last error: {why})",
+        p.replica_url, p.shipped_txid
+    )
 }
 
 /// A file beside the database, named as SQLite names them (`app.db-wal`, `app.db-shm`).

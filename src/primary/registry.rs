@@ -1,27 +1,30 @@
 //! One [`Primary`] per database file in the process: every connection that opens the file
-//! as a primary shares its shipper.
+//! as a primary shares it. Creating one decides whether this process leads (`lease.rs`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::Primary;
+use super::{lease, progress, shm, startup, LocksOpener, Primary};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::storage::url::Timeouts;
+use crate::storage::Store;
 
 static PRIMARIES: Mutex<Option<HashMap<PathBuf, Weak<Primary>>>> = Mutex::new(None);
 
-/// The primary of `db_path` for a new connection, started now (restoring or snapshotting
-/// first, as its state requires) if no connection has it open.
+/// The primary of `db_path` for a new connection, started now if no connection of this
+/// process has it open: as the leader when no process leads (restoring or snapshotting
+/// first, as its state requires), else as a follower that takes over when the leader goes.
 ///
 /// A primary whose last connection has closed lives on while its tasks finish a round. A
 /// new connection waits for it to go (up to `open_timeout`), so that an open after the last
 /// close starts from the files on disk with its own settings, as in a new process.
-pub fn open(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
+pub fn open(db_path: &Path, config: &Config, open_locks: LocksOpener) -> Result<Arc<Primary>> {
     let deadline = Instant::now() + config.open_timeout;
     loop {
         let mut guard = PRIMARIES.lock();
@@ -46,7 +49,18 @@ pub fn open(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
             }
             Some(p) => p,
             None => {
-                let p = super::startup::start(db_path, config)?;
+                // Other databases of the process go on while this one starts (it may wait
+                // for another process, or restore).
+                drop(guard);
+                let p = start(db_path, config, open_locks)?;
+                let mut guard = PRIMARIES.lock();
+                let map = guard.get_or_insert_with(HashMap::new);
+                if let Some(other) = map.get(db_path).and_then(Weak::upgrade) {
+                    // Another connection of this process started it meanwhile.
+                    drop(p);
+                    other.connection_opened();
+                    return Ok(other);
+                }
                 map.insert(db_path.to_path_buf(), Arc::downgrade(&p));
                 p
             }
@@ -54,6 +68,126 @@ pub fn open(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
         p.connection_opened();
         return Ok(p);
     }
+}
+
+fn start(db_path: &Path, config: &Config, open_locks: LocksOpener) -> Result<Arc<Primary>> {
+    let meta_dir = Primary::meta_dir_for(db_path, config);
+    std::fs::create_dir_all(&meta_dir)
+        .map_err(|e| Error::io(format!("creating {}", meta_dir.display()), e))?;
+    let store = Arc::new(Store::open(
+        &config.replica_url,
+        Timeouts {
+            retry_for: config.open_timeout,
+        },
+    )?);
+    let p = Arc::new(Primary {
+        db_path: db_path.to_path_buf(),
+        shm_path: shm::path_for(db_path),
+        meta_dir: meta_dir.clone(),
+        config: config.clone(),
+        store,
+        connections: AtomicUsize::new(0),
+        leader: OnceLock::new(),
+        locks: Mutex::new(None),
+        open_locks,
+        pinned: AtomicBool::new(false),
+        opened_at: std::time::SystemTime::now(),
+    });
+    // While a process starts up as the leader, the others wait: it may be restoring the
+    // database file they are about to open.
+    let guard = lease::start_guard(&meta_dir, config.open_timeout.max(Duration::from_secs(30)))?;
+    match lease::try_lead(&meta_dir)? {
+        Some(lease) => startup::lead(&p, lease, false)?,
+        None => agree_with_leader(&p)?,
+    }
+    drop(guard);
+    if !p.is_leader() {
+        follow(&p)?;
+    }
+    if super::local::is_wal_mode(db_path) {
+        p.wal_mode_ready();
+    }
+    Ok(p)
+}
+
+/// Settings that must be the same in every process of a database.
+fn agree_with_leader(p: &Primary) -> Result<()> {
+    let Some(published) = progress::read(&p.meta_dir)? else {
+        return Ok(());
+    };
+    if !lease::leader_alive(&p.meta_dir)? {
+        return Ok(());
+    }
+    if published.replica_url != p.config.replica_url {
+        return Err(Error::config(
+            "replica_url",
+            format!(
+                "{} is the primary of {} in process {}; every process must name the same replica",
+                p.db_path.display(),
+                published.replica_url,
+                published.pid
+            ),
+        ));
+    }
+    if published.checksum != p.config.primary.checksum {
+        return Err(Error::config(
+            "checksum",
+            format!(
+                "process {} writes {} checksums for {}; every process must use the same setting",
+                published.pid,
+                if published.checksum {
+                    "with"
+                } else {
+                    "without"
+                },
+                p.db_path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A process that does not lead tries, every `TAKEOVER_POLL`, to become the leader (when
+/// the leader exits or is killed, the kernel releases its lock).
+fn follow(p: &Arc<Primary>) -> Result<()> {
+    let rt = crate::runtime::handle()?;
+    let weak = Arc::downgrade(p);
+    rt.spawn(async move {
+        let mut warned = false;
+        loop {
+            tokio::time::sleep(lease::TAKEOVER_POLL).await;
+            let Some(p) = weak.upgrade() else { return };
+            if p.is_leader() || p.connections.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            let outcome = tokio::task::spawn_blocking(move || -> Result<bool> {
+                let Some(lease) = lease::try_lead(&p.meta_dir)? else {
+                    return Ok(false);
+                };
+                startup::lead(&p, lease, true)?;
+                Ok(true)
+            })
+            .await;
+            match outcome {
+                Ok(Ok(true)) => return,
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    if !warned {
+                        crate::log_warn!("litestream: taking over shipping failed: {e}");
+                        warned = true;
+                    }
+                }
+                Err(e) => crate::log_warn!("litestream: taking over shipping failed: {e}"),
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The open primary of the database `db_path`, if any.
+pub fn by_db(db_path: &Path) -> Option<Arc<Primary>> {
+    let map = PRIMARIES.lock();
+    map.as_ref()?.get(db_path).and_then(Weak::upgrade)
 }
 
 /// The open primary whose WAL is `wal_path`, if any.

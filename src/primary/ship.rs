@@ -1,25 +1,37 @@
-//! The shipper: one tokio task per primary. Each round it reads the transactions the WAL's
-//! mirrors (`mirror.rs`) hold since the last round, from however many WAL generations,
-//! writes them as one LTX file (MinTXID..MaxTXID, the newest version of each page) to the
-//! spool folder, and uploads spooled files in TXID order. When commits come faster than
-//! uploads, a round simply finds more transactions: they are merged.
+//! The leader: the process that ships. Two tasks run for it:
 //!
-//! Single writer: before a file starting at TXID N is uploaded, the primary creates the claim
-//! object `claims/<N>` with a conditional put. Two primaries continuing one replica both need
-//! the claim of the same TXID, so exactly one of them can write it; the other stops shipping.
+//! - the *copier* copies what the wal-index says is committed into the mirrors (`mirror.rs`),
+//!   woken by commits of this process and polling the wal-index for those of others;
+//! - the *shipper*, each round, reads the transactions the mirrors hold since the last round,
+//!   from however many WAL generations, writes them as one LTX file (MinTXID..MaxTXID, the
+//!   newest version of each page) to the spool folder, and uploads spooled files in TXID
+//!   order. When commits come faster than uploads, a round simply finds more transactions.
+//!
+//! Single writer: before a file starting at TXID N is uploaded, the leader creates the claim
+//! object `claims/<N>` with a conditional put, naming its node and the file's last TXID. Two
+//! primaries continuing one replica both need the claim of the same TXID, so exactly one of
+//! them can write it; the other stops shipping. A claim or file that already exists and is
+//! ours (an earlier attempt whose answer was lost) is a success, not a lost race.
+//!
+//! A failing store stalls shipping, never skips or reorders a TXID: the round is retried with
+//! exponential backoff and full jitter, and what was spooled waits on disk.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use parking_lot::{Condvar, Mutex};
 
+use super::lease::Lease;
 use super::local::LocalDb;
-use super::state::Position;
+use super::mirror::{Copied, Mirrors};
+use super::progress::{Mark, Published, Publisher};
+use super::state::{Position, State, StateFile};
 use super::sums::PageSums;
 use super::wal::{self, WalPos};
 use super::Primary;
@@ -27,15 +39,219 @@ use crate::error::{Error, Result};
 use crate::ltx::{Encoder, Header, Txid};
 use crate::storage::Created;
 
+/// The leader's state, shared by its tasks and the VFS hooks of its process.
+pub(super) struct Leader {
+    _lease: Lease,
+    pub node_id: u64,
+    /// Write-transaction ends seen in this process: the copier's cue.
+    notes: AtomicU64,
+    /// When the newest of them happened (ms since the epoch): the timestamp of its file.
+    pub last_note_ms: AtomicI64,
+    /// Set by the copier when it has caught up and waits: only then does a commit wake it.
+    /// While commits keep coming it copies at its own pace, which spares each commit a
+    /// thread wake-up.
+    copier_idle: AtomicBool,
+    /// Wakes the copier (a write transaction ended, or someone waits for shipping).
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Wakes the shipper (the copier finished a round).
+    pub copied: Arc<tokio::sync::Notify>,
+    /// Someone waits for the shipper: it cuts short the `sync_interval` pause.
+    pub hurry: Arc<tokio::sync::Notify>,
+    /// Threads of this process waiting for the replica.
+    waiting: AtomicUsize,
+    /// The persisted state and its file, changed only through `update_state`.
+    state: Mutex<(State, StateFile)>,
+    /// The copies of the WAL the shipper reads; the copier and WAL restarts write them.
+    pub mirrors: Mutex<Mirrors>,
+    published: Mutex<Published>,
+    published_cv: Condvar,
+    publisher: Mutex<Publisher>,
+    /// The last WAL restart was refused (its warning is not repeated).
+    restart_refused: AtomicBool,
+    /// The copier found that the mirrors cannot say what changed: ship the whole database.
+    resync_wanted: AtomicBool,
+}
+
+impl Leader {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        lease: Lease,
+        node_id: u64,
+        state: State,
+        state_file: StateFile,
+        mirrors: Mirrors,
+        published: Published,
+        publisher: Publisher,
+    ) -> Leader {
+        Leader {
+            _lease: lease,
+            node_id,
+            notes: AtomicU64::new(0),
+            last_note_ms: AtomicI64::new(crate::clock::now_ms()),
+            copier_idle: AtomicBool::new(true),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            copied: Arc::new(tokio::sync::Notify::new()),
+            hurry: Arc::new(tokio::sync::Notify::new()),
+            waiting: AtomicUsize::new(0),
+            state: Mutex::new((state, state_file)),
+            mirrors: Mutex::new(mirrors),
+            published: Mutex::new(published),
+            published_cv: Condvar::new(),
+            publisher: Mutex::new(publisher),
+            restart_refused: AtomicBool::new(false),
+            resync_wanted: AtomicBool::new(false),
+        }
+    }
+
+    pub fn note_write_end(&self) {
+        self.last_note_ms
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
+        // SeqCst with the copier's going idle (`copy_loop`): one of the two sees the other,
+        // so a commit is never left uncopied while the copier sleeps. The load first: while
+        // the copier is busy a commit writes nothing shared but `notes`.
+        self.notes.fetch_add(1, Ordering::SeqCst);
+        if self.copier_idle.load(Ordering::SeqCst) && self.copier_idle.swap(false, Ordering::SeqCst)
+        {
+            self.wake.notify_one();
+        }
+    }
+
+    /// SQLite of this process is restarting the WAL: copy what the copier has not reached
+    /// and seal the mirror. False refuses the restart, which leaves the WAL growing until a
+    /// restart succeeds.
+    pub fn before_wal_restart(&self, db: &Path) -> bool {
+        let sealed = self.copy_new().and_then(|c| {
+            if let Copied::Lost(why) = c {
+                // What is lost is lost already; the whole database ships next, and
+                // refusing the restart would not bring it back.
+                self.want_resync(db, &why);
+                return Ok(());
+            }
+            self.mirrors.lock().seal()
+        });
+        self.copied.notify_one();
+        // SQLite retries a refused restart at every write (and its busy handler in a loop):
+        // say it once until a restart succeeds again.
+        let was_refused = self
+            .restart_refused
+            .swap(sealed.is_err(), Ordering::Relaxed);
+        match sealed {
+            Ok(()) => true,
+            Err(e) => {
+                if !was_refused {
+                    crate::log_warn!(
+                        "litestream: {}: WAL restarts refused until its frames can be copied: {e}",
+                        db.display()
+                    );
+                }
+                self.set_counters(|c| {
+                    c.last_error = Some(format!("copying the WAL before a restart: {e}"))
+                });
+                false
+            }
+        }
+    }
+
+    fn want_resync(&self, db: &Path, why: &str) {
+        crate::log_warn!(
+            "litestream: {}: {why}; shipping the whole database",
+            db.display()
+        );
+        self.resync_wanted.store(true, Ordering::SeqCst);
+        self.copied.notify_one();
+    }
+
+    /// Copies what was committed in the WAL since the last copy into its mirror, and
+    /// publishes how far copying got.
+    pub fn copy_new(&self) -> Result<Copied> {
+        let mut m = self.mirrors.lock();
+        let c = m.copy_new()?;
+        if c == Copied::Some {
+            let (copied, gens) = (m.copied(), m.generations());
+            self.publish(|p| {
+                p.copied = copied;
+                p.remember(&gens);
+            });
+        }
+        Ok(c)
+    }
+
+    pub fn published(&self) -> Published {
+        self.published.lock().clone()
+    }
+
+    /// Changes what is published, writes it for the other processes, and wakes waiters.
+    pub fn publish(&self, f: impl FnOnce(&mut Published)) {
+        let mut p = self.published.lock();
+        f(&mut p);
+        if let Err(e) = self.publisher.lock().write(&p) {
+            crate::log_warn!("litestream: {e}");
+        }
+        drop(p);
+        self.published_cv.notify_all();
+    }
+
+    fn set_counters(&self, f: impl FnOnce(&mut super::progress::Counters)) {
+        self.publish(|p| f(&mut p.counters));
+    }
+
+    /// Waits until the replica holds `target` (in this process, which leads).
+    pub fn wait_covered(
+        &self,
+        target: &Mark,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> std::result::Result<(), String> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        self.wake.notify_one();
+        self.hurry.notify_one();
+        let mut p = self.published.lock();
+        let out = loop {
+            if let Some(why) = &p.counters.stopped {
+                break Err(format!("replication stopped: {why}"));
+            }
+            if p.covers(target) {
+                break Ok(());
+            }
+            if self.published_cv.wait_until(&mut p, deadline).timed_out() && !p.covers(target) {
+                break Err(super::waited_too_long(&p, timeout));
+            }
+        };
+        drop(p);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        out
+    }
+
+    /// SQLite deleted the WAL after everything in it shipped: the database file alone
+    /// holds the shipped state from now on.
+    pub fn wal_deleted(&self) -> Result<()> {
+        self.mirrors.lock().clear()?;
+        self.update_state(true, |s| s.shipped.wal = None)?;
+        self.publish(|p| {
+            p.copied = None;
+            if let Some((_, w)) = &mut p.shipped {
+                w.offset = wal::HEADER_SIZE;
+            }
+        });
+        Ok(())
+    }
+
+    /// Changes the persisted state and writes it out.
+    pub fn update_state(&self, durable: bool, f: impl FnOnce(&mut State)) -> Result<()> {
+        let mut guard = self.state.lock();
+        let (s, file) = &mut *guard;
+        f(s);
+        file.save(s, durable)
+    }
+}
+
 /// An encoded file waiting to be uploaded.
 pub(super) struct Spooled {
     pub path: PathBuf,
     pub min: u64,
-    /// The state after it.
+    /// The state after it, and the number of the WAL generation it ends in.
     pub after: Position,
-    /// Write ends noted before the round that encoded it (0 for the file a start-up
-    /// queues): once it ships, everything committed before them has shipped.
-    pub notes: u64,
+    pub after_seq: Option<u32>,
 }
 
 /// The shipper's own state; only its task touches it.
@@ -49,6 +265,9 @@ pub(super) struct Shipper {
     /// The database checksum the next file starts from (its pre-apply), when known.
     pub chain: Option<u64>,
     pub queue: VecDeque<Spooled>,
+    /// The first file must end exactly here: an upload that was in flight when the last
+    /// leader stopped (its claim names this range; it may land yet).
+    pub until: Option<WalPos>,
 }
 
 pub(super) fn spool_dir(meta_dir: &Path) -> PathBuf {
@@ -117,15 +336,17 @@ impl Shipper {
     /// Encodes the transactions the mirrors hold after the last encoded one, across as
     /// many WAL generations as they hold, into one spooled file. Returns whether there
     /// were any.
-    fn encode_new(&mut self, p: &Primary) -> Result<bool> {
+    fn encode_new(&mut self, p: &Primary, l: &Leader) -> Result<bool> {
         let mut parts = Vec::new();
+        let end_seq;
         {
-            let mut mirrors = p.mirrors.lock();
+            let mut mirrors = l.mirrors.lock();
             let mut at = self.cursor;
             while let Some(src) = mirrors.source(at)? {
                 at = Some(src.end);
                 parts.push(src);
             }
+            end_seq = at.and_then(|a| mirrors.generation_of((a.salt1, a.salt2)).map(|g| g.seq));
         }
         if parts.is_empty() {
             return Ok(false);
@@ -135,7 +356,7 @@ impl Shipper {
         let mut frames = std::collections::BTreeMap::new();
         let mut count = 0u64;
         let mut last = None;
-        for (i, src) in parts.iter_mut().enumerate() {
+        'parts: for (i, src) in parts.iter_mut().enumerate() {
             let txns = match src.txns.take() {
                 Some(listed) => listed,
                 None => {
@@ -159,15 +380,30 @@ impl Shipper {
             }
             for t in &txns {
                 frames.extend(t.pages.iter().map(|(&pg, &off)| (pg, (i, off))));
+                count += 1;
+                last = Some((t.commit, t.end, i));
+                // An upload in flight when the last leader stopped: this file ends where
+                // that one did.
+                if self.until == Some(t.end) {
+                    break 'parts;
+                }
             }
-            count += txns.len() as u64;
-            last = txns.last().map(|t| (t.commit, t.end));
         }
-        let (commit, end) = last.expect("every part has a transaction");
+        let (commit, end, last_part) = last.expect("every part has a transaction");
+        let end_seq = if self.until.is_some() {
+            l.mirrors
+                .lock()
+                .generation_of((end.salt1, end.salt2))
+                .map(|g| g.seq)
+        } else {
+            end_seq
+        };
+        self.until = None;
         let (min, max) = (self.txid + 1, self.txid + count);
-        let ts = p.last_note_ms.load(Ordering::Relaxed).max(1);
-        let mut h = header(self, p.node_id, commit, min, max, ts);
-        if let [src] = &parts[..] {
+        let ts = l.last_note_ms.load(Ordering::Relaxed).max(1);
+        let mut h = header(self, l.node_id, commit, min, max, ts);
+        if last_part == 0 {
+            let src = &parts[0];
             // The WAL range the file holds, as Litestream's own L0 files say; a file that
             // spans generations has none (as a compacted file).
             h.wal_offset = src.from.offset as i64;
@@ -187,13 +423,13 @@ impl Shipper {
         let post = if min == 1 && !covers_all(&frames, commit, page_size) {
             // The first file must hold every page; take the ones this batch did not write
             // from the database file.
-            let local = LocalDb::open(&p.db_path, &p.wal_path)?;
+            let local = LocalDb::open(&p.db_path)?;
             let all = local.pgnos().map(|pg| local.page(pg).map(|d| (pg, d)));
             write_ltx(&path, h, all, &mut self.sums)?
         } else {
             write_ltx(&path, h, pages, &mut self.sums)?
         };
-        self.enqueue(path, min, max, post, Some(end));
+        self.enqueue(path, min, max, post, Some(end), end_seq);
         Ok(true)
     }
 
@@ -205,6 +441,7 @@ impl Shipper {
         max: u64,
         post: u64,
         cursor: Option<WalPos>,
+        seq: Option<u32>,
     ) {
         self.chain = self.sums.as_ref().map(PageSums::checksum);
         self.cursor = cursor;
@@ -217,79 +454,127 @@ impl Shipper {
                 checksum: post,
                 wal: cursor,
             },
-            notes: 0,
+            after_seq: seq,
         });
     }
 
+    /// Ships the whole local database as the next TXID: the mirrors could not say what
+    /// changed since the last file (the WAL was restarted over frames nobody copied). Read
+    /// with checkpoints held off, so that the file is one state of the database, and the
+    /// copier goes on from exactly that state.
+    fn resync(&mut self, p: &Primary, l: &Leader) -> Result<()> {
+        let dir = super::mirror::mirror_dir(&p.meta_dir);
+        let min = self.txid + 1;
+        p.with_checkpoints_held(p.config.open_timeout.max(Duration::from_secs(10)), || {
+            let mut mirrors = l.mirrors.lock();
+            let local = LocalDb::open(&p.db_path)?;
+            self.page_size = local.page_size.max(self.page_size);
+            if let Some(s) = self.sums.as_mut() {
+                *s = PageSums::new(local.page_size.max(512));
+            }
+            let h = header(
+                self,
+                l.node_id,
+                local.commit,
+                min,
+                min,
+                crate::clock::now_ms(),
+            );
+            let path =
+                spool_dir(&p.meta_dir).join(format!("{}-{}.ltx", Txid::new(min), Txid::new(min)));
+            let pages = local.pgnos().map(|pg| local.page(pg).map(|d| (pg, d)));
+            let post = write_ltx(&path, h, pages, &mut self.sums)?;
+            let at = local.wal_position();
+            *mirrors = Mirrors::fresh(&dir, &p.db_path, at)?;
+            let seq = at.and_then(|a| mirrors.generation_of((a.salt1, a.salt2)).map(|g| g.seq));
+            self.enqueue(path, min, min, post, at, seq);
+            let (copied, gens) = (mirrors.copied(), mirrors.generations());
+            drop(mirrors);
+            l.publish(|pb| {
+                pb.copied = copied;
+                pb.remember(&gens);
+                pb.counters.resyncs += 1;
+            });
+            Ok(())
+        })?;
+        l.update_state(true, |s| s.resync = true)
+    }
+
     /// Uploads the oldest spooled file: claim its first TXID, then create the file.
-    async fn upload_front(&mut self, p: &Primary) -> Result<Uploaded> {
+    async fn upload_front(&mut self, p: &Primary, l: &Leader) -> Result<Uploaded> {
         let Some(f) = self.queue.front() else {
             return Ok(Uploaded::Yes);
         };
-        let (min, after, path) = (f.min, f.after, f.path.clone());
-        p.update_state(false, |s| s.in_flight = Some((min, after)))?;
-        let claim = format!("claims/{}", Txid::new(min));
-        let mine = format!("{{\"node_id\":\"{:016x}\"}}", p.node_id);
-        if p.store.put_new(&claim, Bytes::from(mine.clone())).await? == Created::AlreadyExists {
-            let theirs = p.store.get(&claim).await?.unwrap_or_default();
-            if theirs != mine.as_bytes() {
-                return Ok(Uploaded::Lost(format!(
-                    "another primary ({}) already wrote TXID {} to {}",
-                    String::from_utf8_lossy(&theirs).trim(),
-                    Txid::new(min),
-                    p.store.url()
-                )));
-            }
+        let (min, after, path, seq) = (f.min, f.after, f.path.clone(), f.after_seq);
+        // Before the claim: after a crash the next leader re-encodes exactly this range, the
+        // one the claim names. (Not synced: a process crash keeps it; after a power failure
+        // `claim` finds out.)
+        l.update_state(false, |s| s.in_flight = Some((min, after)))?;
+        let n = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let deadline = upload_timeout(n);
+        let claimed = tokio::time::timeout(deadline, claim(p, l, min, after.txid))
+            .await
+            .map_err(|_| timed_out("claiming", min, deadline))??;
+        if let Claimed::Lost(why) = claimed {
+            return Ok(Uploaded::Lost(why));
         }
         let rel = p.store.file_rel(0, Txid::new(min), Txid::new(after.txid));
-        let n = std::fs::metadata(&path).map_or(0, |m| m.len());
-        // Already there with our claim: an earlier attempt landed without its answer.
-        p.store.put_file(&rel, &path).await?;
-        p.update_state(true, |s| {
-            s.shipped = after;
-            s.in_flight = None;
-            s.resync = false;
+        // Already there, under our claim: an earlier attempt landed without its answer.
+        tokio::time::timeout(deadline, p.store.put_file(&rel, &path))
+            .await
+            .map_err(|_| timed_out("uploading", min, deadline))??;
+        tokio::task::block_in_place(|| {
+            l.update_state(true, |s| {
+                s.shipped = after;
+                s.in_flight = None;
+                s.resync = false;
+            })
         })?;
         let f = self.queue.pop_front().expect("front checked above");
         let _ = std::fs::remove_file(&f.path);
         if let Some(w) = &after.wal {
-            p.mirrors.lock().release(w);
+            l.mirrors.lock().release(w);
         }
         let pending = self.queue.len();
-        p.set_progress(|pr| {
-            pr.shipped = Some(after);
-            pr.shipped_notes = pr.shipped_notes.max(f.notes);
-            pr.pending_files = pending;
-            pr.uploads += 1;
-            pr.upload_bytes += n;
-            pr.last_upload = Some(SystemTime::now());
-            pr.last_error = None;
+        l.publish(|pb| {
+            pb.shipped_txid = after.txid;
+            pb.shipped = match (after.wal, seq) {
+                (Some(w), Some(s)) => Some((s, w)),
+                _ => pb.shipped,
+            };
+            let c = &mut pb.counters;
+            c.pending_files = pending;
+            c.uploads += 1;
+            c.upload_bytes += n;
+            c.last_upload_ms = Some(crate::clock::now_ms());
+            c.last_error = None;
+            c.stalled_since_ms = None;
         });
         Ok(Uploaded::Yes)
     }
 
     /// One round: encode what the mirrors hold, then upload every spooled file.
-    async fn round(&mut self, p: &Primary) -> Result<Option<String>> {
-        let notes = p.mirrors.lock().notes;
+    async fn round(&mut self, p: &Primary, l: &Leader) -> Result<Option<String>> {
         tokio::task::block_in_place(|| -> Result<()> {
-            if self.encode_new(p)? {
-                if let Some(new) = self.queue.back_mut() {
-                    new.notes = notes;
+            if l.resync_wanted.swap(false, Ordering::SeqCst) {
+                if let Err(e) = self.resync(p, l) {
+                    l.resync_wanted.store(true, Ordering::SeqCst);
+                    return Err(e);
                 }
             }
+            self.encode_new(p, l)?;
             Ok(())
         })?;
         let (txid, pending) = (self.txid, self.queue.len());
-        p.set_progress(|pr| {
-            pr.encoded_txid = txid;
-            pr.pending_files = pending;
+        l.set_counters(|c| {
+            c.encoded_txid = txid;
+            c.pending_files = pending;
         });
         while !self.queue.is_empty() {
-            if let Uploaded::Lost(why) = self.upload_front(p).await? {
+            if let Uploaded::Lost(why) = self.upload_front(p, l).await? {
                 return Ok(Some(why));
             }
         }
-        p.set_progress(|pr| pr.shipped_notes = pr.shipped_notes.max(notes));
         Ok(None)
     }
 }
@@ -299,76 +584,180 @@ fn covers_all<T>(frames: &std::collections::BTreeMap<u32, T>, commit: u32, page_
     (1..=commit).all(|pg| pg == lock || frames.contains_key(&pg))
 }
 
+/// How long one upload attempt may take before it is abandoned and retried: a stalled
+/// request must not hold shipping for the client's own minute-long timeout.
+fn upload_timeout(bytes: u64) -> Duration {
+    Duration::from_secs(15) + Duration::from_secs(bytes / (1 << 20))
+}
+
+fn timed_out(what: &str, min: u64, after: Duration) -> Error {
+    Error::Timeout {
+        what: format!("{what} the file of TXID {}", Txid::new(min)),
+        after,
+    }
+}
+
 enum Uploaded {
     Yes,
     Lost(String),
 }
 
-/// Starts the tasks of `p`: the copier (WAL to mirrors) and the shipper (mirrors to the
-/// replica).
+enum Claimed {
+    Ours,
+    Lost(String),
+}
+
+/// The claim of TXID `min` for the file `min..max` of this node: created now, or already
+/// there and ours (an earlier attempt, whose answer was lost, or the last leader's).
+async fn claim(p: &Primary, l: &Leader, min: u64, max: u64) -> Result<Claimed> {
+    let name = format!("claims/{}", Txid::new(min));
+    let mine = serde_json::json!({
+        "node_id": format!("{:016x}", l.node_id),
+        "max_txid": Txid::new(max).to_string(),
+    });
+    if p.store
+        .put_new(&name, Bytes::from(mine.to_string()))
+        .await?
+        == Created::Yes
+    {
+        return Ok(Claimed::Ours);
+    }
+    let theirs = p.store.get(&name).await?.unwrap_or_default();
+    let parsed: serde_json::Value = serde_json::from_slice(&theirs).unwrap_or_default();
+    if parsed["node_id"] != mine["node_id"] {
+        return Ok(Claimed::Lost(format!(
+            "another primary ({}) already wrote TXID {} to {}",
+            String::from_utf8_lossy(&theirs).trim(),
+            Txid::new(min),
+            p.store.url()
+        )));
+    }
+    if parsed["max_txid"].is_string() && parsed["max_txid"] != mine["max_txid"] {
+        // Ours, for another range: an attempt of a leader whose record of it was lost. If
+        // that file landed, it would overlap ours; say so rather than guess.
+        let other = parsed["max_txid"].as_str().and_then(Txid::parse);
+        if let Some(other) = other {
+            let rel = p.store.file_rel(0, Txid::new(min), other);
+            if p.store.exists(&rel).await? {
+                return Ok(Claimed::Lost(format!(
+                    "the replica holds {rel}, an earlier attempt of this database for TXIDs this leader numbered otherwise; reopen with restore=always or restore=never"
+                )));
+            }
+        }
+    }
+    Ok(Claimed::Ours)
+}
+
+/// Starts the tasks of a new leader: the copier (WAL to mirrors) and the shipper (mirrors
+/// to the replica), and its wake-up socket.
 pub(super) fn start(p: &Arc<Primary>, shipper: Shipper) -> Result<()> {
     let rt = crate::runtime::handle()?;
     rt.spawn(copy_loop(Arc::downgrade(p)));
     rt.spawn(run(Arc::downgrade(p), shipper));
+    if let Some(sock) = super::wake::listen(&p.meta_dir) {
+        rt.spawn(wake_loop(Arc::downgrade(p), sock));
+    }
     Ok(())
 }
 
-/// The first pause after a failed round; it doubles at each failure, up to `LAST_RETRY`.
+/// The first pause after a failed round; its bound doubles at each failure, up to
+/// `LAST_RETRY`, and each pause is drawn at random below it (full jitter), so that many
+/// primaries failing together do not retry together.
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LAST_RETRY: Duration = Duration::from_secs(5);
 
 /// A round of a background task failed: says so (log and `litestream_stats`) and returns
-/// how long to wait before the next, doubling `backoff`.
-fn failed(p: &Primary, what: &str, e: &Error, backoff: &mut Duration) -> Duration {
-    let wait = *backoff;
+/// how long to wait before the next.
+fn failed(p: &Primary, l: &Leader, what: &str, e: &Error, backoff: &mut Duration) -> Duration {
+    let wait = jitter(*backoff);
     crate::log_warn!(
         "litestream: {}: {what}: {e} (retrying in {wait:?})",
         p.db_path.display()
     );
-    p.set_progress(|pr| pr.last_error = Some(e.to_string()));
-    *backoff = (wait * 2).min(LAST_RETRY);
+    l.set_counters(|c| {
+        c.last_error = Some(e.to_string());
+        c.retries += 1;
+        c.stalled_since_ms.get_or_insert_with(crate::clock::now_ms);
+    });
+    *backoff = (*backoff * 2).min(LAST_RETRY);
     wait
+}
+
+/// A pause drawn uniformly from [bound/10, bound].
+fn jitter(bound: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    // RandomState's keys are random: hashing anything gives a random number.
+    let r = (std::collections::hash_map::RandomState::new().hash_one(0u8) % 1000) as u32;
+    (bound / 10) + (bound * 9 / 10) * r / 1000
 }
 
 /// How often the copier looks at the WAL while commits keep coming. A WAL restart copies
 /// what it has not reached, about this much of the workload's WAL.
 const COPY_PACE: Duration = Duration::from_millis(1);
+/// How often it polls the wal-index for commits of other processes when idle (they wake it
+/// when they are in a hurry).
+const IDLE_POLL: Duration = Duration::from_millis(20);
 
-/// The copier: copies what write transactions committed into the mirrors, so that a WAL
-/// restart finds little left to copy. Woken by the first commit after it went idle, it then
-/// copies every `COPY_PACE` until a round finds no new write.
+/// The copier: copies what is committed into the mirrors, so that a WAL restart finds
+/// little left to copy. Woken by the first commit after it went idle (or a wake-up from
+/// another process), it then copies every `COPY_PACE` until a round finds nothing new, and
+/// polls every `IDLE_POLL` otherwise.
 async fn copy_loop(weak: Weak<Primary>) {
     let mut backoff = FIRST_RETRY;
     loop {
         let Some(p) = weak.upgrade() else { return };
-        let seen = p.notes.load(Ordering::SeqCst);
-        match tokio::task::block_in_place(|| p.copy_new()) {
-            Ok(()) => {
+        let Some(l) = p.leader.get().cloned() else {
+            return;
+        };
+        let seen = l.notes.load(Ordering::SeqCst);
+        let found = match tokio::task::block_in_place(|| l.copy_new()) {
+            Ok(Copied::Some) => {
                 backoff = FIRST_RETRY;
-                p.copied.notify_one();
+                l.copied.notify_one();
+                true
+            }
+            Ok(Copied::Nothing) => false,
+            Ok(Copied::Lost(why)) => {
+                l.want_resync(&p.db_path, &why);
+                false
             }
             Err(e) => {
-                let wait = failed(&p, "copying the WAL", &e, &mut backoff);
-                drop(p);
+                let wait = failed(&p, &l, "copying the WAL", &e, &mut backoff);
+                drop((p, l));
                 tokio::time::sleep(wait).await;
                 continue;
             }
-        }
-        let wake = p.wake.clone();
+        };
+        let wake = l.wake.clone();
         // Going idle: SeqCst with `note_write_end`, so a commit after the check wakes us.
-        p.copier_idle.store(true, Ordering::SeqCst);
-        let idle = p.notes.load(Ordering::SeqCst) == seen;
+        l.copier_idle.store(true, Ordering::SeqCst);
+        let idle = !found && l.notes.load(Ordering::SeqCst) == seen;
         if !idle {
-            p.copier_idle.store(false, Ordering::SeqCst);
+            l.copier_idle.store(false, Ordering::SeqCst);
         }
         // Hold no strong reference while waiting, so the last connection's close ends the task.
-        drop(p);
-        if idle {
-            wake.notified().await;
-        } else {
-            tokio::select! {
-                _ = tokio::time::sleep(COPY_PACE) => {}
-                _ = wake.notified() => {}
+        drop((p, l));
+        let pause = if idle { IDLE_POLL } else { COPY_PACE };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+/// Wake-ups from other processes: copy now, and ship without the `sync_interval` pause.
+async fn wake_loop(weak: Weak<Primary>, sock: std::os::unix::net::UnixDatagram) {
+    let Ok(sock) = tokio::net::UnixDatagram::from_std(sock) else {
+        return;
+    };
+    let mut buf = [0u8; 16];
+    loop {
+        let got = tokio::time::timeout(Duration::from_secs(1), sock.recv(&mut buf)).await;
+        let Some(p) = weak.upgrade() else { return };
+        if got.is_ok() {
+            if let Some(l) = p.leader.get() {
+                l.wake.notify_one();
+                l.hurry.notify_one();
             }
         }
     }
@@ -378,33 +767,34 @@ async fn run(weak: Weak<Primary>, mut sh: Shipper) {
     let mut backoff = FIRST_RETRY;
     loop {
         let Some(p) = weak.upgrade() else { return };
-        match sh.round(&p).await {
+        let Some(l) = p.leader.get().cloned() else {
+            return;
+        };
+        match sh.round(&p, &l).await {
             Ok(None) => backoff = FIRST_RETRY,
             Ok(Some(lost)) => {
                 crate::log_warn!(
                     "litestream: {}: shipping stopped: {lost}",
                     p.db_path.display()
                 );
-                p.set_progress(|pr| pr.stopped = Some(lost));
+                l.set_counters(|c| c.stopped = Some(lost));
                 return;
             }
             Err(e) => {
-                let wait = failed(&p, "shipping", &e, &mut backoff);
-                drop(p);
+                // A waiter does not cut a failure's pause short: the store needs it.
+                let wait = failed(&p, &l, "shipping", &e, &mut backoff);
+                drop((p, l));
                 tokio::time::sleep(wait).await;
                 continue;
             }
         }
         let interval = p.config.primary.sync_interval;
-        let (copied, hurry) = (p.copied.clone(), p.hurry.clone());
-        drop(p);
+        let (copied, hurry) = (l.copied.clone(), l.hurry.clone());
+        let waiting = l.waiting.load(Ordering::SeqCst) > 0;
+        drop((p, l));
         // Everything copied so far has shipped: wait for the copier's next round.
         copied.notified().await;
-        let waited_for = weak.upgrade().is_some_and(|p| {
-            let pr = p.progress.lock();
-            pr.shipped_notes < pr.wanted_notes
-        });
-        if !interval.is_zero() && !waited_for {
+        if !interval.is_zero() && !waiting {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = hurry.notified() => {}

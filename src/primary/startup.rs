@@ -1,36 +1,36 @@
-//! Starting a primary: reconcile the local database, the state file and the replica, then
-//! start the shipper.
+//! Becoming the leader: reconcile the local database, the state file and the replica, then
+//! start the copier and the shipper. At the first open of a process, and when a process
+//! takes over from a leader that went away (then other processes have the database open,
+//! and it is never replaced).
 //!
 //! | replica | local database | state file | then |
 //! |---|---|---|---|
 //! | empty | has pages | any | ship a snapshot of it as TXID 1 |
 //! | empty | empty | any | ship from TXID 1 as transactions commit |
-//! | has TXID M | missing (or `restore=always`) | any | restore it from the replica |
+//! | has TXID M | missing or empty (or `restore=always`), not in use | any | restore it from the replica |
 //! | has TXID M | exists | shipped M | go on: ship what the WAL's mirrors and the WAL hold after the shipped position (the whole database as TXID M+1 if they cannot say) |
 //! | has TXID M | exists | shipped M, resync pending | ship the whole local database as TXID M+1 (again) |
 //! | has TXID M | exists | other, or none | error, unless `restore=never`: ship the whole local database as TXID M+1 |
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
-
+use super::lease::Lease;
 use super::local::LocalDb;
 use super::mirror::{mirror_dir, Mirrors};
-use super::ship::{self, spool_dir, Shipper};
+use super::progress::{Published, Publisher};
+use super::ship::{self, spool_dir, Leader, Shipper};
 use super::state::{Position, State, StateFile};
 use super::sums::PageSums;
-use super::{beside, Primary, Progress};
+use super::{beside, Primary};
 use crate::config::{Config, RestoreMode, Role};
 use crate::error::{Error, Result};
 use crate::ltx::Txid;
 use crate::replica::plan::{plan, PlanProblem};
-use crate::storage::url::Timeouts;
-use crate::storage::Store;
 
-enum Start {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Start {
     /// Nothing anywhere yet.
     Fresh,
     /// Continue after the shipped position.
@@ -41,30 +41,80 @@ enum Start {
     Full { after: u64 },
 }
 
-pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
-    let meta_dir = Primary::meta_dir_for(db_path, config);
-    let io = |what: &str, p: &Path| {
-        let what = format!("{what} {}", p.display());
+/// What start-up knows when it decides.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Facts<'a> {
+    /// The newest TXID of the replica, None when it is empty.
+    pub replica_max: Option<u64>,
+    /// The local database has pages.
+    pub local_has_pages: bool,
+    /// The state file, if it is about this replica.
+    pub saved: Option<&'a State>,
+    pub mode: RestoreMode,
+    /// Other connections have the database open: it must not be replaced.
+    pub in_use: bool,
+}
+
+/// How a leader starts, or why it cannot (the table in the module's doc).
+pub(super) fn decide(f: &Facts) -> std::result::Result<Start, String> {
+    let Some(m) = f.replica_max else {
+        return Ok(if f.local_has_pages {
+            Start::Full { after: 0 }
+        } else {
+            Start::Fresh
+        });
+    };
+    let wants_restore =
+        f.mode == RestoreMode::Always || (!f.local_has_pages && f.mode != RestoreMode::Never);
+    if wants_restore {
+        if f.in_use {
+            return Err(format!(
+                "the replica is at TXID {}, and the local database would be restored from it, but other connections have it open",
+                Txid::new(m)
+            ));
+        }
+        return Ok(Start::Restore);
+    }
+    match f.saved {
+        // A resync that had not landed when the process stopped: do it again.
+        Some(s) if s.shipped.txid == m && s.resync => Ok(Start::Full { after: m }),
+        Some(s) if s.shipped.txid == m => Ok(Start::Continue(s.shipped)),
+        _ if f.mode == RestoreMode::Never => Ok(Start::Full { after: m }),
+        other => Err(format!(
+            "the replica is at TXID {}, {}",
+            Txid::new(m),
+            match other {
+                Some(s) => format!(
+                    "this database shipped up to TXID {}",
+                    Txid::new(s.shipped.txid)
+                ),
+                None => "and this database was never shipped to it".into(),
+            }
+        )),
+    }
+}
+
+/// Makes this process the leader of `p` (it holds `lease`): reconcile, then start the
+/// tasks. `takeover`: another leader went away while this process had the database open.
+pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()> {
+    let config = &p.config;
+    let meta_dir = &p.meta_dir;
+    let io = |what: &str, at: &Path| {
+        let what = format!("{what} {}", at.display());
         move |e| Error::io(what, e)
     };
-    std::fs::create_dir_all(spool_dir(&meta_dir)).map_err(io("creating", &meta_dir))?;
-    // Files spooled by a process that crashed: the mirrors and the WAL still hold their
+    std::fs::create_dir_all(spool_dir(meta_dir)).map_err(io("creating", meta_dir))?;
+    // Files spooled by a leader that stopped: the mirrors and the WAL still hold their
     // transactions.
-    if let Ok(entries) = std::fs::read_dir(spool_dir(&meta_dir)) {
+    if let Ok(entries) = std::fs::read_dir(spool_dir(meta_dir)) {
         for e in entries.flatten() {
             let _ = std::fs::remove_file(e.path());
         }
     }
-    let store = Arc::new(Store::open(
-        &config.replica_url,
-        Timeouts {
-            retry_for: config.open_timeout,
-        },
-    )?);
-    let s2 = store.clone();
-    let listed = crate::runtime::block_on(async move { s2.list_all().await })?;
+    let store = p.store.clone();
+    let listed = crate::runtime::block_on(async move { store.list_all().await })?;
     let replica_max = match plan(&listed, None) {
-        Ok(p) => p.max_txid().map(Txid::get),
+        Ok(pl) => pl.max_txid().map(Txid::get),
         Err(PlanProblem::Empty) => None,
         Err(problem) => {
             return Err(Error::NoState {
@@ -74,73 +124,111 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
         }
     };
 
-    let wal_path = beside(db_path, "-wal");
-    let (mut state_file, saved) = StateFile::open(&meta_dir)?;
+    let (state_file, saved) = StateFile::open(meta_dir)?;
     let mut saved = saved.filter(|s| s.replica_url == config.replica_url);
+    // An upload in flight when the last leader stopped: did it land? If not, the first file
+    // ships that range again (its claim may be there).
+    let mut until = None;
     if let Some(s) = &mut saved {
-        // An upload in flight when the process stopped: did it land?
         if let Some((min, after)) = s.in_flight.take() {
-            if listed
+            let landed = listed
                 .iter()
-                .any(|f| f.min.get() == min && f.max.get() == after.txid)
-            {
+                .any(|f| f.min.get() == min && f.max.get() == after.txid);
+            if landed {
                 s.shipped = after;
                 s.resync = false;
+            } else if min == s.shipped.txid + 1 && !s.resync {
+                until = after.wal;
             }
         }
     }
-    let local = LocalDb::open(db_path, &wal_path)?;
-    let mode = config.primary.restore;
-    let start = match replica_max {
-        None if local.commit > 0 => Start::Full { after: 0 },
-        None => Start::Fresh,
-        Some(_) if mode == RestoreMode::Always => Start::Restore,
-        Some(_) if local.commit == 0 && mode != RestoreMode::Never => Start::Restore,
-        Some(m) => match &saved {
-            // A resync that had not landed when the process stopped: do it again.
-            Some(s) if s.shipped.txid == m && s.resync => Start::Full { after: m },
-            Some(s) if s.shipped.txid == m => Start::Continue(s.shipped),
-            _ if mode == RestoreMode::Never => Start::Full { after: m },
-            other => {
-                return Err(Error::config(
-                    "restore",
-                    format!(
-                        "the local database {} and the replica {} disagree: the replica is at TXID {}, {}; open with restore=always to replace the local database from the replica, or restore=never to ship the local database over it",
-                        db_path.display(),
-                        config.replica_url,
-                        Txid::new(m),
-                        match other {
-                            Some(s) => format!("this database shipped up to TXID {}", Txid::new(s.shipped.txid)),
-                            None => "and this database was never shipped to it".into(),
-                        }
-                    ),
-                ))
-            }
-        },
-    };
-
     let node_id = saved.as_ref().map_or_else(random_u64, |s| s.node_id);
+
+    let hold = config.open_timeout.max(Duration::from_secs(5));
+    let (leader, shipper) = p.with_checkpoints_held(hold, move || {
+        let local = LocalDb::open(&p.db_path)?;
+        let facts = Facts {
+            replica_max,
+            local_has_pages: local.commit > 0,
+            saved: saved.as_ref(),
+            mode: config.primary.restore,
+            in_use: takeover || local.in_use(),
+        };
+        let start = decide(&facts).map_err(|why| {
+            Error::config(
+                "restore",
+                format!(
+                    "the local database {} and the replica {} disagree: {why}; open with restore=always to replace the local database from the replica, or restore=never to ship the local database over it",
+                    p.db_path.display(),
+                    config.replica_url,
+                ),
+            )
+        })?;
+        let restored = start == Start::Restore;
+        prepare(p, lease, start, local, replica_max, node_id, until, state_file)
+            .map(|(l, sh)| (l, sh, restored))
+    })
+    .map(|(l, sh, restored)| {
+        if restored {
+            // The WAL locks were taken on the file the restore replaced.
+            *p.locks.lock() = None;
+            p.pinned.store(false, std::sync::atomic::Ordering::Release);
+        }
+        (l, sh)
+    })?;
+    let leader = Arc::new(leader);
+    if p.leader.set(leader.clone()).is_err() {
+        return Err(Error::Internal("a second leader in one process".into()));
+    }
+    ship::start(p, shipper)?;
+    super::compact::start(p)?;
+    // Something to ship already (a snapshot, or transactions left by a crash): start now.
+    leader.note_write_end();
+    crate::log_info!(
+        "litestream: {}: this process ships to {}{}",
+        p.db_path.display(),
+        config.replica_url,
+        if takeover { " (took over)" } else { "" }
+    );
+    Ok(())
+}
+
+/// The effects of the decision: restore or snapshot as needed, take up the mirrors, and
+/// build the leader and its shipper.
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    p: &Primary,
+    lease: Lease,
+    start: Start,
+    local: LocalDb,
+    replica_max: Option<u64>,
+    node_id: u64,
+    until: Option<super::wal::WalPos>,
+    mut state_file: StateFile,
+) -> Result<(Leader, Shipper)> {
+    let config = &p.config;
+    let meta_dir = &p.meta_dir;
     let (local, shipped) = match start {
         Start::Restore => {
-            let pos = restore(db_path, &wal_path, config)?;
-            (LocalDb::open(db_path, &wal_path)?, Some(pos))
+            let pos = restore(&p.db_path, config)?;
+            (LocalDb::open(&p.db_path)?, Some(pos))
         }
         Start::Continue(pos) => (local, Some(pos)),
         Start::Fresh | Start::Full { .. } => (local, None),
     };
 
     let mut start = start;
-    let dir = mirror_dir(&meta_dir);
+    let dir = mirror_dir(meta_dir);
     let mut mirrors = None;
     if let Start::Continue(pos) = &start {
         // What committed after the shipped position must be in the WAL's mirrors or in
         // the WAL itself; otherwise what changed since cannot be known.
-        match Mirrors::recover(&dir, &wal_path, pos.wal)? {
+        match Mirrors::recover(&dir, &p.db_path, pos.wal)? {
             Ok(m) => mirrors = Some(m),
             Err(why) => {
                 crate::log_warn!(
                     "litestream: {}: {why}; shipping the whole database",
-                    db_path.display()
+                    p.db_path.display()
                 );
                 start = Start::Full { after: pos.txid };
             }
@@ -148,7 +236,7 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
     }
     let mirrors = match mirrors {
         Some(m) => m,
-        None => Mirrors::fresh(&dir, &wal_path, local.wal_position())?,
+        None => Mirrors::fresh(&dir, &p.db_path, local.wal_position())?,
     };
     let mut sums = config
         .primary
@@ -167,6 +255,7 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
         sums,
         chain: None,
         queue: Default::default(),
+        until: None,
     };
     let state = State {
         replica_url: config.replica_url.clone(),
@@ -183,6 +272,7 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
     match start {
         Start::Continue(pos) => {
             sh.cursor = pos.wal;
+            sh.until = until;
             let unshipped = mirrors.has_more(sh.cursor)
                 || local.wal_end.is_some_and(|end| Some(end) != sh.cursor);
             let here = sh.sums.as_ref().map(PageSums::checksum);
@@ -207,57 +297,49 @@ pub fn start(db_path: &Path, config: &Config) -> Result<Arc<Primary>> {
             // carries none.
             let h = ship::header(&sh, node_id, local.commit, min, min, crate::clock::now_ms());
             let path =
-                spool_dir(&meta_dir).join(format!("{}-{}.ltx", Txid::new(min), Txid::new(min)));
+                spool_dir(meta_dir).join(format!("{}-{}.ltx", Txid::new(min), Txid::new(min)));
             let pages = local.pgnos().map(|pg| local.page(pg).map(|d| (pg, d)));
             let post = ship::write_ltx(&path, h, pages, &mut sh.sums)?;
-            sh.enqueue(path, min, min, post, local.wal_position());
+            let at = local.wal_position();
+            let seq = at.and_then(|a| mirrors.generation_of((a.salt1, a.salt2)).map(|g| g.seq));
+            sh.enqueue(path, min, min, post, at, seq);
         }
     }
     state_file.save(&state, true)?;
 
-    let pending = sh.queue.len();
-    let primary = Arc::new(Primary {
-        db_path: db_path.to_path_buf(),
-        wal_path,
-        meta_dir,
-        config: config.clone(),
-        store,
-        node_id,
-        notes: AtomicU64::new(0),
-        last_note_ms: AtomicI64::new(crate::clock::now_ms()),
-        progress: Mutex::new(Progress {
-            shipped: Some(state.shipped),
-            encoded_txid: sh.txid,
-            pending_files: pending,
-            ..Progress::default()
-        }),
-        shipped_cv: Condvar::new(),
-        state: Mutex::new((state, state_file)),
-        mirrors: Mutex::new(mirrors),
-        wake: Arc::new(tokio::sync::Notify::new()),
-        copier_idle: AtomicBool::new(true),
-        restart_refused: AtomicBool::new(false),
-        connections: AtomicUsize::new(0),
-        copied: Arc::new(tokio::sync::Notify::new()),
-        hurry: Arc::new(tokio::sync::Notify::new()),
-        opened_at: std::time::SystemTime::now(),
+    let mut published = Published {
+        pid: std::process::id(),
+        replica_url: config.replica_url.clone(),
+        checksum: config.primary.checksum,
+        shipped_txid: state.shipped.txid,
+        ..Default::default()
+    };
+    published.remember(&mirrors.generations());
+    published.copied = mirrors.copied();
+    published.shipped = state.shipped.wal.and_then(|w| {
+        mirrors
+            .generation_of((w.salt1, w.salt2))
+            .map(|g| (g.seq, w))
     });
-    ship::start(&primary, sh)?;
-    super::compact::start(&primary)?;
-    // Something to ship already (a snapshot, or transactions left by a crash): start now.
-    primary.note_write_end();
-    Ok(primary)
+    published.counters.encoded_txid = sh.txid;
+    published.counters.pending_files = sh.queue.len();
+    let mut publisher = Publisher::open(meta_dir)?;
+    publisher.write(&published)?;
+    let leader = Leader::new(
+        lease, node_id, state, state_file, mirrors, published, publisher,
+    );
+    Ok((leader, sh))
 }
 
 /// Replaces the local database (and its WAL) with the replica's newest state.
-fn restore(db_path: &Path, wal_path: &Path, config: &Config) -> Result<Position> {
+fn restore(db_path: &Path, config: &Config) -> Result<Position> {
     let mut rc = config.clone();
     rc.role = Role::Replica;
     rc.time = None;
     rc.poll_interval = Duration::from_secs(3600);
     let replica = crate::replica::Replica::open(&rc)?;
     let snap = replica.current();
-    for p in [wal_path.to_path_buf(), beside(db_path, "-shm")] {
+    for p in [beside(db_path, "-wal"), beside(db_path, "-shm")] {
         match std::fs::remove_file(&p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(Error::io(format!("removing {}", p.display()), e))
@@ -289,4 +371,84 @@ fn random_u64() -> u64 {
     );
     h.write_u32(std::process::id());
     h.finish() | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(txid: u64, resync: bool) -> State {
+        State {
+            replica_url: "file:///r".into(),
+            node_id: 1,
+            shipped: Position {
+                txid,
+                checksum: 0,
+                wal: None,
+            },
+            in_flight: None,
+            resync,
+        }
+    }
+
+    fn facts(replica_max: Option<u64>, local: bool, saved: Option<&State>) -> Facts<'_> {
+        Facts {
+            replica_max,
+            local_has_pages: local,
+            saved,
+            mode: RestoreMode::IfMissing,
+            in_use: false,
+        }
+    }
+
+    #[test]
+    fn the_start_up_table_row_by_row() {
+        use Start::*;
+        let (s5, r5, s3) = (state(5, false), state(5, true), state(3, false));
+        // Empty replica.
+        assert_eq!(decide(&facts(None, true, None)), Ok(Full { after: 0 }));
+        assert_eq!(decide(&facts(None, false, Some(&s5))), Ok(Fresh));
+        // Missing local database: restored, unless other connections have it open.
+        assert_eq!(decide(&facts(Some(5), false, None)), Ok(Restore));
+        let in_use = Facts {
+            in_use: true,
+            ..facts(Some(5), false, None)
+        };
+        assert!(decide(&in_use).unwrap_err().contains("other connections"));
+        // restore=always replaces even a database that agrees.
+        let always = Facts {
+            mode: RestoreMode::Always,
+            ..facts(Some(5), true, Some(&s5))
+        };
+        assert_eq!(decide(&always), Ok(Restore));
+        // Agreeing state: go on; a pending resync is done again.
+        assert_eq!(
+            decide(&facts(Some(5), true, Some(&s5))),
+            Ok(Continue(s5.shipped))
+        );
+        assert_eq!(
+            decide(&facts(Some(5), true, Some(&r5))),
+            Ok(Full { after: 5 })
+        );
+        // Disagreement: an error naming both TXIDs, unless restore=never.
+        let why = decide(&facts(Some(5), true, Some(&s3))).unwrap_err();
+        assert!(
+            why.contains("0000000000000005") && why.contains("0000000000000003"),
+            "{why}"
+        );
+        assert!(decide(&facts(Some(5), true, None))
+            .unwrap_err()
+            .contains("never shipped"));
+        let never = Facts {
+            mode: RestoreMode::Never,
+            ..facts(Some(5), true, Some(&s3))
+        };
+        assert_eq!(decide(&never), Ok(Full { after: 5 }));
+        // restore=never with a missing local database ships the empty one over it.
+        let never_empty = Facts {
+            mode: RestoreMode::Never,
+            ..facts(Some(5), false, None)
+        };
+        assert_eq!(decide(&never_empty), Ok(Full { after: 5 }));
+    }
 }

@@ -12,9 +12,9 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crc::{Crc, CRC_32_ISO_HDLC};
 use serde::{Deserialize, Serialize};
 
+use super::record::{self, Read};
 use super::wal::WalPos;
 use crate::error::{Error, Result};
 
@@ -49,8 +49,6 @@ pub struct State {
 const MAGIC: &[u8; 4] = b"LSST";
 /// Where the second slot starts; a record (a few hundred bytes) must fit in a slot.
 const SLOT_SIZE: u64 = 64 * 1024;
-const RECORD_HEADER: usize = 20;
-static CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
 
 pub fn path(meta_dir: &Path) -> PathBuf {
     meta_dir.join("state")
@@ -123,7 +121,7 @@ impl StateFile {
     pub fn save(&mut self, state: &State, durable: bool) -> Result<()> {
         let io = |e| Error::io(format!("writing {}", self.path.display()), e);
         let json = serde_json::to_vec_pretty(state).map_err(|e| io(std::io::Error::other(e)))?;
-        if (RECORD_HEADER + json.len()) as u64 > SLOT_SIZE {
+        if (record::HEADER + json.len()) as u64 > SLOT_SIZE {
             return Err(io(std::io::Error::other(format!(
                 "the state is {} bytes, more than a slot holds",
                 json.len()
@@ -132,7 +130,7 @@ impl StateFile {
         let seq = self.seq + 1;
         let slot = 1 - self.synced_slot;
         self.file
-            .write_all_at(&encode_record(seq, &json), slot * SLOT_SIZE)
+            .write_all_at(&record::encode(MAGIC, seq, &json), slot * SLOT_SIZE)
             .map_err(io)?;
         if durable {
             self.file.sync_data().map_err(io)?;
@@ -143,52 +141,17 @@ impl StateFile {
     }
 }
 
-fn encode_record(seq: u64, json: &[u8]) -> Vec<u8> {
-    let mut rec = Vec::with_capacity(RECORD_HEADER + json.len());
-    rec.extend_from_slice(MAGIC);
-    rec.extend_from_slice(&(json.len() as u32).to_be_bytes());
-    rec.extend_from_slice(&seq.to_be_bytes());
-    rec.extend_from_slice(&crc(seq, json).to_be_bytes());
-    rec.extend_from_slice(json);
-    rec
-}
-
-fn crc(seq: u64, json: &[u8]) -> u32 {
-    let mut d = CRC32.digest();
-    d.update(&seq.to_be_bytes());
-    d.update(json);
-    d.finalize()
-}
-
 /// The record in `slot`: None when the slot was never written; Err when it holds a record
 /// that does not check out (a torn write) or does not parse.
 fn read_record(f: &File, slot: u64) -> std::result::Result<Option<(u64, State)>, String> {
-    let mut head = [0u8; RECORD_HEADER];
-    match f.read_exact_at(&mut head, slot * SLOT_SIZE) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+    match record::read(f, MAGIC, slot * SLOT_SIZE, SLOT_SIZE).map_err(|e| e.to_string())? {
+        Read::Empty => Ok(None),
+        Read::Damaged(why) => Err(format!("slot {slot}: {why}")),
+        Read::Record(seq, json) => {
+            let state = serde_json::from_slice(&json).map_err(|e| format!("slot {slot}: {e}"))?;
+            Ok(Some((seq, state)))
+        }
     }
-    if head == [0u8; RECORD_HEADER] {
-        return Ok(None);
-    }
-    let word = |at: usize, n: usize| {
-        head[at..at + n]
-            .iter()
-            .fold(0u64, |v, b| v << 8 | *b as u64)
-    };
-    let (len, seq, sum) = (word(4, 4) as usize, word(8, 8), word(16, 4) as u32);
-    if &head[..4] != MAGIC || (RECORD_HEADER + len) as u64 > SLOT_SIZE {
-        return Err(format!("slot {slot} does not hold a state record"));
-    }
-    let mut json = vec![0u8; len];
-    f.read_exact_at(&mut json, slot * SLOT_SIZE + RECORD_HEADER as u64)
-        .map_err(|e| format!("slot {slot}: {e}"))?;
-    if crc(seq, &json) != sum {
-        return Err(format!("slot {slot}: checksum mismatch (a torn write)"));
-    }
-    let state = serde_json::from_slice(&json).map_err(|e| format!("slot {slot}: {e}"))?;
-    Ok(Some((seq, state)))
 }
 
 #[cfg(test)]

@@ -137,10 +137,23 @@ pub struct Txn {
     pub end: WalPos,
 }
 
-/// The transactions committed after `from` (a position in the generation of `hdr`), in order.
-/// Stops at the first frame that is not valid: past it nothing is committed.
+/// The transactions committed after `from` (a position in the generation of `hdr`), in order,
+/// by SQLite's recovery rule: up to the first frame that is not valid. Only for a WAL that no
+/// connection has open (a live one says in its wal-index where the committed frames end:
+/// frames after that are not committed, valid or not).
 pub fn committed_after(f: &File, hdr: &WalHeader, from: &WalPos) -> io::Result<Vec<Txn>> {
     read_txns(f, hdr, from, u64::MAX, true)
+}
+
+/// As `committed_after`, taking no frame that ends after `until` (the committed end the
+/// wal-index gives).
+pub fn committed_until(
+    f: &File,
+    hdr: &WalHeader,
+    from: &WalPos,
+    until: u64,
+) -> io::Result<Vec<Txn>> {
+    read_txns(f, hdr, from, until, true)
 }
 
 /// The transactions in a copy of committed frames (a mirror) after `from`, up to `until`:
@@ -150,7 +163,7 @@ pub fn copied_until(f: &File, hdr: &WalHeader, from: &WalPos, until: u64) -> io:
     read_txns(f, hdr, from, until, false)
 }
 
-/// As `committed_after`, keeping the bytes read in `buf` (from `from` on: the transactions
+/// As `committed_until`, keeping the bytes read in `buf` (from `from` on: the transactions
 /// found end at `last.end.offset - from.offset` in it) for the caller to write out. Reads at
 /// most `max` bytes: Some((transactions, true)) when it stopped there and more may follow
 /// their end, None when not even one whole transaction fits. `buf` only grows, so a caller
@@ -159,6 +172,7 @@ pub fn committed_kept(
     f: &File,
     hdr: &WalHeader,
     from: &WalPos,
+    until: u64,
     buf: &mut Vec<u8>,
     max: u64,
 ) -> io::Result<Option<(Vec<Txn>, bool)>> {
@@ -173,13 +187,18 @@ pub fn committed_kept(
         if buf.len() < filled + batch {
             buf.resize(filled + batch, 0);
         }
-        let n = read_full(f, &mut buf[filled..filled + batch], walk.offset)?;
+        let left = until.saturating_sub(walk.offset) as usize / frame_size * frame_size;
+        let want = batch.min(left);
+        if want == 0 {
+            return Ok(Some((walk.txns, false)));
+        }
+        let n = read_full(f, &mut buf[filled..filled + want], walk.offset)?;
         for frame in buf[filled..filled + n].chunks_exact(frame_size) {
             if !walk.frame(frame) {
                 return Ok(Some((walk.txns, false)));
             }
         }
-        if n < batch {
+        if n < want {
             return Ok(Some((walk.txns, false)));
         }
         filled += n;
@@ -421,7 +440,7 @@ pub(crate) mod tests {
         // Keeping what it read (the copier's usual path): the same walk, and the bytes.
         let mut buf = Vec::new();
         let kept = |f: &File, buf: &mut Vec<u8>, max| {
-            committed_kept(f, &hdr, &hdr.start(), buf, max).unwrap()
+            committed_kept(f, &hdr, &hdr.start(), u64::MAX, buf, max).unwrap()
         };
         assert_eq!(
             kept(&f, &mut buf, u64::MAX),
@@ -434,6 +453,17 @@ pub(crate) mod tests {
         let end = (txns[1].end.offset - HEADER_SIZE) as usize;
         assert_eq!(buf[..end], bytes[HEADER_SIZE as usize..]);
         assert_eq!(kept(&f, &mut buf, 100), None, "not one transaction fits");
+        // The wal-index says only the first transaction is committed: the second, valid as
+        // it is, is not taken (a commit that failed, about to be overwritten).
+        let first_end = txns[0].end.offset;
+        assert_eq!(
+            committed_kept(&f, &hdr, &hdr.start(), first_end, &mut buf, u64::MAX).unwrap(),
+            Some((txns[..1].to_vec(), false))
+        );
+        assert_eq!(
+            committed_until(&f, &hdr, &hdr.start(), first_end).unwrap(),
+            txns[..1].to_vec()
+        );
         // A partial frame at the end (SQLite still writing it) is not taken.
         std::fs::write(&p, &bytes[..last]).unwrap();
         let f = File::open(&p).unwrap();

@@ -408,6 +408,16 @@ impl Store {
         Ok(())
     }
 
+    /// Whether an object exists at `rel` (a HEAD request).
+    pub async fn exists(&self, rel: &str) -> Result<bool> {
+        let path = join(&self.backend.root, rel);
+        match self.backend.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.fail(path.to_string(), e)),
+        }
+    }
+
     /// The whole object at `rel`, or None when there is none.
     pub async fn get(&self, rel: &str) -> Result<Option<Bytes>> {
         let path = join(&self.backend.root, rel);

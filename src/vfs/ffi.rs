@@ -12,7 +12,7 @@ use libsqlite3_sys as ffi;
 use super::api;
 use super::file::ReplicaFile;
 use super::passthrough;
-use crate::config::{Config, Params, Role};
+use crate::config::{Config, Params, Role, SyncMode};
 use crate::error::Error;
 use crate::sql::{self, Value};
 
@@ -153,6 +153,15 @@ pub unsafe extern "C" fn sqlite3_litestream_autoinit(
 
 /// Registered once per process; the sqlite3_vfs itself is leaked (SQLite keeps a pointer).
 static VFS: OnceLock<Result<(), String>> = OnceLock::new();
+/// The VFS ours was registered over (the process's default when we registered).
+static BASE: std::sync::atomic::AtomicPtr<ffi::sqlite3_vfs> =
+    std::sync::atomic::AtomicPtr::new(ptr::null_mut());
+
+/// The base VFS, once ours is registered.
+pub(super) fn base_vfs() -> Option<*mut ffi::sqlite3_vfs> {
+    let p = BASE.load(std::sync::atomic::Ordering::Acquire);
+    (!p.is_null()).then_some(p)
+}
 
 fn register_vfs() -> Result<(), Error> {
     let result = VFS.get_or_init(|| {
@@ -173,6 +182,7 @@ fn register_vfs() -> Result<(), Error> {
         if base.is_null() {
             return Err("no default VFS".into());
         }
+        BASE.store(base, std::sync::atomic::Ordering::Release);
         // SAFETY: `base` is a registered VFS, valid for the process.
         let base_ref = unsafe { &*base };
         // Non-replica files (temp files, journals) are opened by the base VFS in place, so
@@ -278,13 +288,13 @@ unsafe extern "C" fn x_open(
         let path = unsafe { api::text(name) }.map(|p| std::path::PathBuf::from(p.as_ref()));
         let env = |k: &str| std::env::var(k).ok();
         // A primary's database and WAL: opened by the base VFS, wrapped by ours.
-        let wrap = |primary, kind| {
+        let wrap = |primary, kind, sync| {
             // SAFETY: xOpen's own arguments; our szOsFile covers a PassHandle.
-            unsafe { passthrough::open(base, name, file, flags, out_flags, primary, kind) }
+            unsafe { passthrough::open(base, name, file, flags, out_flags, primary, kind, sync) }
         };
         if flags & ffi::SQLITE_OPEN_WAL != 0 {
             if let Some(primary) = path.as_deref().and_then(crate::primary::by_wal) {
-                return wrap(primary, passthrough::Kind::Wal);
+                return wrap(primary, passthrough::Kind::Wal, SyncMode::Local);
             }
         }
         let ours = flags & ffi::SQLITE_OPEN_MAIN_DB != 0
@@ -302,8 +312,13 @@ unsafe extern "C" fn x_open(
         }
         let state = match Config::from_params(&UriParams(name), &env) {
             Ok(config) if config.role == Role::Primary => {
-                match path.as_deref().map(|p| crate::primary::open(p, &config)) {
-                    Some(Ok(primary)) => return wrap(primary, passthrough::Kind::Db),
+                let opened = path
+                    .as_deref()
+                    .map(|p| crate::primary::open(p, &config, super::pin::open));
+                match opened {
+                    Some(Ok(primary)) => {
+                        return wrap(primary, passthrough::Kind::Db, config.primary.sync)
+                    }
                     Some(Err(e)) => ReplicaFile::open(Err(e)),
                     None => ReplicaFile::open(Err(Error::config(
                         "role",
@@ -696,30 +711,27 @@ fn primary_of<'a>(db: *mut ffi::sqlite3, schema: &str) -> Option<&'a crate::prim
     unsafe { p.as_ref() }
 }
 
-/// A new connection to a primary: put it in WAL mode (its WAL is what ships), with
-/// synchronous=FULL under sync=remote (each commit then syncs the WAL, where it waits).
+/// A new connection to a primary: put it in WAL mode (its WAL is what ships); the primary
+/// then takes its own locks on the WAL (`pin.rs`).
 fn prepare_primary(db: *mut ffi::sqlite3) -> Result<(), Error> {
     let Some(primary) = primary_of(db, "main") else {
         return Ok(());
     };
-    let mut sql = String::from("PRAGMA journal_mode=WAL;");
-    if primary.config.primary.sync == crate::config::SyncMode::Remote {
-        sql.push_str("PRAGMA synchronous=FULL;");
-    }
     let exec = api::get()
         .and_then(|a| a.exec)
         .ok_or_else(missing("exec"))?;
-    let sql = CString::new(sql).map_err(|e| Error::Internal(e.to_string()))?;
+    let sql =
+        CString::new("PRAGMA journal_mode=WAL;").map_err(|e| Error::Internal(e.to_string()))?;
     // SAFETY: db is a live connection; no callback; the error message is not requested.
     let rc = unsafe { exec(db, sql.as_ptr(), None, ptr::null_mut(), ptr::null_mut()) };
     if rc != ffi::SQLITE_OK {
-        return Err(Error::Reported {
+        return Err(Error::Sqlite {
             code: rc,
-            message: format!(
-                "litestream: cannot put {} in WAL mode (SQLite error {rc})",
-                primary.db_path.display()
-            ),
+            what: format!("putting {} in WAL mode", primary.db_path.display()),
         });
+    }
+    if let Some(p) = crate::primary::by_db(&primary.db_path) {
+        p.wal_mode_ready();
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ mod api;
 mod ffi;
 pub mod file;
 mod passthrough;
+mod pin;
 mod vtab;
 
 /// The VFS name, as the Go extension registers it.

@@ -4,12 +4,16 @@
 //!
 //! - main database `xShmLock`: releasing the WAL write lock ends a write transaction (the
 //!   copier looks for newly committed frames); taking the read-mark locks 1..4 exclusively
-//!   is how SQLite restarts the WAL from its start: once they are held, the frames not yet
-//!   copied are copied out of the WAL, and if that fails the restart is refused with
-//!   SQLITE_BUSY (SQLite then keeps appending, as it does for readers);
-//! - main database `xFileControl`: the `litestream_*` pragmas, and pragmas that would stop
-//!   capture (`journal_mode` other than WAL, `locking_mode=exclusive`) are refused;
-//! - WAL `xSync`: with `sync=remote`, the commit waits for its transaction to ship.
+//!   is how SQLite restarts the WAL from its start: once they are held, the primary makes
+//!   sure every committed frame is copied, and if it cannot, the restart is refused with
+//!   SQLITE_BUSY (SQLite then keeps appending, as it does for readers). While this process
+//!   holds the pin (`pin.rs`), the pin's slot is left out of the locks taken: no reader can
+//!   be using it;
+//! - main database `xFileControl`: SQLITE_FCNTL_COMMIT_PHASETWO, sent once a transaction is
+//!   committed and the write lock released: with `sync=remote`, the COMMIT waits there until
+//!   the replica holds it (an error then leaves it committed locally, see `Error::
+//!   NotReplicated`); the `litestream_*` pragmas; and pragmas that would stop capture
+//!   (`journal_mode` other than WAL, `locking_mode=exclusive`) are refused.
 
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
@@ -19,6 +23,7 @@ use libsqlite3_sys as ffi;
 
 use super::api;
 use super::ffi::guard;
+use crate::config::SyncMode;
 use crate::primary::Primary;
 
 /// SQLite's shm lock slots (wal.c): the write lock, then read marks from 3.
@@ -26,6 +31,10 @@ const WAL_WRITE_LOCK: c_int = 0;
 const WAL_READ_LOCK_1: c_int = 4;
 /// Read marks 1..=4: locking all of them exclusively is a WAL restart.
 const WAL_RESTART_LOCKS: c_int = 4;
+/// The same without the pin's slot (the last one).
+const WAL_RESTART_LOCKS_UNPINNED: c_int = 3;
+const _: () =
+    assert!(WAL_READ_LOCK_1 + WAL_RESTART_LOCKS - 1 == 3 + crate::primary::shm::PIN_SLOT as c_int);
 
 /// A private file-control opcode: asks a file for its `Primary`.
 pub(super) const FCNTL_LITESTREAM_PRIMARY: c_int = 0x4c53_0002;
@@ -39,6 +48,10 @@ pub(super) struct PassHandle {
     primary: *const Primary,
     /// A main-database handle: one of the primary's connections.
     connection: bool,
+    /// This connection's `sync` setting.
+    sync: SyncMode,
+    /// The restart locks it holds leave out the pin's slot.
+    restart_without_pin_slot: bool,
 }
 
 pub(super) enum Kind {
@@ -51,6 +64,7 @@ pub(super) enum Kind {
 /// # Safety
 /// `base` is the base VFS; `file` has room for a `PassHandle`; the other arguments are
 /// xOpen's.
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn open(
     base: *mut ffi::sqlite3_vfs,
     name: *const c_char,
@@ -59,6 +73,7 @@ pub(super) unsafe fn open(
     out_flags: *mut c_int,
     primary: Arc<Primary>,
     kind: Kind,
+    sync: SyncMode,
 ) -> c_int {
     // SAFETY: base is a registered VFS.
     let (size, open) = unsafe { ((*base).szOsFile, (*base).xOpen) };
@@ -95,6 +110,8 @@ pub(super) unsafe fn open(
         (*h).inner_mem = mem;
         (*h).primary = Arc::into_raw(primary);
         (*h).connection = matches!(kind, Kind::Db);
+        (*h).sync = sync;
+        (*h).restart_without_pin_slot = false;
         (*h).base.pMethods = match kind {
             Kind::Db => &DB_METHODS,
             Kind::Wal => &WAL_METHODS,
@@ -176,24 +193,6 @@ unsafe extern "C" fn p_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int
     forward!(file, xSync, ffi::SQLITE_IOERR_FSYNC, flags)
 }
 
-unsafe extern "C" fn p_wal_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    guard(ffi::SQLITE_IOERR_FSYNC, || {
-        let rc = forward!(file, xSync, ffi::SQLITE_IOERR_FSYNC, flags);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        // SAFETY: our file.
-        let (_, _, primary) = unsafe { parts(file) };
-        match primary.on_wal_sync() {
-            Ok(()) => ffi::SQLITE_OK,
-            Err(e) => {
-                crate::log_warn!("{e}");
-                ffi::SQLITE_IOERR_FSYNC
-            }
-        }
-    })
-}
-
 unsafe extern "C" fn p_file_size(
     file: *mut ffi::sqlite3_file,
     out: *mut ffi::sqlite3_int64,
@@ -202,7 +201,21 @@ unsafe extern "C" fn p_file_size(
 }
 
 unsafe extern "C" fn p_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    forward!(file, xLock, ffi::SQLITE_IOERR_LOCK, level)
+    guard(ffi::SQLITE_IOERR_LOCK, || {
+        // SAFETY: our file.
+        let (_, _, primary) = unsafe { parts(file) };
+        // In WAL mode a connection asks for an EXCLUSIVE lock on the database file only as
+        // it closes, to checkpoint and delete the WAL when it is the last anywhere. The
+        // last connection of this process ships what is pending and lets go of the
+        // primary's own locks first, so that SQLite can do it when no other process uses
+        // the database.
+        // SAFETY: our file.
+        let connection = unsafe { (*(file as *const PassHandle)).connection };
+        if level == ffi::SQLITE_LOCK_EXCLUSIVE && connection && primary.is_last_connection() {
+            primary.before_last_close();
+        }
+        forward!(file, xLock, ffi::SQLITE_IOERR_LOCK, level)
+    })
 }
 
 unsafe extern "C" fn p_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
@@ -234,20 +247,39 @@ unsafe extern "C" fn p_file_control(
     guard(ffi::SQLITE_IOERR, || {
         // SAFETY: our file.
         let (_, _, primary) = unsafe { parts(file) };
+        // SAFETY: our file; the fields are read here and written back below, never borrowed
+        // across a call that reaches the file through another pointer.
+        let (connection, mut sync) = unsafe {
+            let h = file as *const PassHandle;
+            ((*h).connection, (*h).sync)
+        };
         match op {
             FCNTL_LITESTREAM_PRIMARY => {
                 // SAFETY: our own opcode: arg is a *mut *const Primary out-pointer.
                 unsafe { *(arg as *mut *const Primary) = primary as *const Primary };
                 return ffi::SQLITE_OK;
             }
+            ffi::SQLITE_FCNTL_COMMIT_PHASETWO if connection && sync == SyncMode::Remote => {
+                // The transaction is committed and the write lock released: other writers
+                // go on while this COMMIT waits for the replica.
+                return match primary.wait_replicated() {
+                    Ok(()) => ffi::SQLITE_OK,
+                    Err(e) => {
+                        crate::log_warn!("{e}");
+                        e.sqlite_code()
+                    }
+                };
+            }
             ffi::SQLITE_FCNTL_PRAGMA => {
                 // SAFETY: for SQLITE_FCNTL_PRAGMA, arg is char*[3]: result, name, value.
                 let args = arg as *mut *mut c_char;
                 let (name, value) = unsafe { (api::text(*args.add(1)), api::text(*args.add(2))) };
                 if let Some(name) = name {
-                    if let Some(result) =
-                        crate::sql::primary_pragma(primary, &name, value.as_deref())
-                    {
+                    let answer =
+                        crate::sql::primary_pragma(primary, &mut sync, &name, value.as_deref());
+                    // SAFETY: our file; see above.
+                    unsafe { (*(file as *mut PassHandle)).sync = sync };
+                    if let Some(result) = answer {
                         let (rc, text) = match result {
                             Ok(v) => (ffi::SQLITE_OK, v.into_text()),
                             Err(e) => (ffi::SQLITE_ERROR, Some(e.to_string())),
@@ -293,24 +325,48 @@ unsafe extern "C" fn p_shm_lock(
     guard(ffi::SQLITE_IOERR_SHMLOCK, || {
         // SAFETY: our file.
         let (_, _, primary) = unsafe { parts(file) };
+        let h = file as *mut PassHandle;
         let exclusive = flags & ffi::SQLITE_SHM_EXCLUSIVE != 0;
-        if exclusive && flags & ffi::SQLITE_SHM_UNLOCK != 0 && offset == WAL_WRITE_LOCK {
-            primary.note_write_end();
+        let restart_locks = exclusive && offset == WAL_READ_LOCK_1 && n == WAL_RESTART_LOCKS;
+        if flags & ffi::SQLITE_SHM_UNLOCK != 0 {
+            if exclusive && offset == WAL_WRITE_LOCK {
+                primary.note_write_end();
+            }
+            // SAFETY: our file; the flag is only touched by this connection's own calls.
+            let without_pin_slot =
+                restart_locks && unsafe { std::mem::take(&mut (*h).restart_without_pin_slot) };
+            let n = if without_pin_slot {
+                WAL_RESTART_LOCKS_UNPINNED
+            } else {
+                n
+            };
+            return forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
         }
+        if !restart_locks {
+            return forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
+        }
+        // A WAL restart (or a RESTART/TRUNCATE checkpoint making sure of one). With the pin
+        // held by this process no reader can be on its slot, and the pin must not stop us.
+        let n = if primary.holds_pin() {
+            WAL_RESTART_LOCKS_UNPINNED
+        } else {
+            WAL_RESTART_LOCKS
+        };
         let rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
-        let restart = exclusive
-            && flags & ffi::SQLITE_SHM_LOCK != 0
-            && offset == WAL_READ_LOCK_1
-            && n == WAL_RESTART_LOCKS;
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
         // Only once the locks are held can no reader stop the restart, so the copy comes
         // after anything SQLite could still append. (A RESTART checkpoint takes them and
         // leaves the restart to the next writer, who may still append if a reader comes
         // first: the copier then unseals the mirror.)
-        if restart && rc == ffi::SQLITE_OK && !primary.before_wal_restart() {
+        if !primary.before_wal_restart() {
             let unlock = ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE;
             forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, unlock);
             return ffi::SQLITE_BUSY;
         }
+        // SAFETY: as above.
+        unsafe { (*h).restart_without_pin_slot = n == WAL_RESTART_LOCKS_UNPINNED };
         rc
     })
 }
@@ -379,4 +435,4 @@ const fn methods(
 }
 
 static DB_METHODS: ffi::sqlite3_io_methods = methods(p_sync);
-static WAL_METHODS: ffi::sqlite3_io_methods = methods(p_wal_sync);
+static WAL_METHODS: ffi::sqlite3_io_methods = methods(p_sync);

@@ -220,10 +220,16 @@ def test_refuses_what_would_stop_capture(replica_url, tmp_path):
         conn.execute("PRAGMA journal_mode=DELETE")
     with pytest.raises(sqlite3.OperationalError, match="exclusive locking mode"):
         conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+    # sync is a setting of each connection: its pragma reads and sets it, and checks it.
     remote = open_primary(tmp_path / "remote.db", replica_url("file", "remote"), sync="remote")
-    assert remote.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    with pytest.raises(sqlite3.OperationalError, match="synchronous=FULL"):
-        remote.execute("PRAGMA synchronous=NORMAL")
+    assert remote.execute("PRAGMA litestream_sync").fetchone()[0] == "remote"
+    other = open_primary(tmp_path / "remote.db", replica_url("file", "remote"))
+    assert other.execute("PRAGMA litestream_sync").fetchone()[0] == "local"
+    assert other.execute("PRAGMA litestream_sync = remote").fetchone()[0] == "remote"
+    assert remote.execute("PRAGMA litestream_sync = 'local'").fetchone()[0] == "local"
+    assert remote.execute("PRAGMA litestream_sync").fetchone()[0] == "local"
+    with pytest.raises(sqlite3.OperationalError, match="not local or remote"):
+        remote.execute("PRAGMA litestream_sync = sometimes")
     with pytest.raises(sqlite3.OperationalError, match="role"):
         connect(vfs_uri(replica_url("file", "other"), name=str(tmp_path / "x.db"), role="leader"))
     # The Go extension's write mode is the same thing.

@@ -1,0 +1,233 @@
+"""The primary and the reader against a misbehaving object store: moto behind a proxy that
+answers 503 SlowDown, resets connections, loses answers after the store applied the
+request, truncates bodies and stalls (`fault_proxy.py`).
+
+The promise under test (README, "sync=remote"): a COMMIT that returned OK is in the
+replica; one that failed with SQLITE_IOERR_VNODE (6922) is committed locally and ships
+once the store answers again; one that failed otherwise is in neither. After healing, the
+replica equals the local database. Oracle: the real `litestream restore`, reading moto
+directly."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import harness
+from fault_proxy import FaultProxy
+from harness import restore, vfs_uri, wait_until
+
+NOT_REPLICATED = 6922  # SQLITE_IOERR_VNODE
+
+# A writer in its own process: `n` single-row transactions from `start`, each outcome
+# logged after the COMMIT returned; then, once `go_on` exists, waits until everything has
+# shipped and closes.
+WRITER = textwrap.dedent("""
+    import json, os, sqlite3, sys, time
+    ext, uri, log, start, n, go_on = sys.argv[1:7]
+    l = sqlite3.connect(":memory:"); l.enable_load_extension(True); l.load_extension(ext)
+    c = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60)
+    try:
+        c.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)")
+    except sqlite3.Error as e:
+        if getattr(e, "sqlite_errorcode", None) != 6922:
+            raise
+    with open(log, "a") as out:
+        for i in range(int(start), int(start) + int(n)):
+            try:
+                c.execute("INSERT INTO t VALUES (?, randomblob(1500))", (i,))
+                outcome = "ok"
+            except sqlite3.Error as e:
+                code = getattr(e, "sqlite_errorcode", None)
+                outcome = "notrep" if code == 6922 else f"err:{code}:{e}".replace(" ", "_")
+            out.write(f"{i} {outcome}\\n"); out.flush()
+        while go_on != "-" and not os.path.exists(go_on):
+            time.sleep(0.05)
+        deadline = time.time() + 90
+        while json.loads(c.execute("PRAGMA litestream_stats").fetchone()[0])["pending"]:
+            if time.time() > deadline:
+                sys.exit("still pending after 90 s: "
+                         + c.execute("PRAGMA litestream_stats").fetchone()[0])
+            time.sleep(0.05)
+        out.write("shipped " + c.execute("PRAGMA litestream_stats").fetchone()[0] + "\\n")
+    c.close()
+""")
+
+
+def start_writer(ext, uri, log: Path, start: int, n: int, go_on) -> subprocess.Popen:
+    return subprocess.Popen(
+        [harness.child_python(), "-c", WRITER, str(ext), uri, str(log), str(start), str(n),
+         str(go_on)],
+        env=harness.child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def outcomes(log: Path) -> dict:
+    out = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            i, _, what = line.partition(" ")
+            if i.isdigit():
+                out[int(i)] = what
+    return out
+
+
+def ids_of(db: Path) -> set:
+    c = sqlite3.connect(db)
+    try:
+        return {r[0] for r in c.execute("SELECT id FROM t")}
+    finally:
+        c.close()
+
+
+def restored_ids(url: str, tmp_path: Path, name: str) -> set:
+    out = tmp_path / name
+    restore(url, out)
+    c = sqlite3.connect(out)
+    assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    c.close()
+    return ids_of(out)
+
+
+@pytest.fixture
+def faulty_s3(s3_server, request):
+    """A fresh bucket on moto, a fault proxy in front of it: (proxy, url through the proxy,
+    url straight to moto)."""
+    request.node._moto = s3_server
+    bucket = s3_server.new_bucket()
+    proxy = FaultProxy(s3_server.endpoint, seed=hash(request.node.name) & 0xffff).start()
+    through = (f"s3://{bucket}/db?endpoint={proxy.endpoint}&force-path-style=true")
+    direct = s3_server.replica_url(bucket, "db")
+    yield proxy, through, direct
+    proxy.stop()
+
+
+def primary_uri(db: Path, url: str, **params) -> str:
+    return vfs_uri(url, name=str(db), role="primary", **params)
+
+
+ALL_FAULTS = [
+    dict(kind="status", rate=0.15),
+    dict(kind="reset", rate=0.05),
+    dict(kind="drop", rate=0.08),
+    dict(kind="truncate", rate=0.05),
+    dict(kind="stall", rate=0.02, seconds=3),
+]
+ONE_FAULT = {
+    "503": [dict(kind="status", rate=0.3)],
+    "reset": [dict(kind="reset", rate=0.2)],
+    "drop-after-apply": [dict(kind="drop", rate=0.2)],
+    "truncate": [dict(kind="truncate", rate=0.3)],
+    "stall": [dict(kind="stall", rate=0.1, seconds=4)],
+    "all": ALL_FAULTS,
+}
+
+
+def check_promise(log: Path, db: Path, url: str, tmp_path: Path) -> dict:
+    """The sync=remote rule, after healing: OK and not-replicated commits are in the
+    replica, failed ones nowhere, and the replica equals the local database."""
+    got = outcomes(log)
+    ok = {i for i, w in got.items() if w == "ok"}
+    notrep = {i for i, w in got.items() if w == "notrep"}
+    failed = {i for i, w in got.items() if w.startswith("err")}
+    local = ids_of(db)
+    replica = restored_ids(url, tmp_path, "restored.db")
+    assert ok <= replica, f"acknowledged but not in the replica: {sorted(ok - replica)}"
+    assert notrep <= local, f"reported not replicated, yet not committed: {sorted(notrep - local)}"
+    assert not (failed & (local | replica)), f"failed, yet committed: {sorted(failed & (local | replica))}"
+    assert replica == local, (sorted(replica - local), sorted(local - replica))
+    return {"ok": len(ok), "notrep": len(notrep), "failed": len(failed)}
+
+
+@pytest.mark.parametrize("fault", list(ONE_FAULT))
+def test_sync_remote_writer_under_faults(fault, faulty_s3, ext_path, tmp_path):
+    proxy, through, direct = faulty_s3
+    db, log, go_on = tmp_path / "app.db", tmp_path / "log", tmp_path / "go_on"
+    for f in ONE_FAULT[fault]:
+        proxy.add(**f)
+    uri = primary_uri(db, through, sync="remote", sync_timeout="3s")
+    w = start_writer(ext_path, uri, log, 1, 40, go_on)
+    wait_until(lambda: len(outcomes(log)) == 40 or w.poll() is not None, 150, 0.05)
+    proxy.heal()
+    go_on.touch()
+    out, err = w.communicate(timeout=120)
+    assert w.returncode == 0, err[-3000:]
+    counts = check_promise(log, db, direct, tmp_path)
+    assert sum(proxy.injected.values()) > 0, "no fault was injected"
+    assert counts["ok"] > 0, counts
+    print(fault, counts, dict(proxy.injected))
+
+
+def test_sync_remote_writer_killed_under_faults(faulty_s3, ext_path, tmp_path):
+    """SIGKILL in the middle: what was acknowledged is in the replica already, before any
+    process reopens the database; a reopen ships the rest."""
+    proxy, through, direct = faulty_s3
+    db, log = tmp_path / "app.db", tmp_path / "log"
+    for f in ALL_FAULTS:
+        proxy.add(**f)
+    uri = primary_uri(db, through, sync="remote", sync_timeout="3s")
+    w = start_writer(ext_path, uri, log, 1, 10_000, "-")
+    wait_until(lambda: len(outcomes(log)) >= 25 or w.poll() is not None, 120, 0.02)
+    w.send_signal(signal.SIGKILL)
+    w.wait()
+    proxy.heal()
+    got = outcomes(log)
+    ok = {i for i, wh in got.items() if wh == "ok"}
+    assert len(ok) > 5, got
+    replica = restored_ids(direct, tmp_path, "before-reopen.db")
+    assert ok <= replica, f"acknowledged but not in the replica: {sorted(ok - replica)}"
+
+    # A new process (the store healthy) ships whatever was committed locally.
+    w = start_writer(ext_path, uri, log, 20_000, 3, tmp_path / "go")
+    (tmp_path / "go").touch()
+    out, err = w.communicate(timeout=120)
+    assert w.returncode == 0, err[-3000:]
+    check_promise(log, db, direct, tmp_path)
+
+
+def test_sync_local_writer_under_faults_ships_a_prefix(faulty_s3, ext_path, tmp_path):
+    """sync=local: commits never wait; the replica is always a prefix of the commits, and
+    catches up once the store is healthy."""
+    proxy, through, direct = faulty_s3
+    db, log, go_on = tmp_path / "app.db", tmp_path / "log", tmp_path / "go_on"
+    for f in ALL_FAULTS:
+        proxy.add(**f)
+    uri = primary_uri(db, through)
+    w = start_writer(ext_path, uri, log, 1, 400, go_on)
+    seen = []
+    for k in range(4):
+        time.sleep(0.7)
+        ids = restored_ids(direct, tmp_path, f"during-{k}.db") if harness.list_ltx(direct) else set()
+        assert ids == set(range(1, len(ids) + 1)), f"not a prefix: {sorted(ids)[:20]}..."
+        seen.append(len(ids))
+    wait_until(lambda: len(outcomes(log)) == 400 or w.poll() is not None, 120, 0.05)
+    assert all(w == "ok" for w in outcomes(log).values())
+    proxy.heal()
+    go_on.touch()
+    out, err = w.communicate(timeout=120)
+    assert w.returncode == 0, err[-3000:]
+    assert restored_ids(direct, tmp_path, "after.db") == ids_of(db) == set(range(1, 401))
+    print("prefix sizes while faulty:", seen, dict(proxy.injected))
+
+
+def test_lost_answers_to_claims_do_not_stop_shipping(faulty_s3, ext_path, tmp_path):
+    """A claim whose answer was lost after the store created it is found to be ours."""
+    proxy, through, direct = faulty_s3
+    db, log, go_on = tmp_path / "app.db", tmp_path / "log", tmp_path / "go_on"
+    proxy.add("drop", rate=0.5, method="PUT", path="/claims/")
+    uri = primary_uri(db, through, sync="remote", sync_timeout="10s")
+    w = start_writer(ext_path, uri, log, 1, 20, go_on)
+    wait_until(lambda: len(outcomes(log)) == 20 or w.poll() is not None, 120, 0.05)
+    go_on.touch()
+    out, err = w.communicate(timeout=120)
+    assert w.returncode == 0, err[-3000:]
+    assert all(wh == "ok" for wh in outcomes(log).values()), outcomes(log)
+    assert proxy.injected["drop"] > 0
+    stats = json.loads(open(log).read().split("shipped ", 1)[1].splitlines()[0])
+    assert stats["stopped"] is None and stats["retries"] > 0, stats
+    assert restored_ids(direct, tmp_path, "r.db") == ids_of(db) == set(range(1, 21))
