@@ -10,6 +10,7 @@
 //! `primary` when a write transaction ends or the WAL restarts; `primary` copies committed
 //! WAL frames into mirrors, encodes them as `ltx` files and uploads them through `storage`.
 
+pub mod backoff;
 pub mod cache;
 pub mod clock;
 pub mod config;

@@ -119,6 +119,7 @@ pub fn stats(file: &ReplicaFile) -> Result<Value> {
             "errors": s.errors.load(Ordering::Relaxed),
             "hedged": s.hedged.load(Ordering::Relaxed),
             "hedge_wins": s.hedge_wins.load(Ordering::Relaxed),
+            "retries": s.retries.load(Ordering::Relaxed),
         },
         "poll": {
             "interval": format_duration(replica.settings().poll_interval),
@@ -292,12 +293,19 @@ pub fn primary_stats(p: &Primary, sync: SyncMode) -> Result<Value> {
             "stopped": c.stopped,
             "sync": sync_name(sync),
             "pinned": p.holds_pin(),
+            "wal": {
+                "committed": p.committed_mark().map(|m| format!("{:08x}-{:08x}@{}", m.salt1, m.salt2, m.offset)),
+                "copied": pb.copied.map(|(g, w)| format!("{:08x}-{:08x}@{} #{}", w.salt1, w.salt2, w.offset, g.seq)),
+                "shipped": pb.shipped.map(|(seq, w)| format!("{:08x}-{:08x}@{} #{}", w.salt1, w.salt2, w.offset, seq)),
+                "generations": pb.generations.iter().map(|g| format!("#{} {:08x}-{:08x}", g.seq, g.salt1, g.salt2)).collect::<Vec<_>>(),
+            },
             "storage": {
                 "put_requests": s.put_requests.load(Ordering::Relaxed),
                 "put_bytes": s.put_bytes.load(Ordering::Relaxed),
                 "get_requests": s.get_requests.load(Ordering::Relaxed),
                 "list_requests": s.list_requests.load(Ordering::Relaxed),
                 "errors": s.errors.load(Ordering::Relaxed),
+                "retries": s.retries.load(Ordering::Relaxed),
             },
         })
         .to_string(),

@@ -5,20 +5,25 @@
 //! "Committed" is what the wal-index says while connections have it open; without one (no
 //! connection since the last closed), it is SQLite's recovery rule over the WAL's frames.
 //! A caller reading while other processes write holds SQLite's checkpointer lock
-//! (`WalLocks::lock_checkpoints`): then no checkpoint changes the database file, and the
+//! (`DbFile::lock_checkpoints`): then no checkpoint changes the database file, and the
 //! committed frames of the WAL cannot be overwritten while we read them.
+//!
+//! The database file is read through the primary's handle (`DbFile`), never through a file
+//! descriptor of our own (closing one would drop the process's POSIX locks on the file);
+//! the WAL, which SQLite never locks, is read directly.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 
-use super::shm::{self, Index};
+use super::shm::Index;
 use super::wal::{self, WalHeader, WalPos};
+use super::DbFile;
 use crate::error::{Error, Result};
 use crate::ltx::lock_pgno;
 
-pub struct LocalDb {
-    db: Option<File>,
+pub struct LocalDb<'a> {
+    db: Option<&'a mut dyn DbFile>,
     wal: Option<(File, WalHeader)>,
     /// Page → offset of its newest committed frame in the WAL.
     overlay: BTreeMap<u32, u64>,
@@ -33,6 +38,7 @@ pub struct LocalDb {
     pub index: Option<Index>,
 }
 
+/// The WAL, if it exists.
 fn open_if_exists(p: &Path) -> Result<Option<File>> {
     match File::open(p) {
         Ok(f) => Ok(Some(f)),
@@ -41,27 +47,27 @@ fn open_if_exists(p: &Path) -> Result<Option<File>> {
     }
 }
 
-/// Whether the database file's header says WAL mode (bytes 18 and 19 are 2).
-pub fn is_wal_mode(db_path: &Path) -> bool {
-    let Ok(Some(f)) = open_if_exists(db_path) else {
-        return false;
-    };
+/// Whether a database header says WAL mode (bytes 18 and 19 are 2).
+pub fn is_wal_mode(db: &mut dyn DbFile) -> bool {
     let mut hdr = [0u8; 20];
-    matches!(wal::read_full(&f, &mut hdr, 0), Ok(20)) && hdr[18] == 2 && hdr[19] == 2
+    matches!(db.read_db(&mut hdr, 0), Ok(20)) && hdr[18] == 2 && hdr[19] == 2
 }
 
-impl LocalDb {
-    pub fn open(db_path: &Path) -> Result<LocalDb> {
+impl<'a> LocalDb<'a> {
+    /// The database as of now: `db` is the primary's handle on the database file (None when
+    /// it does not exist), `index` the wal-index read through it.
+    pub fn open(
+        db: Option<&'a mut dyn DbFile>,
+        db_path: &Path,
+        index: Option<Index>,
+    ) -> Result<LocalDb<'a>> {
         let wal_path = super::beside(db_path, "-wal");
-        let shm_path = shm::path_for(db_path);
         let io = |p: &Path| {
             let p = p.display().to_string();
             move |e| Error::io(format!("reading {p}"), e)
         };
-        let index = shm::read(&shm_path).map_err(io(&shm_path))?;
-        let db = open_if_exists(db_path)?;
         let mut local = LocalDb {
-            db: None,
+            db,
             wal: None,
             overlay: BTreeMap::new(),
             page_size: 0,
@@ -70,18 +76,17 @@ impl LocalDb {
             wal_header: None,
             index,
         };
-        if let Some(f) = &db {
+        if let Some(f) = local.db.as_mut() {
             let mut hdr = [0u8; 100];
-            if wal::read_full(f, &mut hdr, 0).map_err(io(db_path))? == hdr.len() {
+            if f.read_db(&mut hdr, 0).map_err(io(db_path))? == hdr.len() {
                 local.page_size = match u16::from_be_bytes([hdr[16], hdr[17]]) {
                     1 => 65536,
                     n => u32::from(n),
                 };
-                let len = f.metadata().map_err(io(db_path))?.len();
+                let len = f.db_size().map_err(io(db_path))?;
                 local.commit = (len / u64::from(local.page_size.max(1))) as u32;
             }
         }
-        local.db = db;
         let Some(f) = open_if_exists(&wal_path)? else {
             return Ok(local);
         };
@@ -138,15 +143,16 @@ impl LocalDb {
     }
 
     /// Page `pgno` (1-based) as SQLite would read it; zeros past the end of the file.
-    pub fn page(&self, pgno: u32) -> Result<Vec<u8>> {
+    pub fn page(&mut self, pgno: u32) -> Result<Vec<u8>> {
         if let (Some(&off), Some((f, h))) = (self.overlay.get(&pgno), &self.wal) {
             return wal::read_page(f, self.page_size, off, (h.salt1, h.salt2))
                 .map_err(|e| Error::io("reading the WAL", e));
         }
         let mut page = vec![0u8; self.page_size as usize];
-        if let Some(f) = &self.db {
+        if let Some(f) = self.db.as_mut() {
             let at = u64::from(pgno - 1) * u64::from(self.page_size);
-            wal::read_full(f, &mut page, at).map_err(|e| Error::io("reading the database", e))?;
+            f.read_db(&mut page, at)
+                .map_err(|e| Error::io("reading the database", e))?;
         }
         Ok(page)
     }

@@ -293,7 +293,6 @@ pub(super) enum Copied {
 pub(super) struct Mirrors {
     dir: PathBuf,
     wal_path: PathBuf,
-    shm_path: PathBuf,
     /// Oldest generation first; all but the newest are sealed.
     chain: VecDeque<Mirror>,
     /// The number the next generation seen gets.
@@ -301,6 +300,11 @@ pub(super) struct Mirrors {
     /// The generation SQLite restarted the WAL from while no mirror held anything of it
     /// (copying starts at the next one): sealed too, by the hook or at start-up.
     clean_until: Option<(u32, u32)>,
+    /// The wal-index's count of committed transactions when the copy last caught up: every
+    /// transaction committed since must be one the copier finds, or some were lost.
+    counted: Option<u32>,
+    /// Transactions copied since then.
+    uncounted: u32,
     /// The copier's read buffer, kept between rounds (it only grows, up to
     /// `COPY_IN_MEMORY`).
     buf: Vec<u8>,
@@ -321,10 +325,11 @@ impl Mirrors {
         Ok(Mirrors {
             dir: dir.to_path_buf(),
             wal_path: super::beside(db_path, "-wal"),
-            shm_path: shm::path_for(db_path),
             chain: VecDeque::new(),
             next_seq,
             clean_until: None,
+            counted: None,
+            uncounted: 0,
             buf: Vec::new(),
         })
     }
@@ -373,6 +378,7 @@ impl Mirrors {
         dir: &Path,
         db_path: &Path,
         from: Option<WalPos>,
+        index: Option<shm::Index>,
     ) -> Result<std::result::Result<Mirrors, String>> {
         let mut m = Mirrors::empty(dir, db_path, 1)?;
         let found = list(dir)?;
@@ -387,7 +393,6 @@ impl Mirrors {
         copies.sort_by_key(|(g, _)| g.seq);
         m.next_seq = copies.last().map_or(1, |(g, _)| g.seq.wrapping_add(1));
         let live = open_wal(&m.wal_path)?.map(|(_, h)| h);
-        let index = shm::read(&m.shm_path).map_err(io_err("reading", &m.shm_path))?;
         let outcome = m.take_up(&copies, &seals, live, index, from);
         // What was not taken up is of no use any more.
         let kept: Vec<&PathBuf> = m.chain.iter().map(|c| &c.path).collect();
@@ -540,19 +545,33 @@ impl Mirrors {
         Ok(())
     }
 
-    /// Copies what the wal-index says was committed in the live WAL since the last copy.
-    pub fn copy_new(&mut self) -> Result<Copied> {
-        let reading = |p: &Path| io_err("reading", p);
-        let Some(index) = shm::read(&self.shm_path).map_err(reading(&self.shm_path))? else {
+    /// Copies what the wal-index (`index`, read just before) says was committed in the
+    /// live WAL since the last copy.
+    ///
+    /// Nothing a restart dropped goes unnoticed: the wal-index counts the transactions
+    /// committed, across restarts, and every one counted since the last round must be one
+    /// this round copies. A restart by a program without the extension, while no process
+    /// held the pin, breaks the count (or the generations' seals) and is reported as lost.
+    pub fn copy_new(&mut self, committed: Option<shm::Committed>) -> Result<Copied> {
+        let Some(committed) = committed else {
             return Ok(Copied::Nothing);
         };
         let Some((live, hdr)) = open_wal(&self.wal_path)? else {
             return Ok(Copied::Nothing);
         };
-        // The index and the WAL's header disagree while the first transaction of a new
-        // generation is written: nothing of it is committed yet.
-        if index.salts() != (hdr.salt1, hdr.salt2) || index.mx_frame == 0 {
-            return Ok(Copied::Nothing);
+        let index = committed.index();
+        match index {
+            // Nothing committed in this generation yet: caught up.
+            Some(i) if i.mx_frame == 0 => return Ok(self.count(&i).unwrap_or(Copied::Nothing)),
+            // The index and the WAL's header disagree while the first transaction of a new
+            // generation is written: settled at the next round.
+            Some(i) if i.salts() != (hdr.salt1, hdr.salt2) => return Ok(Copied::Nothing),
+            Some(_) => {}
+            // Recovery will count from zero.
+            None => {
+                self.counted = None;
+                self.uncounted = 0;
+            }
         }
         let known = self.chain.back().is_some_and(|m| m.holds(&hdr.start()));
         if !known {
@@ -575,18 +594,21 @@ impl Mirrors {
             self.chain
                 .push_back(Mirror::create(&self.dir, gen, &live, hdr, hdr.start())?);
         }
-        let until = index.end_offset();
+        let until = index.map_or(u64::MAX, |i| i.end_offset());
         let dir = self.dir.clone();
         let m = self.chain.back_mut().expect("pushed above");
         let mut from = m.end;
         if until <= from.offset {
-            return Ok(Copied::Nothing);
+            return Ok(index
+                .and_then(|i| self.count(&i))
+                .unwrap_or(Copied::Nothing));
         }
         if m.sealed {
             m.unseal(&dir)?;
         }
         let wal_path = self.wal_path.clone();
         let reading = |e| io_err("reading", &wal_path)(e);
+        let mut copied = false;
         loop {
             // The usual case, what committed since the copier's last round: read once,
             // validated in memory and written out from there, `COPY_IN_MEMORY` at a time.
@@ -603,10 +625,15 @@ impl Mirrors {
                 ),
             };
             let Some(last) = txns.last() else {
-                // The index says committed, the frames do not check out: the WAL was
-                // restarted under us (the next round sees the new generation), or it is
-                // damaged.
-                return Ok(Copied::Nothing);
+                // Nothing more committed (by the recovery rule), or the index says
+                // committed and the frames do not check out: the WAL was restarted under us
+                // (the next round sees the new generation), or it is damaged. Nothing is
+                // counted: the next round settles it.
+                return Ok(if copied {
+                    Copied::Some
+                } else {
+                    Copied::Nothing
+                });
             };
             let len = last.end.offset - from.offset;
             if in_memory {
@@ -615,12 +642,43 @@ impl Mirrors {
                 copy_range(&live, &m.file, from.offset, len)
             }
             .map_err(io_err("copying the WAL to", &m.path))?;
+            copied = true;
+            self.uncounted += txns.len() as u32;
             m.append(txns);
             if !more || m.end.offset >= until {
-                return Ok(Copied::Some);
+                break;
             }
             from = m.end;
         }
+        let Some(index) = index else {
+            return Ok(Copied::Some);
+        };
+        if self.chain.back().is_some_and(|m| m.end.offset < until) {
+            // Stopped short of what the index says: counted once caught up.
+            return Ok(Copied::Some);
+        }
+        Ok(self.count(&index).unwrap_or(Copied::Some))
+    }
+
+    /// The copy has caught up with `index`: checks the wal-index's count of transactions
+    /// against the ones copied since the last check. Some(Lost) when they differ.
+    fn count(&mut self, index: &shm::Index) -> Option<Copied> {
+        let copied = std::mem::take(&mut self.uncounted);
+        let before = self.counted.replace(index.i_change)?;
+        let committed = index.i_change.wrapping_sub(before);
+        (committed != copied).then(|| {
+            Copied::Lost(format!(
+                "{committed} transactions were committed since the last copy and {copied} copied: SQLite restarted the WAL over the others before they were copied"
+            ))
+        })
+    }
+
+    /// Whether every frame the wal-index says is committed is in the mirrors.
+    pub fn caught_up(&self, index: &shm::Index) -> bool {
+        index.mx_frame == 0
+            || self.chain.back().is_some_and(|m| {
+                (m.gen.salt1, m.gen.salt2) == index.salts() && m.end.offset == index.end_offset()
+            })
     }
 
     /// SQLite is about to restart the WAL (and has copied what was committed first): the
@@ -743,4 +801,291 @@ pub(super) fn seal_for_follower(meta_dir: &Path, gen: Generation, end: &WalPos) 
     let marker = mirror_dir(meta_dir).join(seal_name(&gen, &SealedEnd::of(end)));
     File::create(&marker).map_err(io_err("creating", &marker))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::primary::shm::tests::index;
+    use crate::primary::shm::Committed;
+    use crate::primary::wal::tests::write_wal;
+
+    fn header(path: &Path) -> WalHeader {
+        wal::read_header(&File::open(path).unwrap())
+            .unwrap()
+            .unwrap()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// What the wal-index says of a WAL written by `write_wal`: `frames` committed, and
+    /// `changed` transactions counted since it was set up.
+    fn says(salts: (u32, u32), frames: u32, changed: u32) -> Option<Committed> {
+        Some(Committed::Index(index(salts, 512, frames, changed)))
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        db: PathBuf,
+        wal: PathBuf,
+        mirrors: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        Fixture {
+            wal: super::super::beside(&db, "-wal"),
+            mirrors: dir.path().join("wal"),
+            db,
+            _dir: dir,
+        }
+    }
+
+    /// Two generations: the first copied and sealed at a restart, the second live.
+    fn two_generations(f: &Fixture) -> (Mirrors, WalPos, WalPos) {
+        write_wal(&f.wal, 512, (10, 1), &[vec![(1, 1), (2, 2)], vec![(2, 3)]]);
+        let first = header(&f.wal).start();
+        let mut m = Mirrors::fresh(&f.mirrors, &f.db, None).unwrap();
+        assert_eq!(m.copy_new(says((10, 1), 3, 2)).unwrap(), Copied::Some);
+        assert_eq!(m.copy_new(says((10, 1), 3, 2)).unwrap(), Copied::Nothing);
+        m.seal().unwrap();
+        let sealed_end = m.chain[0].end;
+        // SQLite restarts the WAL: salt-1 plus one, and it overwrites the old frames.
+        write_wal(&f.wal, 512, (11, 7), &[vec![(3, 4)]]);
+        assert_eq!(m.copy_new(says((11, 7), 1, 3)).unwrap(), Copied::Some);
+        (m, first, sealed_end)
+    }
+
+    #[test]
+    fn copies_seal_and_hand_the_shipper_each_generation_in_order() {
+        let f = fixture();
+        let (mut m, first, sealed_end) = two_generations(&f);
+        let files = names(&f.mirrors);
+        assert_eq!(files.len(), 3, "two copies and a seal: {files:?}");
+        assert!(files.iter().any(|n| n.ends_with(".sealed")), "{files:?}");
+        assert_eq!(
+            m.generations().iter().map(|g| g.seq).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+
+        // The shipper reads the first generation from its copy (the WAL no longer has it).
+        let copied = std::fs::read(&m.chain[0].path).unwrap();
+        assert_eq!(
+            copied.len() as u64,
+            sealed_end.offset,
+            "the committed frames, no more"
+        );
+        let src = m.source(None).unwrap().unwrap();
+        assert_eq!(src.from, first);
+        let txns = wal::copied_until(&src.file, &src.hdr, &src.from, src.end.offset).unwrap();
+        assert_eq!(txns.len(), 2);
+        assert_eq!(txns[1].end, sealed_end);
+        // The walk that copied them listed them: the shipper gets them without reading the
+        // headers back, and they are what the headers say.
+        assert_eq!(src.txns.as_deref(), Some(&txns[..]));
+        assert!(
+            m.source(None).unwrap().unwrap().txns.is_none(),
+            "handed over once"
+        );
+        assert_eq!(
+            wal::read_page(&src.file, 512, txns[1].pages[&2], (10, 1)).unwrap()[0],
+            3
+        );
+        // At the sealed end it goes on with the next generation.
+        let next = m.source(Some(sealed_end)).unwrap().unwrap();
+        assert_eq!((next.hdr.salt1, next.from.offset), (11, HEADER_SIZE));
+        assert!(m.source(Some(next.end)).unwrap().is_none());
+
+        // Shipped past the first generation: its copy and seal go, the live one stays.
+        m.release(&sealed_end);
+        assert_eq!(names(&f.mirrors).len(), 1);
+        assert_eq!(m.generation_of((11, 7)).map(|g| g.seq), Some(2));
+    }
+
+    #[test]
+    fn only_what_the_index_says_is_committed_is_copied() {
+        let f = fixture();
+        // Two valid transactions in the WAL; the index says one: the second is a commit
+        // that failed (its frames will be overwritten), never to be copied.
+        write_wal(&f.wal, 512, (3, 3), &[vec![(1, 1)], vec![(2, 2)]]);
+        let mut m = Mirrors::fresh(&f.mirrors, &f.db, None).unwrap();
+        assert_eq!(m.copy_new(says((3, 3), 1, 1)).unwrap(), Copied::Some);
+        let (_, end) = m.copied().unwrap();
+        assert_eq!(end.offset, 32 + (24 + 512));
+        assert!(m.caught_up(&index((3, 3), 512, 1, 1)));
+        assert!(!m.caught_up(&index((3, 3), 512, 2, 2)));
+        // No connection has the WAL open: SQLite's recovery rule, both transactions.
+        assert_eq!(m.copy_new(Some(Committed::Recovery)).unwrap(), Copied::Some);
+        assert_eq!(m.copied().unwrap().1.offset, 32 + 2 * (24 + 512));
+    }
+
+    #[test]
+    fn a_restart_that_dropped_frames_is_found_out() {
+        // The count: 3 transactions committed since the last round, 1 copied (the restart
+        // came between, unsealed and unseen: salts numbered as if nothing happened).
+        let f = fixture();
+        write_wal(&f.wal, 512, (5, 5), &[vec![(1, 1)]]);
+        let mut m = Mirrors::fresh(&f.mirrors, &f.db, None).unwrap();
+        assert_eq!(m.copy_new(says((5, 5), 1, 10)).unwrap(), Copied::Some);
+        write_wal(&f.wal, 512, (5, 5), &[vec![(1, 1)], vec![(2, 2)]]);
+        match m.copy_new(says((5, 5), 2, 13)).unwrap() {
+            Copied::Lost(why) => assert!(why.contains("3 transactions"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+
+        // A new generation while the one before was never sealed.
+        let f = fixture();
+        write_wal(&f.wal, 512, (5, 5), &[vec![(1, 1)]]);
+        let mut m = Mirrors::fresh(&f.mirrors, &f.db, None).unwrap();
+        assert_eq!(m.copy_new(says((5, 5), 1, 1)).unwrap(), Copied::Some);
+        write_wal(&f.wal, 512, (77, 1), &[vec![(2, 2)]]);
+        assert!(matches!(
+            m.copy_new(says((77, 1), 1, 2)).unwrap(),
+            Copied::Lost(_)
+        ));
+
+        // The same, sealed by another process that checked the copy was complete: fine.
+        let f = fixture();
+        write_wal(&f.wal, 512, (5, 5), &[vec![(1, 1)]]);
+        let mut m = Mirrors::fresh(&f.mirrors, &f.db, None).unwrap();
+        assert_eq!(m.copy_new(says((5, 5), 1, 1)).unwrap(), Copied::Some);
+        let (gen, end) = m.copied().unwrap();
+        let meta = f.mirrors.parent().unwrap();
+        seal_for_follower(meta, gen, &end).unwrap();
+        write_wal(&f.wal, 512, (77, 1), &[vec![(2, 2)]]);
+        assert_eq!(m.copy_new(says((77, 1), 1, 2)).unwrap(), Copied::Some);
+    }
+
+    #[test]
+    fn start_up_takes_up_the_copies_or_says_what_is_missing() {
+        let f = fixture();
+        let (m, first, sealed_end) = two_generations(&f);
+        let live_end = m.chain[1].end;
+        drop(m);
+
+        // A crash: from the shipped position, through the sealed copy, to the live WAL.
+        let r = Mirrors::recover(&f.mirrors, &f.db, Some(first), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.chain.len(), 2);
+        assert_eq!((r.chain[0].end, r.chain[1].end), (sealed_end, live_end));
+        assert_eq!(
+            r.generations().iter().map(|g| g.seq).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        drop(r);
+        // From None (the database file held what shipped): the oldest copy's start.
+        let r = Mirrors::recover(&f.mirrors, &f.db, None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.chain[0].start, first);
+        drop(r);
+
+        // A sealed copy that lost its tail (not synced, a power failure) is found out.
+        let copy = f.mirrors.join(
+            names(&f.mirrors)
+                .iter()
+                .find(|n| n.starts_with("00000001") && n.ends_with(".wal"))
+                .unwrap(),
+        );
+        let len = std::fs::metadata(&copy).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&copy)
+            .unwrap()
+            .set_len(len - 100)
+            .unwrap();
+        let why = Mirrors::recover(&f.mirrors, &f.db, Some(first), None)
+            .unwrap()
+            .err()
+            .unwrap();
+        assert!(why.contains("never sealed where it ends"), "{why}");
+
+        // A WAL of an unrelated generation and no copy of the shipped one.
+        let g = fixture();
+        write_wal(&g.wal, 512, (99, 1), &[vec![(1, 1)]]);
+        let why = Mirrors::recover(&g.mirrors, &g.db, Some(first), None)
+            .unwrap()
+            .err()
+            .unwrap();
+        assert!(why.contains("neither in the WAL nor copied"), "{why}");
+    }
+
+    #[test]
+    fn a_generation_appended_after_its_seal_is_unsealed_and_copied_on() {
+        let f = fixture();
+        write_wal(&f.wal, 512, (5, 5), &[vec![(1, 1)]]);
+        let mut m = Mirrors::fresh(&f.mirrors, &f.db, None).unwrap();
+        m.copy_new(says((5, 5), 1, 1)).unwrap();
+        let first = m.source(None).unwrap().unwrap();
+        assert_eq!(first.txns.map(|t| t.len()), Some(1));
+        // A RESTART checkpoint took the restart locks, then a reader stopped the restart.
+        m.seal().unwrap();
+        assert!(names(&f.mirrors).iter().any(|n| n.ends_with(".sealed")));
+        write_wal(&f.wal, 512, (5, 5), &[vec![(1, 1)], vec![(2, 2)]]);
+        assert_eq!(m.copy_new(says((5, 5), 2, 2)).unwrap(), Copied::Some);
+        assert!(!names(&f.mirrors).iter().any(|n| n.ends_with(".sealed")));
+        // The list goes on after what the shipper took.
+        let rest = m.source(Some(first.end)).unwrap().unwrap();
+        let listed = rest.txns.unwrap();
+        assert_eq!((listed.len(), listed[0].end), (1, rest.end));
+        assert_eq!(listed[0].pages.keys().copied().collect::<Vec<_>>(), vec![2]);
+        // The names round-trip.
+        let gen = Generation {
+            seq: 3,
+            salt1: 5,
+            salt2: 5,
+        };
+        assert_eq!(parse_name(&copy_name(&gen)), Some(Name::Copy(gen)));
+        let end = SealedEnd {
+            offset: 600,
+            cksum1: 1,
+            cksum2: 2,
+        };
+        assert_eq!(
+            parse_name(&seal_name(&gen, &end)),
+            Some(Name::Seal(gen, end))
+        );
+    }
+
+    #[test]
+    fn a_copier_far_behind_goes_on_in_steps_that_fit_in_memory() {
+        let f = fixture();
+        // Three transactions of 400 pages of 4 KiB: more than one read keeps in memory,
+        // each smaller than that; then one of 1100 pages, larger than that.
+        let txn = |fill: u8, n: u32| -> Vec<(u32, u8)> { (1..=n).map(|pg| (pg, fill)).collect() };
+        write_wal(
+            &f.wal,
+            4096,
+            (3, 4),
+            &[txn(1, 400), txn(2, 400), txn(3, 400), txn(4, 1100)],
+        );
+        let bytes = std::fs::read(&f.wal).unwrap();
+        assert!(bytes.len() as u64 > 2 * COPY_IN_MEMORY);
+        let mut m = Mirrors::fresh(&f.mirrors, &f.db, None).unwrap();
+        let says = Some(Committed::Index(index((3, 4), 4096, 2300, 4)));
+        assert_eq!(m.copy_new(says).unwrap(), Copied::Some);
+        assert_eq!(
+            m.copy_new(says).unwrap(),
+            Copied::Nothing,
+            "all of it in one call"
+        );
+        let src = m.source(None).unwrap().unwrap();
+        assert_eq!(src.end.offset, bytes.len() as u64);
+        assert_eq!(std::fs::read(&m.chain[0].path).unwrap(), bytes);
+        assert_eq!(
+            wal::copied_until(&src.file, &src.hdr, &src.from, src.end.offset)
+                .unwrap()
+                .len(),
+            4
+        );
+    }
 }

@@ -47,26 +47,38 @@ use crate::storage::Store;
 use progress::{Mark, Published};
 pub use registry::{by_db, by_wal, is_primary_side_file, open};
 
-/// SQLite's WAL locks, taken through a handle of this process's own (the VFS makes it; see
-/// `vfs/pin.rs`), so that SQLite's bookkeeping of the locks held in the process stays right.
-pub trait WalLocks: Send {
+/// The primary's own handle on its database, made by the VFS (`vfs/pin.rs`). The database
+/// file and the wal-index are read only through it: POSIX locks belong to the process, and
+/// closing any other descriptor of those files would drop the locks SQLite holds on them.
+/// SQLite's WAL locks are taken through it too, in SQLite's own bookkeeping.
+pub trait DbFile: Send {
+    /// Reads the database file at `offset`; fewer bytes at its end.
+    fn read_db(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+    fn db_size(&mut self) -> std::io::Result<u64>;
+    /// The first bytes of the wal-index (None until SQLite has set it up).
+    fn wal_index(&mut self) -> Option<[u8; shm::READ_SIZE]>;
     /// Takes the pin (a shared lock on the read-mark slot `shm::PIN_SLOT`, whose mark no
     /// reader can use): while any process holds it, only processes with this extension can
     /// restart the WAL. Ok(false) while it cannot be taken yet.
     fn pin(&mut self) -> std::io::Result<bool>;
+    /// Lets go of the pin.
+    fn unpin(&mut self);
+    /// Whether a checkpoint of another connection holds SQLite's write and checkpointer
+    /// locks (a checkpoint that may be waiting to restart the WAL). Takes each lock for a
+    /// moment to find out: call it rarely.
+    fn checkpoint_running(&mut self) -> bool;
     /// Takes SQLite's checkpointer lock: while held, no checkpoint changes the database file
     /// and no committed WAL frame can be overwritten. Ok(false) when another holds it.
     fn lock_checkpoints(&mut self) -> std::io::Result<bool>;
     fn unlock_checkpoints(&mut self);
 }
 
-/// Opens the WAL locks of a database (the VFS's side of `WalLocks`).
-pub type LocksOpener = fn(&Path) -> std::io::Result<Box<dyn WalLocks>>;
+/// Opens the primary's handle on a database (None when it does not exist).
+pub type DbOpener = fn(&Path) -> std::io::Result<Option<Box<dyn DbFile>>>;
 
 pub struct Primary {
     pub db_path: PathBuf,
     pub meta_dir: PathBuf,
-    shm_path: PathBuf,
     /// The settings of the first connection of this process; the ones that must agree
     /// between processes are checked against the leader's.
     pub config: Config,
@@ -76,10 +88,16 @@ pub struct Primary {
     connections: AtomicUsize,
     /// Set when this process becomes the leader (at open, or by taking over).
     leader: OnceLock<Arc<ship::Leader>>,
-    locks: Mutex<Option<Box<dyn WalLocks>>>,
-    open_locks: LocksOpener,
+    /// The handle on the database (`DbFile`), opened when first needed.
+    db: Mutex<Option<Box<dyn DbFile>>>,
+    open_db: DbOpener,
     /// This process holds the pin.
     pinned: AtomicBool,
+    /// The last connection of the process is closing: the handle is not opened again.
+    closing: AtomicBool,
+    /// SQLite's write and checkpointer locks held by connections of this process.
+    pub(crate) held_write: AtomicUsize,
+    pub(crate) held_checkpoint: AtomicUsize,
     pub opened_at: SystemTime,
 }
 
@@ -115,10 +133,45 @@ impl Primary {
         }
     }
 
+    /// Runs `f` on the handle on the database, opening it if needed; None when the
+    /// database does not exist (or the process is closing it).
+    fn with_db<T>(&self, f: impl FnOnce(&mut dyn DbFile) -> T) -> Option<T> {
+        let mut guard = self.db.lock();
+        if guard.is_none() && !self.closing.load(Ordering::Acquire) {
+            match (self.open_db)(&self.db_path) {
+                Ok(h) => *guard = h,
+                Err(e) => crate::log_warn!("litestream: {}: {e}", self.db_path.display()),
+            }
+        }
+        guard.as_mut().map(|h| f(h.as_mut()))
+    }
+
+    /// The wal-index now (None: no connection has the WAL open).
+    pub fn wal_index(&self) -> Option<shm::Index> {
+        self.with_db(|d| shm::read(d)).flatten()
+    }
+
+    /// What is committed in the WAL now; None when that cannot be known here (the process
+    /// is closing the database, or it is not in WAL mode).
+    pub fn committed(&self) -> Option<shm::Committed> {
+        self.with_db(|d| {
+            local::is_wal_mode(d).then(|| match shm::read(d) {
+                Some(i) => shm::Committed::Index(i),
+                None => shm::Committed::Recovery,
+            })
+        })
+        .flatten()
+    }
+
+    /// Whether the database file is in WAL mode.
+    pub fn is_wal_mode(&self) -> bool {
+        self.with_db(|d| local::is_wal_mode(d)).unwrap_or(false)
+    }
+
     /// Where the newest committed transaction ends, as the wal-index says (None: no
-    /// connection has the WAL open, or nothing was committed in it).
+    /// connection has the WAL open).
     pub fn committed_mark(&self) -> Option<Mark> {
-        let i = shm::read(&self.shm_path).ok()??;
+        let i = self.wal_index()?;
         Some(Mark {
             salt1: i.salt1,
             salt2: i.salt2,
@@ -130,7 +183,10 @@ impl Primary {
     pub fn all_shipped(&self) -> bool {
         let p = self.published();
         let queued = p.counters.pending_files > 0;
-        !queued && self.committed_mark().is_none_or(|m| p.covers(&m))
+        let copied = p.copied.map(|(_, pos)| Mark::of(&pos));
+        !queued
+            && copied.is_none_or(|m| p.covers(&m))
+            && self.committed_mark().is_none_or(|m| p.covers(&m))
     }
 
     /// Whether one connection of this process has it open.
@@ -150,7 +206,8 @@ impl Primary {
                 );
             }
         }
-        *self.locks.lock() = None;
+        self.closing.store(true, Ordering::Release);
+        *self.db.lock() = None;
         self.pinned.store(false, Ordering::Release);
     }
 
@@ -188,7 +245,7 @@ impl Primary {
     /// beginning; it holds the write lock). True when nothing committed is lost by it.
     pub fn before_wal_restart(&self) -> bool {
         if let Some(l) = self.leader.get() {
-            return l.before_wal_restart(&self.db_path);
+            return l.before_wal_restart(&self.db_path, self.committed());
         }
         self.follower_restart()
     }
@@ -197,7 +254,7 @@ impl Primary {
     /// committed frame of the generation, and sealed here (the leader finds the seal when
     /// it sees the next generation).
     fn follower_restart(&self) -> bool {
-        let Ok(Some(index)) = shm::read(&self.shm_path) else {
+        let Some(index) = self.wal_index() else {
             return true;
         };
         if index.mx_frame == 0 {
@@ -217,6 +274,11 @@ impl Primary {
             if let Ok(Some(p)) = progress::read(&self.meta_dir) {
                 if let (Some(gen), Some((_, end))) = (p.copied_to(&target), p.copied) {
                     return mirror::seal_for_follower(&self.meta_dir, gen, &end).is_ok();
+                }
+                // The leader ships the whole database next: nothing a restart drops is
+                // missed.
+                if p.resync_pending {
+                    return true;
                 }
             }
             if Instant::now() >= deadline {
@@ -304,79 +366,80 @@ impl Primary {
         }
     }
 
-    /// The database is in WAL mode: open this process's WAL locks and take the pin (now,
-    /// or from a background task once SQLite has set up the wal-index).
-    pub fn wal_mode_ready(self: &Arc<Self>) {
-        if self.pinned.load(Ordering::Acquire) {
-            return;
-        }
-        if self.try_pin() {
-            return;
-        }
-        if let Ok(rt) = crate::runtime::handle() {
-            let weak = Arc::downgrade(self);
-            rt.spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    let Some(p) = weak.upgrade() else { return };
-                    if tokio::task::block_in_place(|| p.try_pin()) {
-                        return;
-                    }
-                }
-            });
+    /// The database is in WAL mode (a connection of this process set it): the leader takes
+    /// the pin now, or from its copier once SQLite has set up the wal-index.
+    pub fn wal_mode_ready(&self) {
+        if self.is_leader() {
+            self.try_pin();
         }
     }
 
-    fn try_pin(&self) -> bool {
-        let mut guard = self.locks.lock();
-        if guard.is_none() {
-            match (self.open_locks)(&self.db_path) {
-                Ok(l) => *guard = Some(l),
-                Err(e) => {
-                    crate::log_warn!(
-                        "litestream: {}: cannot open the WAL locks: {e}",
-                        self.db_path.display()
-                    );
-                    return false;
-                }
-            }
+    /// Takes the pin if this process leads and does not hold it yet. Whether it holds it.
+    pub(crate) fn try_pin(&self) -> bool {
+        if self.pinned.load(Ordering::Acquire) {
+            return true;
         }
-        let pinned = guard.as_mut().is_some_and(|l| l.pin().unwrap_or(false));
+        if !self.is_leader() {
+            return false;
+        }
+        let pinned = self
+            .with_db(|d| match d.pin() {
+                Ok(p) => p,
+                Err(e) => {
+                    crate::log_warn!("litestream: {}: {e}", self.db_path.display());
+                    false
+                }
+            })
+            .unwrap_or(false);
         self.pinned.store(pinned, Ordering::Release);
         pinned
     }
 
-    /// Whether this process holds the pin (so its own WAL restarts may leave the pin's
-    /// slot out of the locks they take: no reader can be using it).
+    /// Lets go of the pin (a checkpoint of another process waits to restart the WAL, and
+    /// every committed frame is copied).
+    pub(crate) fn unpin(&self) {
+        if self.pinned.swap(false, Ordering::AcqRel) {
+            self.with_db(|d| d.unpin());
+        }
+    }
+
+    /// Whether a checkpoint of another process is running (see `DbFile`).
+    pub(crate) fn foreign_checkpoint_running(&self) -> bool {
+        if self.held_write.load(Ordering::Acquire) > 0
+            || self.held_checkpoint.load(Ordering::Acquire) > 0
+        {
+            return false;
+        }
+        self.with_db(|d| d.checkpoint_running()).unwrap_or(false)
+    }
+
+    /// Whether this process holds the pin.
     pub fn holds_pin(&self) -> bool {
         self.pinned.load(Ordering::Acquire)
     }
 
-    /// Runs `f` with SQLite's checkpointer lock held (waiting up to `timeout` for it), when
-    /// the database is in WAL mode; otherwise (no WAL: no other connection can be
-    /// checkpointing) without it.
-    fn with_checkpoints_held<T>(
+    /// Runs `f` on the handle on the database (None when the database does not exist). With
+    /// `hold` it runs with SQLite's checkpointer lock held (waiting up to that long for it)
+    /// when the database is in WAL mode: one state of the database can then be read whole.
+    fn with_database<T>(
         &self,
-        timeout: Duration,
-        f: impl FnOnce() -> Result<T>,
+        hold: Option<Duration>,
+        f: impl FnOnce(Option<&mut dyn DbFile>) -> Result<T>,
     ) -> Result<T> {
-        if !local::is_wal_mode(&self.db_path) {
-            return f();
+        let mut guard = self.db.lock();
+        if guard.is_none() && !self.closing.load(Ordering::Acquire) {
+            *guard = (self.open_db)(&self.db_path)
+                .map_err(|e| Error::io(format!("opening {}", self.db_path.display()), e))?;
         }
-        let mut guard = self.locks.lock();
-        if guard.is_none() {
-            let l = (self.open_locks)(&self.db_path).map_err(|e| {
-                Error::io(
-                    format!("opening the WAL locks of {}", self.db_path.display()),
-                    e,
-                )
-            })?;
-            *guard = Some(l);
-        }
-        let locks = guard.as_mut().expect("set above");
+        let Some(db) = guard.as_mut() else {
+            return f(None);
+        };
+        let Some(timeout) = hold.filter(|_| local::is_wal_mode(db.as_mut())) else {
+            return f(Some(db.as_mut()));
+        };
         let deadline = Instant::now() + timeout;
         loop {
-            match locks.lock_checkpoints() {
+            match db.lock_checkpoints() {
                 Ok(true) => break,
                 Ok(false) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(2))
@@ -393,8 +456,8 @@ impl Primary {
                 Err(e) => return Err(Error::io("taking the checkpointer lock", e)),
             }
         }
-        let out = f();
-        locks.unlock_checkpoints();
+        let out = f(Some(db.as_mut()));
+        db.unlock_checkpoints();
         out
     }
 }

@@ -78,6 +78,10 @@ pub struct Published {
     /// number with it); None when the database file alone held it.
     pub shipped_txid: u64,
     pub shipped: Option<(u32, WalPos)>,
+    /// The leader is about to ship the whole database (the WAL cannot say what changed):
+    /// a WAL restart loses nothing meanwhile.
+    #[serde(default)]
+    pub resync_pending: bool,
     pub counters: Counters,
 }
 

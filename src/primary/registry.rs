@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::{lease, progress, shm, startup, LocksOpener, Primary};
+use super::{lease, progress, startup, DbOpener, Primary};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::storage::url::Timeouts;
@@ -24,7 +24,7 @@ static PRIMARIES: Mutex<Option<HashMap<PathBuf, Weak<Primary>>>> = Mutex::new(No
 /// A primary whose last connection has closed lives on while its tasks finish a round. A
 /// new connection waits for it to go (up to `open_timeout`), so that an open after the last
 /// close starts from the files on disk with its own settings, as in a new process.
-pub fn open(db_path: &Path, config: &Config, open_locks: LocksOpener) -> Result<Arc<Primary>> {
+pub fn open(db_path: &Path, config: &Config, open_db: DbOpener) -> Result<Arc<Primary>> {
     let deadline = Instant::now() + config.open_timeout;
     loop {
         let mut guard = PRIMARIES.lock();
@@ -52,7 +52,7 @@ pub fn open(db_path: &Path, config: &Config, open_locks: LocksOpener) -> Result<
                 // Other databases of the process go on while this one starts (it may wait
                 // for another process, or restore).
                 drop(guard);
-                let p = start(db_path, config, open_locks)?;
+                let p = start(db_path, config, open_db)?;
                 let mut guard = PRIMARIES.lock();
                 let map = guard.get_or_insert_with(HashMap::new);
                 if let Some(other) = map.get(db_path).and_then(Weak::upgrade) {
@@ -70,7 +70,7 @@ pub fn open(db_path: &Path, config: &Config, open_locks: LocksOpener) -> Result<
     }
 }
 
-fn start(db_path: &Path, config: &Config, open_locks: LocksOpener) -> Result<Arc<Primary>> {
+fn start(db_path: &Path, config: &Config, open_db: DbOpener) -> Result<Arc<Primary>> {
     let meta_dir = Primary::meta_dir_for(db_path, config);
     std::fs::create_dir_all(&meta_dir)
         .map_err(|e| Error::io(format!("creating {}", meta_dir.display()), e))?;
@@ -82,15 +82,17 @@ fn start(db_path: &Path, config: &Config, open_locks: LocksOpener) -> Result<Arc
     )?);
     let p = Arc::new(Primary {
         db_path: db_path.to_path_buf(),
-        shm_path: shm::path_for(db_path),
         meta_dir: meta_dir.clone(),
         config: config.clone(),
         store,
         connections: AtomicUsize::new(0),
         leader: OnceLock::new(),
-        locks: Mutex::new(None),
-        open_locks,
+        db: Mutex::new(None),
+        open_db,
         pinned: AtomicBool::new(false),
+        closing: AtomicBool::new(false),
+        held_write: AtomicUsize::new(0),
+        held_checkpoint: AtomicUsize::new(0),
         opened_at: std::time::SystemTime::now(),
     });
     // While a process starts up as the leader, the others wait: it may be restoring the
@@ -104,7 +106,7 @@ fn start(db_path: &Path, config: &Config, open_locks: LocksOpener) -> Result<Arc
     if !p.is_leader() {
         follow(&p)?;
     }
-    if super::local::is_wal_mode(db_path) {
+    if p.is_wal_mode() {
         p.wal_mode_ready();
     }
     Ok(p)

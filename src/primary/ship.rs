@@ -119,8 +119,8 @@ impl Leader {
     /// SQLite of this process is restarting the WAL: copy what the copier has not reached
     /// and seal the mirror. False refuses the restart, which leaves the WAL growing until a
     /// restart succeeds.
-    pub fn before_wal_restart(&self, db: &Path) -> bool {
-        let sealed = self.copy_new().and_then(|c| {
+    pub fn before_wal_restart(&self, db: &Path, index: Option<super::shm::Committed>) -> bool {
+        let sealed = self.copy_new(index).and_then(|c| {
             if let Copied::Lost(why) = c {
                 // What is lost is lost already; the whole database ships next, and
                 // refusing the restart would not bring it back.
@@ -153,19 +153,21 @@ impl Leader {
     }
 
     fn want_resync(&self, db: &Path, why: &str) {
-        crate::log_warn!(
-            "litestream: {}: {why}; shipping the whole database",
-            db.display()
-        );
-        self.resync_wanted.store(true, Ordering::SeqCst);
+        if !self.resync_wanted.swap(true, Ordering::SeqCst) {
+            crate::log_warn!(
+                "litestream: {}: {why}; shipping the whole database",
+                db.display()
+            );
+            self.publish(|p| p.resync_pending = true);
+        }
         self.copied.notify_one();
     }
 
     /// Copies what was committed in the WAL since the last copy into its mirror, and
     /// publishes how far copying got.
-    pub fn copy_new(&self) -> Result<Copied> {
+    pub fn copy_new(&self, index: Option<super::shm::Committed>) -> Result<Copied> {
         let mut m = self.mirrors.lock();
-        let c = m.copy_new()?;
+        let c = m.copy_new(index)?;
         if c == Copied::Some {
             let (copied, gens) = (m.copied(), m.generations());
             self.publish(|p| {
@@ -420,15 +422,14 @@ impl Shipper {
                 .map(|data| (pgno, data))
                 .map_err(io)
         });
-        let post = if min == 1 && !covers_all(&frames, commit, page_size) {
-            // The first file must hold every page; take the ones this batch did not write
-            // from the database file.
-            let local = LocalDb::open(&p.db_path)?;
-            let all = local.pgnos().map(|pg| local.page(pg).map(|d| (pg, d)));
-            write_ltx(&path, h, all, &mut self.sums)?
-        } else {
-            write_ltx(&path, h, pages, &mut self.sums)?
-        };
+        if min == 1 && !covers_all(&frames, commit, page_size) {
+            // The first file must hold every page, and these transactions did not write
+            // them all (the database had pages before): ship the whole database instead.
+            drop(pages);
+            self.resync(p, l)?;
+            return Ok(true);
+        }
+        let post = write_ltx(&path, h, pages, &mut self.sums)?;
         self.enqueue(path, min, max, post, Some(end), end_seq);
         Ok(true)
     }
@@ -465,9 +466,12 @@ impl Shipper {
     fn resync(&mut self, p: &Primary, l: &Leader) -> Result<()> {
         let dir = super::mirror::mirror_dir(&p.meta_dir);
         let min = self.txid + 1;
-        p.with_checkpoints_held(p.config.open_timeout.max(Duration::from_secs(10)), || {
+        let hold = p.config.open_timeout.max(Duration::from_secs(10));
+        l.publish(|pb| pb.resync_pending = true);
+        p.with_database(Some(hold), |mut db| {
             let mut mirrors = l.mirrors.lock();
-            let local = LocalDb::open(&p.db_path)?;
+            let index = db.as_mut().and_then(|d| super::shm::read(&mut **d));
+            let mut local = LocalDb::open(db, &p.db_path, index)?;
             self.page_size = local.page_size.max(self.page_size);
             if let Some(s) = self.sums.as_mut() {
                 *s = PageSums::new(local.page_size.max(512));
@@ -482,9 +486,9 @@ impl Shipper {
             );
             let path =
                 spool_dir(&p.meta_dir).join(format!("{}-{}.ltx", Txid::new(min), Txid::new(min)));
+            let at = local.wal_position();
             let pages = local.pgnos().map(|pg| local.page(pg).map(|d| (pg, d)));
             let post = write_ltx(&path, h, pages, &mut self.sums)?;
-            let at = local.wal_position();
             *mirrors = Mirrors::fresh(&dir, &p.db_path, at)?;
             let seq = at.and_then(|a| mirrors.generation_of((a.salt1, a.salt2)).map(|g| g.seq));
             self.enqueue(path, min, min, post, at, seq);
@@ -494,6 +498,7 @@ impl Shipper {
                 pb.copied = copied;
                 pb.remember(&gens);
                 pb.counters.resyncs += 1;
+                pb.resync_pending = false;
             });
             Ok(())
         })?;
@@ -669,7 +674,7 @@ const LAST_RETRY: Duration = Duration::from_secs(5);
 /// A round of a background task failed: says so (log and `litestream_stats`) and returns
 /// how long to wait before the next.
 fn failed(p: &Primary, l: &Leader, what: &str, e: &Error, backoff: &mut Duration) -> Duration {
-    let wait = jitter(*backoff);
+    let wait = crate::backoff::jitter(*backoff);
     crate::log_warn!(
         "litestream: {}: {what}: {e} (retrying in {wait:?})",
         p.db_path.display()
@@ -683,14 +688,6 @@ fn failed(p: &Primary, l: &Leader, what: &str, e: &Error, backoff: &mut Duration
     wait
 }
 
-/// A pause drawn uniformly from [bound/10, bound].
-fn jitter(bound: Duration) -> Duration {
-    use std::hash::BuildHasher;
-    // RandomState's keys are random: hashing anything gives a random number.
-    let r = (std::collections::hash_map::RandomState::new().hash_one(0u8) % 1000) as u32;
-    (bound / 10) + (bound * 9 / 10) * r / 1000
-}
-
 /// How often the copier looks at the WAL while commits keep coming. A WAL restart copies
 /// what it has not reached, about this much of the workload's WAL.
 const COPY_PACE: Duration = Duration::from_millis(1);
@@ -701,16 +698,19 @@ const IDLE_POLL: Duration = Duration::from_millis(20);
 /// The copier: copies what is committed into the mirrors, so that a WAL restart finds
 /// little left to copy. Woken by the first commit after it went idle (or a wake-up from
 /// another process), it then copies every `COPY_PACE` until a round finds nothing new, and
-/// polls every `IDLE_POLL` otherwise.
+/// polls every `IDLE_POLL` otherwise. It also keeps the pin (`Pin`).
 async fn copy_loop(weak: Weak<Primary>) {
     let mut backoff = FIRST_RETRY;
+    let mut pin = Pin::default();
     loop {
         let Some(p) = weak.upgrade() else { return };
         let Some(l) = p.leader.get().cloned() else {
             return;
         };
         let seen = l.notes.load(Ordering::SeqCst);
-        let found = match tokio::task::block_in_place(|| l.copy_new()) {
+        let committed = tokio::task::block_in_place(|| p.committed());
+        let index = committed.and_then(|c| c.index());
+        let found = match tokio::task::block_in_place(|| l.copy_new(committed)) {
             Ok(Copied::Some) => {
                 backoff = FIRST_RETRY;
                 l.copied.notify_one();
@@ -728,6 +728,7 @@ async fn copy_loop(weak: Weak<Primary>) {
                 continue;
             }
         };
+        tokio::task::block_in_place(|| pin.keep(&p, &l, index));
         let wake = l.wake.clone();
         // Going idle: SeqCst with `note_write_end`, so a commit after the check wakes us.
         l.copier_idle.store(true, Ordering::SeqCst);
@@ -742,6 +743,63 @@ async fn copy_loop(weak: Weak<Primary>) {
             _ = tokio::time::sleep(pause) => {}
             _ = wake.notified() => {}
         }
+    }
+}
+
+/// The leader's pin: held whenever something committed could still be lost to a WAL
+/// restart by a program without the extension. It is let go only for a checkpoint of
+/// another process that waits to restart the WAL, once every committed frame is copied and
+/// in the database file: holding the write lock, that checkpoint lets nobody commit until it
+/// has restarted the WAL, and the pin is taken back as soon as the wal-index changes.
+#[derive(Default)]
+struct Pin {
+    /// The wal-index as last seen, and when it last changed.
+    last: Option<(u32, u32, u32, u32)>,
+    last_probe: Option<Instant>,
+}
+
+/// How long a let-go pin waits for the checkpoint to go ahead before it is taken back.
+const YIELD_FOR: Duration = Duration::from_secs(2);
+
+impl Pin {
+    fn keep(&mut self, p: &Primary, l: &Leader, index: Option<super::shm::Index>) {
+        if !p.holds_pin() {
+            p.try_pin();
+            return;
+        }
+        let Some(i) = index else { return };
+        let key = (i.salt1, i.salt2, i.mx_frame, i.i_change);
+        let quiet = self.last == Some(key);
+        self.last = Some(key);
+        // Restartable without losing anything: everything in the database file, and
+        // everything copied. Quiet: a checkpoint holding the write lock commits nothing.
+        let restartable = i.mx_frame > 0 && i.n_backfill == i.mx_frame && quiet;
+        if !restartable || !l.mirrors.lock().caught_up(&i) {
+            return;
+        }
+        if self.last_probe.is_some_and(|t| t.elapsed() < IDLE_POLL) {
+            return;
+        }
+        self.last_probe = Some(Instant::now());
+        if !p.foreign_checkpoint_running() {
+            return;
+        }
+        if l.mirrors.lock().seal().is_err() {
+            return;
+        }
+        p.unpin();
+        // Watch closely until the checkpoint has restarted the WAL (or given up), then take
+        // the pin back at once: before anyone can commit in the new generation.
+        let until = Instant::now() + YIELD_FOR;
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_micros(100));
+            let now = p.wal_index();
+            let changed = now.map(|n| (n.salt1, n.salt2, n.mx_frame, n.i_change)) != Some(key);
+            if changed && p.try_pin() {
+                return;
+            }
+        }
+        p.try_pin();
     }
 }
 
@@ -791,9 +849,14 @@ async fn run(weak: Weak<Primary>, mut sh: Shipper) {
         let interval = p.config.primary.sync_interval;
         let (copied, hurry) = (l.copied.clone(), l.hurry.clone());
         let waiting = l.waiting.load(Ordering::SeqCst) > 0;
+        // A round may stop early (the first file after a takeover ends where the last
+        // leader's upload did): go on at once with what the mirrors still hold.
+        let more = l.mirrors.lock().has_more(sh.cursor);
         drop((p, l));
-        // Everything copied so far has shipped: wait for the copier's next round.
-        copied.notified().await;
+        if !more {
+            // Everything copied so far has shipped: wait for the copier's next round.
+            copied.notified().await;
+        }
         if !interval.is_zero() && !waiting {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}

@@ -10,15 +10,12 @@
 //! (copied bytes of the WAL header, big-endian); then the checkpoint information: nBackfill
 //! and the five read marks at 96.. (the lock bytes at 120 are not data).
 
-use std::fs::File;
-use std::io;
-use std::path::Path;
-
 use super::wal::{self, HEADER_SIZE};
+use super::DbFile;
 
 const HDR_SIZE: usize = 48;
 /// Both header copies and the checkpoint information up to the read marks.
-const READ_SIZE: usize = 120;
+pub const READ_SIZE: usize = 120;
 const NBACKFILL_AT: usize = 96;
 const READ_MARK_AT: usize = 100;
 /// A read mark no reader can use (wal.c `READMARK_NOT_USED`).
@@ -41,6 +38,9 @@ pub struct Index {
     pub n_backfill: u32,
     /// The running checksum after the last committed frame.
     pub frame_cksum: (u32, u32),
+    /// Transactions committed since the wal-index was set up, across WAL restarts: a count
+    /// that tells the copier whether it saw every one.
+    pub i_change: u32,
     pub read_marks: [u32; 5],
 }
 
@@ -56,36 +56,38 @@ impl Index {
     }
 }
 
-pub fn path_for(db_path: &Path) -> std::path::PathBuf {
-    super::beside(db_path, "-shm")
+/// What is committed in the WAL, and who says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// A connection has the WAL open: what the wal-index says.
+    Index(Index),
+    /// No connection has it open (the wal-index is not set up): nobody can write the WAL
+    /// until one recovers it, and SQLite's recovery rule over its frames says what is
+    /// committed.
+    Recovery,
 }
 
-/// Reads the wal-index of `shm`; None when it does not exist or is not initialised (no
-/// connection has opened the WAL since the last one closed). Retries while a writer is
-/// between updating the two copies.
-pub fn read(shm: &Path) -> io::Result<Option<Index>> {
-    let f = match File::open(shm) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    read_file(&f)
-}
-
-pub fn read_file(f: &File) -> io::Result<Option<Index>> {
-    let mut buf = [0u8; READ_SIZE];
-    for _ in 0..100 {
-        let n = wal::read_full(f, &mut buf, 0)?;
-        if n < READ_SIZE {
-            return Ok(None);
+impl Committed {
+    pub fn index(&self) -> Option<Index> {
+        match self {
+            Committed::Index(i) => Some(*i),
+            Committed::Recovery => None,
         }
-        match parse(&buf) {
-            Parsed::Index(i) => return Ok(Some(i)),
-            Parsed::Uninitialised => return Ok(None),
+    }
+}
+
+/// Reads the wal-index through the primary's handle on the database; None when it is not
+/// set up (no connection has opened the WAL since the last one closed). Retries while a
+/// writer is between updating the two copies.
+pub fn read(db: &mut dyn DbFile) -> Option<Index> {
+    for _ in 0..100 {
+        match parse(&db.wal_index()?) {
+            Parsed::Index(i) => return Some(i),
+            Parsed::Uninitialised => return None,
             Parsed::Changing => std::thread::yield_now(),
         }
     }
-    Ok(None)
+    None
 }
 
 enum Parsed {
@@ -133,6 +135,7 @@ fn parse(buf: &[u8; READ_SIZE]) -> Parsed {
         n_page: ne32(h1, 20),
         n_backfill: ne32(buf, NBACKFILL_AT),
         frame_cksum: (ne32(h1, 24), ne32(h1, 28)),
+        i_change: ne32(h1, 8),
         read_marks,
     })
 }
@@ -142,10 +145,20 @@ pub(crate) mod tests {
     use super::*;
 
     /// A wal-index as SQLite writes it, for tests.
-    pub fn write_index(path: &Path, salts: (u32, u32), page_size: u32, mx_frame: u32) {
+    pub fn index_bytes(salts: (u32, u32), page_size: u32, mx_frame: u32) -> Vec<u8> {
+        index_bytes_changed(salts, page_size, mx_frame, 5)
+    }
+
+    /// The same, with `i_change` transactions counted.
+    pub fn index_bytes_changed(
+        salts: (u32, u32),
+        page_size: u32,
+        mx_frame: u32,
+        i_change: u32,
+    ) -> Vec<u8> {
         let mut h = vec![0u8; HDR_SIZE];
         h[0..4].copy_from_slice(&3007000u32.to_ne_bytes());
-        h[8..12].copy_from_slice(&5u32.to_ne_bytes());
+        h[8..12].copy_from_slice(&i_change.to_ne_bytes());
         h[12] = 1;
         let sz = if page_size == 65536 {
             1
@@ -167,23 +180,34 @@ pub(crate) mod tests {
             let m = if i < 2 { 0 } else { READMARK_NOT_USED };
             out.extend_from_slice(&m.to_ne_bytes());
         }
-        out.resize(32768, 0);
-        std::fs::write(path, out).unwrap();
+        out.resize(READ_SIZE, 0);
+        out
+    }
+
+    /// A parsed wal-index, for tests of its readers.
+    pub fn index(salts: (u32, u32), page_size: u32, mx_frame: u32, i_change: u32) -> Index {
+        parsed(&index_bytes_changed(salts, page_size, mx_frame, i_change)).unwrap()
+    }
+
+    fn parsed(b: &[u8]) -> Option<Index> {
+        match parse(b.try_into().unwrap()) {
+            Parsed::Index(i) => Some(i),
+            _ => None,
+        }
     }
 
     #[test]
     fn reads_the_committed_end_and_refuses_a_torn_header() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("db-shm");
-        assert_eq!(read(&p).unwrap(), None, "no file");
-        write_index(&p, (7, 9), 4096, 3);
-        let i = read(&p).unwrap().unwrap();
-        assert_eq!((i.salts(), i.page_size, i.mx_frame), ((7, 9), 4096, 3));
+        let i = parsed(&index_bytes((7, 9), 4096, 3)).unwrap();
+        assert_eq!(
+            (i.salts(), i.page_size, i.mx_frame, i.i_change),
+            ((7, 9), 4096, 3, 5)
+        );
         assert_eq!(i.end_offset(), 32 + 3 * (24 + 4096));
         assert_eq!(i.read_marks[PIN_SLOT], READMARK_NOT_USED);
 
         // The two copies differ (a writer between them): not an index yet.
-        let mut bytes = std::fs::read(&p).unwrap();
+        let mut bytes = index_bytes((7, 9), 4096, 3);
         bytes[HDR_SIZE + 16] ^= 1;
         assert!(matches!(
             parse(bytes[..READ_SIZE].try_into().unwrap()),
@@ -196,7 +220,6 @@ pub(crate) mod tests {
             Parsed::Changing
         ));
         // Never initialised.
-        std::fs::write(&p, vec![0u8; 200]).unwrap();
-        assert_eq!(read(&p).unwrap(), None);
+        assert!(matches!(parse(&[0u8; READ_SIZE]), Parsed::Uninitialised));
     }
 }

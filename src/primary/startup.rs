@@ -145,8 +145,10 @@ pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()>
     let node_id = saved.as_ref().map_or_else(random_u64, |s| s.node_id);
 
     let hold = config.open_timeout.max(Duration::from_secs(5));
-    let (leader, shipper) = p.with_checkpoints_held(hold, move || {
-        let local = LocalDb::open(&p.db_path)?;
+    let decide_now = |local: &LocalDb, restored: bool| {
+        if restored {
+            return Ok(Start::Restore);
+        }
         let facts = Facts {
             replica_max,
             local_has_pages: local.commit > 0,
@@ -154,7 +156,7 @@ pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()>
             mode: config.primary.restore,
             in_use: takeover || local.in_use(),
         };
-        let start = decide(&facts).map_err(|why| {
+        decide(&facts).map_err(|why| {
             Error::config(
                 "restore",
                 format!(
@@ -163,18 +165,54 @@ pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()>
                     config.replica_url,
                 ),
             )
-        })?;
-        let restored = start == Start::Restore;
-        prepare(p, lease, start, local, replica_max, node_id, until, state_file)
-            .map(|(l, sh)| (l, sh, restored))
-    })
-    .map(|(l, sh, restored)| {
-        if restored {
-            // The WAL locks were taken on the file the restore replaced.
-            *p.locks.lock() = None;
+        })
+    };
+    // A restore replaces the database file: done first, then everything is read from the
+    // new one.
+    let first = p.with_database(None, |mut db| {
+        let index = db.as_mut().and_then(|d| super::shm::read(&mut **d));
+        let local = LocalDb::open(db, &p.db_path, index)?;
+        decide_now(&local, false)
+    })?;
+    let restored = match first {
+        Start::Restore => {
+            *p.db.lock() = None;
             p.pinned.store(false, std::sync::atomic::Ordering::Release);
+            let pos = restore(&p.db_path, config)?;
+            Some(pos)
         }
-        (l, sh)
+        _ => None,
+    };
+    // Reading the whole database (a full file, or the checksums of every page) needs one
+    // state of it: checkpoints are held off meanwhile. Another process's WAL restart may be
+    // waiting for a leader's copy, holding the checkpointer lock: say that a whole database
+    // ships next, so that it goes ahead (nothing it drops can be missed then).
+    let whole = matches!(first, Start::Full { .. }) || config.primary.checksum;
+    if whole {
+        let announce = Published {
+            pid: std::process::id(),
+            replica_url: config.replica_url.clone(),
+            checksum: config.primary.checksum,
+            resync_pending: true,
+            ..Default::default()
+        };
+        Publisher::open(&p.meta_dir)?.write(&announce)?;
+    }
+    let (leader, shipper) = p.with_database(whole.then_some(hold), |mut db| {
+        let index = db.as_mut().and_then(|d| super::shm::read(&mut **d));
+        let local = LocalDb::open(db, &p.db_path, index)?;
+        let start = decide_now(&local, restored.is_some())?;
+        prepare(
+            p,
+            lease,
+            start,
+            local,
+            restored,
+            replica_max,
+            node_id,
+            until,
+            state_file,
+        )
     })?;
     let leader = Arc::new(leader);
     if p.leader.set(leader.clone()).is_err() {
@@ -200,7 +238,8 @@ fn prepare(
     p: &Primary,
     lease: Lease,
     start: Start,
-    local: LocalDb,
+    local: LocalDb<'_>,
+    restored: Option<Position>,
     replica_max: Option<u64>,
     node_id: u64,
     until: Option<super::wal::WalPos>,
@@ -208,11 +247,8 @@ fn prepare(
 ) -> Result<(Leader, Shipper)> {
     let config = &p.config;
     let meta_dir = &p.meta_dir;
-    let (local, shipped) = match start {
-        Start::Restore => {
-            let pos = restore(&p.db_path, config)?;
-            (LocalDb::open(&p.db_path)?, Some(pos))
-        }
+    let (mut local, shipped) = match start {
+        Start::Restore => (local, restored),
         Start::Continue(pos) => (local, Some(pos)),
         Start::Fresh | Start::Full { .. } => (local, None),
     };
@@ -223,7 +259,7 @@ fn prepare(
     if let Start::Continue(pos) = &start {
         // What committed after the shipped position must be in the WAL's mirrors or in
         // the WAL itself; otherwise what changed since cannot be known.
-        match Mirrors::recover(&dir, &p.db_path, pos.wal)? {
+        match Mirrors::recover(&dir, &p.db_path, pos.wal, local.index)? {
             Ok(m) => mirrors = Some(m),
             Err(why) => {
                 crate::log_warn!(

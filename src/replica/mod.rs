@@ -173,22 +173,13 @@ impl Replica {
     }
 
     /// Plans until the replica has files, or `timeout` passes. Each listing is bounded by
-    /// the time left, so a store that accepts connections and never answers cannot hold the
-    /// open; loading the files listed is not (a large replica may take longer than that).
+    /// the store's retry window (`open_timeout`) and its per-attempt limit, so a store that
+    /// accepts connections and never answers cannot hold the open; loading the files listed
+    /// is not (a large replica may take longer than that).
     async fn initial_plan(r: Arc<Replica>, timeout: Duration, poll: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let left =
-                deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(500);
-            let listed = match tokio::time::timeout(left, r.store.list_all()).await {
-                Ok(listed) => listed?,
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        what: format!("listing replica {}", r.store.url()),
-                        after: timeout,
-                    })
-                }
-            };
+            let listed = r.store.list_all().await?;
             let mut planner = r.planner.lock().await;
             match r.replan_from(&mut planner, listed, true).await {
                 Err(Error::NoState { reason, .. })

@@ -4,9 +4,11 @@
 pub mod layout;
 pub mod url;
 
+use std::future::Future;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -62,6 +64,8 @@ pub struct StorageStats {
     pub hedged: AtomicU64,
     /// Hedged reads the second GET won.
     pub hedge_wins: AtomicU64,
+    /// Attempts repeated after a transient failure (5xx, reset, truncated body, timeout).
+    pub retries: AtomicU64,
 }
 
 /// Files up to this size are uploaded in one request; larger ones stream from disk.
@@ -78,9 +82,32 @@ pub struct Store {
     url: String,
     backend: url::Backend,
     pub stats: StorageStats,
-    /// A ranged read not answered after this many milliseconds is sent again, and the first
-    /// answer wins (0 = never).
+    /// A read or listing not answered after this many milliseconds is sent again, and the
+    /// first answer wins (0 = never).
     hedge_after_ms: AtomicU64,
+    /// How long one operation keeps retrying transient failures before it reports one.
+    retry_for: Duration,
+}
+
+/// The longest one attempt of a request may take before it is abandoned (and retried):
+/// a request that gets no answer must not hold a read, a listing or an upload for the HTTP
+/// client's own minute.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether a failure may go away if the request is sent again: the store's 5xx and 429
+/// answers (after object_store's own retries), a connection reset, a body cut short, no
+/// answer in time. Not: a missing object, a refused condition, a permission.
+fn is_transient(e: &Error) -> bool {
+    match e {
+        Error::Storage { source, .. } => matches!(**source, object_store::Error::Generic { .. }),
+        Error::Timeout { .. } => true,
+        // Only a short read makes this at this layer: the body was cut.
+        Error::Corrupt {
+            source: crate::ltx::LtxError::Truncated { .. },
+            ..
+        } => true,
+        _ => false,
+    }
 }
 
 impl Store {
@@ -90,7 +117,94 @@ impl Store {
             backend: url::open(replica_url, timeouts)?,
             stats: StorageStats::default(),
             hedge_after_ms: AtomicU64::new(0),
+            retry_for: timeouts.retry_for,
         })
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or `retry_for` has passed: each attempt
+    /// bounded by `ATTEMPT_TIMEOUT` and, if `hedged`, sent a second time when it has not
+    /// answered after `hedge_after`; transient failures retried with exponential backoff
+    /// and jitter.
+    async fn call<T, F, Fut>(
+        &self,
+        what: &(dyn Fn() -> String + Sync),
+        hedged: bool,
+        op: F,
+    ) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + self.retry_for;
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        loop {
+            let attempt = async {
+                if hedged {
+                    self.hedge(&op).await
+                } else {
+                    op().await
+                }
+            };
+            // An attempt may take a little longer than the whole retry window (the HTTP
+            // client retries refused connections within it), never the client's own minute.
+            let limit = ATTEMPT_TIMEOUT.min(self.retry_for + Duration::from_secs(1));
+            let r = match tokio::time::timeout(limit, attempt).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout {
+                    what: what(),
+                    after: limit,
+                }),
+            };
+            match r {
+                Err(e) if is_transient(&e) => {
+                    let pause = backoff.next_pause();
+                    if Instant::now() + pause >= deadline {
+                        return Err(e);
+                    }
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    crate::log_debug!("litestream: {e} (retrying in {pause:?})");
+                    tokio::time::sleep(pause).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One attempt of `op`, sent again when it has not answered within `hedge_after`; the
+    /// first success wins and the other is dropped.
+    async fn hedge<T, F, Fut>(&self, op: &F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let hedge = self.hedge_after();
+        let first = op();
+        if hedge.is_zero() {
+            return first.await;
+        }
+        tokio::pin!(first);
+        tokio::select! {
+            r = &mut first => return r,
+            _ = tokio::time::sleep(hedge) => {}
+        }
+        self.stats.hedged.fetch_add(1, Ordering::Relaxed);
+        let second = op();
+        tokio::pin!(second);
+        let (winner, from_second) = tokio::select! {
+            r = &mut first => (r, false),
+            r = &mut second => (r, true),
+        };
+        match (winner, from_second) {
+            (Ok(v), won) => {
+                if won {
+                    self.stats.hedge_wins.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(v)
+            }
+            (Err(_), false) => second.await,
+            (Err(_), true) => first.await,
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -151,14 +265,18 @@ impl Store {
 
     /// Every LTX file of every level, in one recursive listing.
     pub async fn list_all(&self) -> Result<Vec<FileInfo>> {
-        self.stats.list_requests.fetch_add(1, Ordering::Relaxed);
+        let what = || format!("listing {}", self.url);
         let metas: Vec<_> = self
-            .backend
-            .store
-            .list(Some(&self.backend.root))
-            .try_collect()
-            .await
-            .map_err(|e| self.fail(self.backend.root.to_string(), e))?;
+            .call(&what, true, || async {
+                self.stats.list_requests.fetch_add(1, Ordering::Relaxed);
+                self.backend
+                    .store
+                    .list(Some(&self.backend.root))
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map_err(|e| self.fail(self.backend.root.to_string(), e))
+            })
+            .await?;
         let mut files: Vec<FileInfo> = metas
             .iter()
             .filter_map(|m| self.parse_listed(&m.location, m.size))
@@ -170,19 +288,24 @@ impl Store {
     /// Files of one level whose names sort after `after` (start-after listing where the
     /// store supports it, so a poll does not re-list the whole level).
     pub async fn list_level(&self, level: u8, after: Option<&FileInfo>) -> Result<Vec<FileInfo>> {
-        self.stats.list_requests.fetch_add(1, Ordering::Relaxed);
         let dir = self.level_path(level);
-        let stream = match after {
-            Some(f) => self
-                .backend
-                .store
-                .list_with_offset(Some(&dir), &join(&dir, &f.name())),
-            None => self.backend.store.list(Some(&dir)),
-        };
-        let metas: Vec<_> = stream
-            .try_collect()
-            .await
-            .map_err(|e| self.fail(dir.to_string(), e))?;
+        let what = || format!("listing {dir} ({})", self.url);
+        let metas: Vec<_> = self
+            .call(&what, true, || async {
+                self.stats.list_requests.fetch_add(1, Ordering::Relaxed);
+                let stream = match after {
+                    Some(f) => self
+                        .backend
+                        .store
+                        .list_with_offset(Some(&dir), &join(&dir, &f.name())),
+                    None => self.backend.store.list(Some(&dir)),
+                };
+                stream
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map_err(|e| self.fail(dir.to_string(), e))
+            })
+            .await?;
         let mut files: Vec<FileInfo> = metas
             .iter()
             .filter_map(|m| self.parse_listed(&m.location, m.size))
@@ -242,37 +365,13 @@ impl Store {
         })
     }
 
-    /// Reads a byte range. When `hedge_after` is set and the GET has not answered by then, a
-    /// second identical GET goes out and the first successful answer wins (tail latency:
-    /// one slow request no longer holds the query); the other is dropped.
+    /// Reads a byte range: hedged when `hedge_after` is set (a second identical GET when the
+    /// first has not answered by then; the first successful answer wins), and retried when
+    /// it fails in a way that may pass (a body cut short is one: it is never returned).
     pub async fn read_range(&self, f: &FileInfo, range: Range<u64>) -> Result<Bytes> {
-        let hedge = self.hedge_after();
-        let first = self.read_range_once(f, range.clone());
-        if hedge.is_zero() {
-            return first.await;
-        }
-        tokio::pin!(first);
-        tokio::select! {
-            r = &mut first => return r,
-            _ = tokio::time::sleep(hedge) => {}
-        }
-        self.stats.hedged.fetch_add(1, Ordering::Relaxed);
-        let second = self.read_range_once(f, range);
-        tokio::pin!(second);
-        let (winner, from_second) = tokio::select! {
-            r = &mut first => (r, false),
-            r = &mut second => (r, true),
-        };
-        match (winner, from_second) {
-            (Ok(bytes), won) => {
-                if won {
-                    self.stats.hedge_wins.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(bytes)
-            }
-            (Err(_), false) => second.await,
-            (Err(_), true) => first.await,
-        }
+        let what = || format!("reading {} of {}", range.start, self.describe(f));
+        self.call(&what, true, || self.read_range_once(f, range.clone()))
+            .await
     }
 
     async fn read_range_once(&self, f: &FileInfo, range: Range<u64>) -> Result<Bytes> {
@@ -304,29 +403,36 @@ impl Store {
 
     /// Creates the object at `rel` (relative to the replica root) unless it exists: a
     /// conditional put (`If-None-Match: *` on S3), so that of two writers exactly one wins.
+    ///
+    /// A retried attempt may find the object its predecessor created without an answer:
+    /// AlreadyExists then too, and the caller decides whose it is.
     pub async fn put_new(&self, rel: &str, bytes: Bytes) -> Result<Created> {
         use object_store::{PutMode, PutOptions, PutPayload};
         let path = join(&self.backend.root, rel);
-        self.stats.put_requests.fetch_add(1, Ordering::Relaxed);
-        let n = bytes.len() as u64;
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .backend
-            .store
-            .put_opts(&path, PutPayload::from(bytes), opts)
-            .await
-        {
-            Ok(_) => {
-                self.stats.put_bytes.fetch_add(n, Ordering::Relaxed);
-                Ok(Created::Yes)
+        let what = || format!("writing {path} ({})", self.url);
+        self.call(&what, false, || async {
+            self.stats.put_requests.fetch_add(1, Ordering::Relaxed);
+            let n = bytes.len() as u64;
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            match self
+                .backend
+                .store
+                .put_opts(&path, PutPayload::from(bytes.clone()), opts)
+                .await
+            {
+                Ok(_) => {
+                    self.stats.put_bytes.fetch_add(n, Ordering::Relaxed);
+                    Ok(Created::Yes)
+                }
+                Err(object_store::Error::AlreadyExists { .. })
+                | Err(object_store::Error::Precondition { .. }) => Ok(Created::AlreadyExists),
+                Err(e) => Err(self.fail(path.to_string(), e)),
             }
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => Ok(Created::AlreadyExists),
-            Err(e) => Err(self.fail(path.to_string(), e)),
-        }
+        })
+        .await
     }
 
     /// Uploads the local file `local` to `rel` unless the object exists. Up to
@@ -374,23 +480,31 @@ impl Store {
     /// Deletes the object at `rel`; one that is already gone is not an error.
     pub async fn delete(&self, rel: &str) -> Result<()> {
         let path = join(&self.backend.root, rel);
-        match self.backend.store.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.fail(path.to_string(), e)),
-        }
+        let what = || format!("deleting {path} ({})", self.url);
+        self.call(&what, false, || async {
+            match self.backend.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(self.fail(path.to_string(), e)),
+            }
+        })
+        .await
     }
 
     /// Deletes the single-writer claims (`claims/<TXID>`) of TXIDs below `txid`.
     pub async fn delete_claims_below(&self, txid: Txid) -> Result<()> {
         let dir = join(&self.backend.root, "claims");
-        self.stats.list_requests.fetch_add(1, Ordering::Relaxed);
+        let what = || format!("listing {dir} ({})", self.url);
         let metas: Vec<_> = self
-            .backend
-            .store
-            .list(Some(&dir))
-            .try_collect()
-            .await
-            .map_err(|e| self.fail(dir.to_string(), e))?;
+            .call(&what, true, || async {
+                self.stats.list_requests.fetch_add(1, Ordering::Relaxed);
+                self.backend
+                    .store
+                    .list(Some(&dir))
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map_err(|e| self.fail(dir.to_string(), e))
+            })
+            .await?;
         for m in metas {
             let below = m
                 .location
@@ -411,26 +525,34 @@ impl Store {
     /// Whether an object exists at `rel` (a HEAD request).
     pub async fn exists(&self, rel: &str) -> Result<bool> {
         let path = join(&self.backend.root, rel);
-        match self.backend.store.head(&path).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(self.fail(path.to_string(), e)),
-        }
+        let what = || format!("looking up {path} ({})", self.url);
+        self.call(&what, true, || async {
+            match self.backend.store.head(&path).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(self.fail(path.to_string(), e)),
+            }
+        })
+        .await
     }
 
     /// The whole object at `rel`, or None when there is none.
     pub async fn get(&self, rel: &str) -> Result<Option<Bytes>> {
         let path = join(&self.backend.root, rel);
-        self.stats.get_requests.fetch_add(1, Ordering::Relaxed);
-        match self.backend.store.get(&path).await {
-            Ok(r) => r
-                .bytes()
-                .await
-                .map(Some)
-                .map_err(|e| self.fail(path.to_string(), e)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.fail(path.to_string(), e)),
-        }
+        let what = || format!("reading {path} ({})", self.url);
+        self.call(&what, true, || async {
+            self.stats.get_requests.fetch_add(1, Ordering::Relaxed);
+            match self.backend.store.get(&path).await {
+                Ok(r) => r
+                    .bytes()
+                    .await
+                    .map(Some)
+                    .map_err(|e| self.fail(path.to_string(), e)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(self.fail(path.to_string(), e)),
+            }
+        })
+        .await
     }
 
     /// A range that came back shorter than asked: the object is truncated.

@@ -730,9 +730,7 @@ fn prepare_primary(db: *mut ffi::sqlite3) -> Result<(), Error> {
             what: format!("putting {} in WAL mode", primary.db_path.display()),
         });
     }
-    if let Some(p) = crate::primary::by_db(&primary.db_path) {
-        p.wal_mode_ready();
-    }
+    primary.wal_mode_ready();
     Ok(())
 }
 

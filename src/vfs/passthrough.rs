@@ -26,8 +26,10 @@ use super::ffi::guard;
 use crate::config::SyncMode;
 use crate::primary::Primary;
 
-/// SQLite's shm lock slots (wal.c): the write lock, then read marks from 3.
+/// SQLite's shm lock slots (wal.c): the write lock, the checkpointer lock, then read marks
+/// from 3.
 const WAL_WRITE_LOCK: c_int = 0;
+const WAL_CKPT_LOCK: c_int = 1;
 const WAL_READ_LOCK_1: c_int = 4;
 /// Read marks 1..=4: locking all of them exclusively is a WAL restart.
 const WAL_RESTART_LOCKS: c_int = 4;
@@ -211,7 +213,12 @@ unsafe extern "C" fn p_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int
         // the database.
         // SAFETY: our file.
         let connection = unsafe { (*(file as *const PassHandle)).connection };
-        if level == ffi::SQLITE_LOCK_EXCLUSIVE && connection && primary.is_last_connection() {
+        // (A database not in WAL mode yet asks for it to switch to WAL: not a close.)
+        if level == ffi::SQLITE_LOCK_EXCLUSIVE
+            && connection
+            && primary.is_last_connection()
+            && primary.is_wal_mode()
+        {
             primary.before_last_close();
         }
         forward!(file, xLock, ffi::SQLITE_IOERR_LOCK, level)
@@ -328,9 +335,21 @@ unsafe extern "C" fn p_shm_lock(
         let h = file as *mut PassHandle;
         let exclusive = flags & ffi::SQLITE_SHM_EXCLUSIVE != 0;
         let restart_locks = exclusive && offset == WAL_READ_LOCK_1 && n == WAL_RESTART_LOCKS;
+        let count = |which: &std::sync::atomic::AtomicUsize, up: bool| {
+            use std::sync::atomic::Ordering::AcqRel;
+            if up {
+                which.fetch_add(1, AcqRel);
+            } else {
+                which.fetch_sub(1, AcqRel);
+            }
+        };
         if flags & ffi::SQLITE_SHM_UNLOCK != 0 {
             if exclusive && offset == WAL_WRITE_LOCK {
+                count(&primary.held_write, false);
                 primary.note_write_end();
+            }
+            if exclusive && offset == WAL_CKPT_LOCK {
+                count(&primary.held_checkpoint, false);
             }
             // SAFETY: our file; the flag is only touched by this connection's own calls.
             let without_pin_slot =
@@ -343,32 +362,108 @@ unsafe extern "C" fn p_shm_lock(
             return forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
         }
         if !restart_locks {
-            return forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
-        }
-        // A WAL restart (or a RESTART/TRUNCATE checkpoint making sure of one). With the pin
-        // held by this process no reader can be on its slot, and the pin must not stop us.
-        let n = if primary.holds_pin() {
-            WAL_RESTART_LOCKS_UNPINNED
-        } else {
-            WAL_RESTART_LOCKS
-        };
-        let rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
-        if rc != ffi::SQLITE_OK {
+            let rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
+            if rc == ffi::SQLITE_OK && exclusive && offset == WAL_WRITE_LOCK {
+                count(&primary.held_write, true);
+            }
+            if rc == ffi::SQLITE_OK && exclusive && offset == WAL_CKPT_LOCK {
+                count(&primary.held_checkpoint, true);
+            }
             return rc;
         }
-        // Only once the locks are held can no reader stop the restart, so the copy comes
-        // after anything SQLite could still append. (A RESTART checkpoint takes them and
-        // leaves the restart to the next writer, who may still append if a reader comes
-        // first: the copier then unseals the mirror.)
-        if !primary.before_wal_restart() {
-            let unlock = ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE;
-            forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, unlock);
-            return ffi::SQLITE_BUSY;
+        // A WAL restart (or a RESTART/TRUNCATE checkpoint making sure of one).
+        match restart_locks_taken(file) {
+            Ok(without_pin_slot) => {
+                // Only once the locks are held can no reader stop the restart, so the copy
+                // comes after anything SQLite could still append. (A RESTART checkpoint
+                // takes them and leaves the restart to the next writer, who may still
+                // append if a reader comes first: the copier then unseals the mirror.)
+                if !primary.before_wal_restart() {
+                    let held = if without_pin_slot {
+                        WAL_RESTART_LOCKS_UNPINNED
+                    } else {
+                        WAL_RESTART_LOCKS
+                    };
+                    let unlock = ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE;
+                    forward!(
+                        file,
+                        xShmLock,
+                        ffi::SQLITE_IOERR_SHMLOCK,
+                        offset,
+                        held,
+                        unlock
+                    );
+                    return ffi::SQLITE_BUSY;
+                }
+                // SAFETY: as above.
+                unsafe { (*h).restart_without_pin_slot = without_pin_slot };
+                ffi::SQLITE_OK
+            }
+            Err(rc) => rc,
         }
-        // SAFETY: as above.
-        unsafe { (*h).restart_without_pin_slot = n == WAL_RESTART_LOCKS_UNPINNED };
-        rc
     })
+}
+
+/// Takes the locks of a WAL restart: read marks 1..=4 exclusively. The pin's slot (the
+/// last) is left out when the pin holds it: its mark is "not used", so no reader can be on
+/// it, and the pin must stop programs without the extension only. Ok(whether the pin's
+/// slot was left out); Err(code) when the locks cannot be had (SQLITE_BUSY: a reader).
+fn restart_locks_taken(file: *mut ffi::sqlite3_file) -> Result<bool, c_int> {
+    let lock = ffi::SQLITE_SHM_LOCK | ffi::SQLITE_SHM_EXCLUSIVE;
+    let unlock = ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE;
+    let rc = forward!(
+        file,
+        xShmLock,
+        ffi::SQLITE_IOERR_SHMLOCK,
+        WAL_READ_LOCK_1,
+        WAL_RESTART_LOCKS_UNPINNED,
+        lock
+    );
+    if rc != ffi::SQLITE_OK {
+        return Err(rc);
+    }
+    let pin_slot = WAL_READ_LOCK_1 + WAL_RESTART_LOCKS_UNPINNED;
+    let rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, pin_slot, 1, lock);
+    if rc == ffi::SQLITE_OK {
+        return Ok(false);
+    }
+    // Someone holds the pin's slot: the pin, if its mark says no reader may use it (read
+    // with the other slots held, so no reader can be choosing one meanwhile).
+    if rc == ffi::SQLITE_BUSY && pin_slot_unused(file) {
+        return Ok(true);
+    }
+    forward!(
+        file,
+        xShmLock,
+        ffi::SQLITE_IOERR_SHMLOCK,
+        WAL_READ_LOCK_1,
+        WAL_RESTART_LOCKS_UNPINNED,
+        unlock
+    );
+    Err(rc)
+}
+
+/// Whether the read mark of the pin's slot says "not used", read from this connection's
+/// own mapping of the wal-index.
+fn pin_slot_unused(file: *mut ffi::sqlite3_file) -> bool {
+    let mut p: *mut c_void = ptr::null_mut();
+    let rc = forward!(
+        file,
+        xShmMap,
+        ffi::SQLITE_IOERR_SHMMAP,
+        0,
+        32768,
+        0,
+        &mut p as *mut *mut c_void as _
+    );
+    if rc != ffi::SQLITE_OK || p.is_null() {
+        return false;
+    }
+    let at = 100 + 4 * crate::primary::shm::PIN_SLOT;
+    // SAFETY: region 0 is mapped (32 KiB) and the read marks are aligned 32-bit words
+    // within its first 120 bytes; other processes write them, hence volatile.
+    let mark = unsafe { ptr::read_volatile((p as *const u8).add(at) as *const u32) };
+    mark == crate::primary::shm::READMARK_NOT_USED
 }
 
 unsafe extern "C" fn p_shm_barrier(file: *mut ffi::sqlite3_file) {

@@ -1,0 +1,291 @@
+"""Every process of an application writes the primary (issue 13): Python workers and a Ruby
+process through the extension, the sqlite3 shell without it, checkpoints of every mode from
+all of them. One process ships at a time; when it is killed another takes over. Oracles: the
+real `litestream restore`, the Go extension and our read replica, against the local
+database."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import harness
+from harness import all_tables_digest, restore, vfs_uri, wait_until
+
+# A worker through the extension: `n` transactions of a few rows each into `dbs` (one
+# after the other), a checkpoint of another mode every `every` transactions; each
+# acknowledged transaction logged as "<db index> <first id> <last id>" after COMMIT.
+PY_WORKER = textwrap.dedent("""
+    import random, sqlite3, sys, time
+    ext, wid, n, every, log = sys.argv[1:6]
+    uris = sys.argv[6:]
+    l = sqlite3.connect(":memory:"); l.enable_load_extension(True); l.load_extension(ext)
+    conns = [sqlite3.connect(u, uri=True, isolation_level=None, timeout=60) for u in uris]
+    modes = ["PASSIVE", "FULL", "RESTART", "TRUNCATE"]
+    rnd = random.Random(wid)
+    with open(log, "a") as out:
+        for i in range(int(n)):
+            k = i % len(conns)
+            c = conns[k]
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                first = c.execute("SELECT coalesce(max(id), 0) + 1 FROM t").fetchone()[0]
+                for j in range(rnd.randint(1, 4)):
+                    c.execute("INSERT INTO t(id, who, v) VALUES (?, ?, randomblob(?))",
+                              (first + j, wid, rnd.randint(10, 3000)))
+                c.execute("COMMIT")
+                out.write(f"{k} {first} {first + j}\\n"); out.flush()
+            except sqlite3.Error as e:
+                out.write(f"{k} error {getattr(e, 'sqlite_errorcode', None)} {e}\\n"); out.flush()
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+            if i % int(every) == int(every) - 1:
+                c.execute(f"PRAGMA wal_checkpoint({modes[(i // int(every)) % 4]})").fetchall()
+    for c in conns:
+        c.close()
+""")
+
+RUBY_WORKER = textwrap.dedent("""
+    require "sqlite3"
+    ext, who, n, uri = ARGV
+    loader = SQLite3::Database.new(":memory:")
+    loader.enable_load_extension(true)
+    loader.load_extension(ext)
+    open = SQLite3::Constants::Open
+    db = SQLite3::Database.new(uri, flags: open::READWRITE | open::CREATE | open::URI)
+    db.busy_timeout = 60000
+    n.to_i.times do |i|
+      db.transaction(:immediate) do
+        first = db.get_first_value("SELECT coalesce(max(id), 0) + 1 FROM t")
+        db.execute("INSERT INTO t(id, who, v) VALUES (?, ?, randomblob(100))", [first, who])
+      end
+      db.execute("PRAGMA wal_checkpoint(TRUNCATE)") if i % 40 == 39
+    end
+    db.close
+""")
+
+
+def shell_script(n: int, who: str) -> str:
+    """SQL for the sqlite3 shell, a writer without the extension."""
+    lines = [".timeout 60000"]
+    for i in range(n):
+        lines.append(f"INSERT INTO t(id, who, v) SELECT coalesce(max(id), 0) + 1, '{who}', "
+                     f"randomblob(200) FROM t;")
+        if i % 30 == 29:
+            lines.append(f"PRAGMA wal_checkpoint({['PASSIVE', 'TRUNCATE', 'RESTART'][i // 30 % 3]});")
+    return "\n".join(lines) + "\n"
+
+
+def create_db(path: Path) -> None:
+    c = sqlite3.connect(path)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT, v BLOB)")
+    c.commit()
+    c.close()
+
+
+def primary_uri(db: Path, url: str, **params) -> str:
+    return vfs_uri(url, name=str(db), role="primary", **params)
+
+
+def py_worker(ext, wid, n, every, log, uris, **kw):
+    return subprocess.Popen([harness.child_python(), "-c", PY_WORKER, str(ext), wid, str(n),
+                             str(every), str(log), *uris],
+                            env=harness.child_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def wait_shipped_in_child(ext, uri, timeout=90) -> dict:
+    script = textwrap.dedent("""
+        import json, sqlite3, sys, time
+        ext, uri, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+        l = sqlite3.connect(":memory:"); l.enable_load_extension(True); l.load_extension(ext)
+        c = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60)
+        deadline = time.time() + timeout
+        while True:
+            s = json.loads(c.execute("PRAGMA litestream_stats").fetchone()[0])
+            if s["leader"] and not s["pending"]:
+                break
+            if time.time() > deadline:
+                sys.exit("still pending: " + json.dumps(s))
+            time.sleep(0.05)
+        print(json.dumps(s))
+        c.close()
+    """)
+    p = subprocess.run([harness.child_python(), "-c", script, str(ext), uri, str(timeout)],
+                       env=harness.child_env(), capture_output=True, text=True, timeout=timeout + 60)
+    assert p.returncode == 0, p.stderr[-3000:] + p.stdout[-2000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def local_digest(db: Path) -> dict:
+    c = sqlite3.connect(db)
+    try:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return all_tables_digest(c)
+    finally:
+        c.close()
+
+
+def restored_digest(url: str, out: Path) -> dict:
+    restore(url, out)
+    return local_digest(out)
+
+
+@pytest.mark.parametrize("backend", ["file", "s3"])
+def test_every_process_writes_and_every_commit_is_replicated(backend, replica_url, ext_path,
+                                                             tmp_path):
+    url = replica_url(backend)
+    db = tmp_path / "app.db"
+    create_db(db)
+    uri = primary_uri(db, url)
+    logs = [tmp_path / f"w{i}.log" for i in range(4)]
+    procs = [py_worker(ext_path, f"py{i}", 250, 25, logs[i], [uri]) for i in range(4)]
+    rb = tmp_path / "worker.rb"
+    rb.write_text(RUBY_WORKER)
+    procs.append(subprocess.Popen(["ruby", str(rb), str(ext_path), "ruby", "150", uri],
+                                  env=harness.child_env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+    shell = subprocess.Popen(["sqlite3", str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    out, err = shell.communicate(shell_script(200, "shell"), timeout=300)
+    assert shell.returncode == 0, err
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    for log in logs:
+        assert "error" not in log.read_text(), log.read_text()[-2000:]
+    # Whatever the shell committed after the last process of ours closed ships at the next
+    # open; the replica then equals the local database.
+    stats = wait_shipped_in_child(ext_path, uri)
+    assert stats["last_error"] is None and stats["stopped"] is None, stats
+    local = local_digest(db)
+    c = sqlite3.connect(db)
+    counts = dict(c.execute("SELECT who, count(*) FROM t GROUP BY who").fetchall())
+    c.close()
+    assert counts["shell"] == 200 and counts["ruby"] == 150, counts
+    assert restored_digest(url, tmp_path / "restored.db") == local
+    # Our read replica and Litestream's Go extension read the same.
+    ours = harness.run_ext_child(vfs_uri(url), ["SELECT count(*), sum(length(v)), "
+                                                "group_concat(who) FROM t"])
+    assert ours.error is None, ours.describe()
+    expected = sqlite3.connect(db).execute(
+        "SELECT count(*), sum(length(v)), group_concat(who) FROM t").fetchall()
+    assert ours.results[2] == [list(r) for r in expected]
+    go = harness.go_vfs(url, ["SELECT count(*), sum(length(v)), group_concat(who) FROM t"])
+    assert go[0] == [list(r) for r in expected]
+
+
+def acknowledged(log: Path) -> list:
+    out = []
+    if log.exists():
+        for line in log.read_text().splitlines():
+            k, first, last = line.split()[:3]
+            if first != "error":
+                out.append((int(k), int(first), int(last)))
+    return out
+
+
+def test_the_shipping_process_killed_another_takes_over(replica_url, ext_path, tmp_path):
+    """SIGKILL of the leader mid-workload, sync=remote in every process: another process
+    takes over within a bound, every acknowledged commit is in the replica before anything
+    reopens, and the next processes go on with the next TXIDs."""
+    url = replica_url("s3")
+    db = tmp_path / "app.db"
+    create_db(db)
+    uri = primary_uri(db, url, sync="remote", sync_timeout="20s")
+    logs = [tmp_path / f"w{i}.log" for i in range(3)]
+    procs = [py_worker(ext_path, f"py{i}", 100_000, 37, logs[i], [uri]) for i in range(3)]
+    meta = Path(str(db) + "-litestream")
+    progress = lambda: harness_progress(meta)
+    wait_until(lambda: progress() and progress()["pid"] in [p.pid for p in procs], 60)
+    wait_until(lambda: all(len(acknowledged(lg)) > 20 for lg in logs), 60)
+    leader = progress()["pid"]
+    victim = next(p for p in procs if p.pid == leader)
+    victim.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    victim.wait()
+    wait_until(lambda: progress()["pid"] not in (leader, 0), 30, 0.01,
+               message="another process to take over")
+    takeover = time.monotonic() - killed_at
+    survivors = [p for p in procs if p is not victim]
+    counts = [len(acknowledged(lg)) for lg in logs]
+    wait_until(lambda: sum(len(acknowledged(lg)) for lg in logs) > sum(counts) + 30, 60,
+               message="commits to go on after the takeover")
+    for p in survivors:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    # Before anything reopens: every acknowledged transaction is in the replica.
+    out = tmp_path / "restored.db"
+    restore(url, out)
+    r = sqlite3.connect(out)
+    ids = {row[0] for row in r.execute("SELECT id FROM t")}
+    r.close()
+    for lg in logs:
+        for _, first, last in acknowledged(lg):
+            missing = set(range(first, last + 1)) - ids
+            assert not missing, f"{lg.name}: acknowledged ids {sorted(missing)} not in the replica"
+    # Reopening goes on from there, and the replica ends equal to the local database.
+    before = harness.replica_max_txid(url)
+    stats = wait_shipped_in_child(ext_path, uri)
+    assert int(stats["shipped_txid"], 16) >= before
+    assert restored_digest(url, tmp_path / "final.db") == local_digest(db)
+    print(f"takeover after SIGKILL: {takeover:.2f} s")
+    assert takeover < 5, takeover
+
+
+def harness_progress(meta: Path):
+    """The leader's published progress (pid, shipped TXID, ...), read as followers read it."""
+    p = meta / "progress"
+    if not p.exists():
+        return None
+    raw = p.read_bytes()
+    if len(raw) < 20 or raw[:4] != b"LSPR":
+        return None
+    n = int.from_bytes(raw[4:8], "big")
+    try:
+        return json.loads(raw[20:20 + n])
+    except ValueError:
+        return None
+
+
+def test_two_databases_written_by_the_same_processes(replica_url, ext_path, tmp_path):
+    dbs = [tmp_path / "a.db", tmp_path / "b.db"]
+    urls = [replica_url("file", "ra"), replica_url("file", "rb")]
+    for d in dbs:
+        create_db(d)
+    uris = [primary_uri(d, u) for d, u in zip(dbs, urls)]
+    logs = [tmp_path / f"w{i}.log" for i in range(3)]
+    procs = [py_worker(ext_path, f"py{i}", 200, 30, logs[i], uris) for i in range(3)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    for d, u, name in zip(dbs, urls, ["ra", "rb"]):
+        wait_shipped_in_child(ext_path, primary_uri(d, u))
+        assert restored_digest(u, tmp_path / f"{name}.db") == local_digest(d)
+
+
+def test_processes_must_agree_on_the_replica(replica_url, ext_path, tmp_path):
+    db = tmp_path / "app.db"
+    create_db(db)
+    first = subprocess.Popen([harness.child_python(), "-c", PY_WORKER, str(ext_path), "a",
+                              "100000", "1000", str(tmp_path / "a.log"),
+                              primary_uri(db, replica_url("file", "one"))],
+                             env=harness.child_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: len(acknowledged(tmp_path / "a.log")) > 5, 60)
+        r = harness.run_ext_child(primary_uri(db, replica_url("file", "two")), ["SELECT 1"])
+        assert r.error and "replica_url" in r.error["message"], r.describe()
+        r = harness.run_ext_child(primary_uri(db, replica_url("file", "one"), checksum="on"),
+                                  ["SELECT 1"])
+        assert r.error and "checksum" in r.error["message"], r.describe()
+    finally:
+        first.kill()
+        first.wait()
