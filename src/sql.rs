@@ -270,7 +270,7 @@ pub fn primary_stats(p: &Primary, sync: SyncMode) -> Result<Value> {
     let pb = p.published();
     let c = &pb.counters;
     let s = &p.store().stats;
-    let ms = |v: Option<i64>| v.map(|ms| crate::clock::rfc3339(ms));
+    let ms = |v: Option<i64>| v.map(crate::clock::rfc3339);
     Ok(Value::Text(
         serde_json::json!({
             "role": "primary",

@@ -613,9 +613,19 @@ impl Mirrors {
             // The usual case, what committed since the copier's last round: read once,
             // validated in memory and written out from there, `COPY_IN_MEMORY` at a time.
             // Only a transaction larger than that is copied by the kernel, after a walk.
-            let kept =
-                wal::committed_kept(&live, &hdr, &from, until, &mut self.buf, COPY_IN_MEMORY)
-                    .map_err(reading)?;
+            // The wal-index vouches for what it says is committed: checksums are computed
+            // only by the recovery rule.
+            let verify = index.is_none();
+            let kept = wal::committed_kept(
+                &live,
+                &hdr,
+                &from,
+                until,
+                verify,
+                &mut self.buf,
+                COPY_IN_MEMORY,
+            )
+            .map_err(reading)?;
             let (txns, in_memory, more) = match kept {
                 Some((txns, more)) => (txns, true, more),
                 None => (

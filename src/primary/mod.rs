@@ -198,12 +198,15 @@ impl Primary {
     /// and let go of this process's own locks on the WAL, so that SQLite may checkpoint and
     /// delete the WAL if no other process has the database open.
     pub fn before_last_close(&self) {
-        if self.is_leader() {
+        if let Some(l) = self.leader.get() {
             if let Err(e) = self.flush() {
                 crate::log_warn!(
                     "litestream: {}: closing with transactions not yet shipped ({e})",
                     self.db_path.display()
                 );
+            }
+            if let Err(e) = l.sync_state() {
+                crate::log_warn!("litestream: {}: {e}", self.db_path.display());
             }
         }
         self.closing.store(true, Ordering::Release);
@@ -231,6 +234,11 @@ impl Primary {
                 "litestream: {}: closed with transactions not yet shipped; they ship at the next open ({e})",
                 self.db_path.display()
             );
+        }
+        if let Some(l) = self.leader.get() {
+            if let Err(e) = l.sync_state() {
+                crate::log_warn!("litestream: {}: {e}", self.db_path.display());
+            }
         }
     }
 
@@ -268,11 +276,13 @@ impl Primary {
             salt2: index.salt2,
             offset: index.end_offset(),
         };
+        let started = Instant::now();
         let deadline = Instant::now() + Duration::from_millis(250);
         let mut pause = Duration::from_micros(200);
         loop {
             if let Ok(Some(p)) = progress::read(&self.meta_dir) {
                 if let (Some(gen), Some((_, end))) = (p.copied_to(&target), p.copied) {
+                    crate::log_info!("DEBUG follower restart waited {:?}", started.elapsed());
                     return mirror::seal_for_follower(&self.meta_dir, gen, &end).is_ok();
                 }
                 // The leader ships the whole database next: nothing a restart drops is
@@ -282,6 +292,10 @@ impl Primary {
                 }
             }
             if Instant::now() >= deadline {
+                crate::log_info!(
+                    "DEBUG follower restart refused after {:?}",
+                    started.elapsed()
+                );
                 return false;
             }
             wake::send(&self.meta_dir);

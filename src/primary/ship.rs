@@ -37,7 +37,7 @@ use super::wal::{self, WalPos};
 use super::Primary;
 use crate::error::{Error, Result};
 use crate::ltx::{Encoder, Header, Txid};
-use crate::storage::Created;
+use crate::storage::{Created, STREAM_ABOVE};
 
 /// The leader's state, shared by its tasks and the VFS hooks of its process.
 pub(super) struct Leader {
@@ -70,7 +70,14 @@ pub(super) struct Leader {
     restart_refused: AtomicBool,
     /// The copier found that the mirrors cannot say what changed: ship the whole database.
     resync_wanted: AtomicBool,
+    /// When the state file was last synced (ms since the epoch).
+    state_synced_ms: AtomicI64,
 }
+
+/// How often the state file is synced as uploads land. Between syncs a power failure can
+/// leave it behind the replica: start-up then finds the newer files to be this database's
+/// own (`startup.rs`) and ships the whole database after them.
+const STATE_SYNC_EVERY_MS: i64 = 1000;
 
 impl Leader {
     #[allow(clippy::too_many_arguments)]
@@ -100,6 +107,7 @@ impl Leader {
             publisher: Mutex::new(publisher),
             restart_refused: AtomicBool::new(false),
             resync_wanted: AtomicBool::new(false),
+            state_synced_ms: AtomicI64::new(crate::clock::now_ms()),
         }
     }
 
@@ -238,18 +246,32 @@ impl Leader {
         Ok(())
     }
 
-    /// Changes the persisted state and writes it out.
+    /// Changes the persisted state and writes it out (and syncs it, if `durable`).
     pub fn update_state(&self, durable: bool, f: impl FnOnce(&mut State)) -> Result<()> {
         let mut guard = self.state.lock();
         let (s, file) = &mut *guard;
         f(s);
+        if durable {
+            self.state_synced_ms
+                .store(crate::clock::now_ms(), Ordering::Relaxed);
+        }
         file.save(s, durable)
+    }
+
+    /// Whether the state file is due for a sync.
+    fn state_sync_due(&self) -> bool {
+        crate::clock::now_ms() - self.state_synced_ms.load(Ordering::Relaxed) >= STATE_SYNC_EVERY_MS
+    }
+
+    /// Syncs the state file now (the process gives up leading).
+    pub fn sync_state(&self) -> Result<()> {
+        self.update_state(true, |_| {})
     }
 }
 
 /// An encoded file waiting to be uploaded.
 pub(super) struct Spooled {
-    pub path: PathBuf,
+    pub body: Body,
     pub min: u64,
     /// The state after it, and the number of the WAL generation it ends in.
     pub after: Position,
@@ -276,20 +298,94 @@ pub(super) fn spool_dir(meta_dir: &Path) -> PathBuf {
     meta_dir.join("spool")
 }
 
-/// Writes an LTX file to `path` (via a temporary name) from `pages`, in ascending order.
+/// Where an encoded file waits until it ships: in memory, or in the spool folder once it
+/// is larger than one request carries (`STREAM_ABOVE`: it then streams from disk).
+pub(super) enum Body {
+    Memory(Bytes),
+    File(PathBuf),
+}
+
+impl Body {
+    fn len(&self) -> u64 {
+        match self {
+            Body::Memory(b) => b.len() as u64,
+            Body::File(p) => std::fs::metadata(p).map_or(0, |m| m.len()),
+        }
+    }
+
+    fn discard(&self) {
+        if let Body::File(p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Keeps what is written in memory, and moves it to `path` (a temporary name beside it
+/// first) once it outgrows `STREAM_ABOVE`.
+struct Spill {
+    path: PathBuf,
+    mem: Vec<u8>,
+    file: Option<BufWriter<File>>,
+}
+
+impl Spill {
+    fn tmp(&self) -> PathBuf {
+        self.path.with_extension("tmp")
+    }
+
+    fn finish(self) -> std::io::Result<Body> {
+        let tmp = self.tmp();
+        match self.file {
+            None => Ok(Body::Memory(Bytes::from(self.mem))),
+            Some(f) => {
+                // Not synced: until it has shipped, the WAL or its mirrors still hold what
+                // it holds, and after a crash the file is rebuilt from there.
+                f.into_inner().map_err(|e| e.into_error())?;
+                std::fs::rename(&tmp, &self.path)?;
+                Ok(Body::File(self.path))
+            }
+        }
+    }
+}
+
+impl std::io::Write for Spill {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(f) = self.file.as_mut() {
+            return f.write(buf);
+        }
+        self.mem.extend_from_slice(buf);
+        if self.mem.len() as u64 > STREAM_ABOVE {
+            let mut f = BufWriter::new(File::create(self.tmp())?);
+            f.write_all(&self.mem)?;
+            self.mem = Vec::new();
+            self.file = Some(f);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.as_mut().map_or(Ok(()), |f| f.flush())
+    }
+}
+
+/// Encodes an LTX file from `pages`, in ascending order, into memory (or `path` when it is
+/// large). Returns it and its post-apply checksum.
 pub(super) fn write_ltx(
     path: &Path,
     header: Header,
     pages: impl Iterator<Item = Result<(u32, Vec<u8>)>>,
     sums: &mut Option<PageSums>,
-) -> Result<u64> {
-    let tmp = path.with_extension("tmp");
-    let io = |e| Error::io(format!("writing {}", tmp.display()), e);
-    let corrupt = |e| Error::corrupt(tmp.display().to_string(), e);
+) -> Result<(Body, u64)> {
+    let io = |e| Error::io(format!("writing {}", path.display()), e);
+    let corrupt = |e| Error::corrupt(path.display().to_string(), e);
     let with_checksums = header.has_checksums();
     let commit = header.commit;
-    let mut enc =
-        Encoder::new(BufWriter::new(File::create(&tmp).map_err(io)?), header).map_err(corrupt)?;
+    let spill = Spill {
+        path: path.to_path_buf(),
+        mem: Vec::new(),
+        file: None,
+    };
+    let mut enc = Encoder::new(spill, header).map_err(corrupt)?;
     for page in pages {
         let (pgno, data) = page?;
         if pgno > commit {
@@ -308,11 +404,7 @@ pub(super) fn write_ltx(
         _ => 0,
     };
     let (w, _) = enc.finish(post).map_err(corrupt)?;
-    // Not synced: until it has shipped, the WAL or its mirrors still hold what it holds,
-    // and after a crash the file is rebuilt from there.
-    w.into_inner().map_err(|e| io(e.into_error()))?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(post)
+    Ok((w.finish().map_err(io)?, post))
 }
 
 /// A header for a file of this primary: with checksums when both ends are known.
@@ -429,15 +521,15 @@ impl Shipper {
             self.resync(p, l)?;
             return Ok(true);
         }
-        let post = write_ltx(&path, h, pages, &mut self.sums)?;
-        self.enqueue(path, min, max, post, Some(end), end_seq);
+        let (body, post) = write_ltx(&path, h, pages, &mut self.sums)?;
+        self.enqueue(body, min, max, post, Some(end), end_seq);
         Ok(true)
     }
 
     /// Queues a spooled file for upload; the state after it becomes the encoded position.
     pub fn enqueue(
         &mut self,
-        path: PathBuf,
+        body: Body,
         min: u64,
         max: u64,
         post: u64,
@@ -448,7 +540,7 @@ impl Shipper {
         self.cursor = cursor;
         self.txid = max;
         self.queue.push_back(Spooled {
-            path,
+            body,
             min,
             after: Position {
                 txid: max,
@@ -488,10 +580,10 @@ impl Shipper {
                 spool_dir(&p.meta_dir).join(format!("{}-{}.ltx", Txid::new(min), Txid::new(min)));
             let at = local.wal_position();
             let pages = local.pgnos().map(|pg| local.page(pg).map(|d| (pg, d)));
-            let post = write_ltx(&path, h, pages, &mut self.sums)?;
+            let (body, post) = write_ltx(&path, h, pages, &mut self.sums)?;
             *mirrors = Mirrors::fresh(&dir, &p.db_path, at)?;
             let seq = at.and_then(|a| mirrors.generation_of((a.salt1, a.salt2)).map(|g| g.seq));
-            self.enqueue(path, min, min, post, at, seq);
+            self.enqueue(body, min, min, post, at, seq);
             let (copied, gens) = (mirrors.copied(), mirrors.generations());
             drop(mirrors);
             l.publish(|pb| {
@@ -510,12 +602,12 @@ impl Shipper {
         let Some(f) = self.queue.front() else {
             return Ok(Uploaded::Yes);
         };
-        let (min, after, path, seq) = (f.min, f.after, f.path.clone(), f.after_seq);
+        let (min, after, seq) = (f.min, f.after, f.after_seq);
         // Before the claim: after a crash the next leader re-encodes exactly this range, the
         // one the claim names. (Not synced: a process crash keeps it; after a power failure
         // `claim` finds out.)
         l.update_state(false, |s| s.in_flight = Some((min, after)))?;
-        let n = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let n = f.body.len();
         let deadline = upload_timeout(n);
         let claimed = tokio::time::timeout(deadline, claim(p, l, min, after.txid))
             .await
@@ -525,18 +617,25 @@ impl Shipper {
         }
         let rel = p.store.file_rel(0, Txid::new(min), Txid::new(after.txid));
         // Already there, under our claim: an earlier attempt landed without its answer.
-        tokio::time::timeout(deadline, p.store.put_file(&rel, &path))
+        let put = async {
+            match &self.queue.front().expect("front checked above").body {
+                Body::Memory(bytes) => p.store.put_new(&rel, bytes.clone()).await,
+                Body::File(path) => p.store.put_file(&rel, path).await,
+            }
+        };
+        tokio::time::timeout(deadline, put)
             .await
             .map_err(|_| timed_out("uploading", min, deadline))??;
         tokio::task::block_in_place(|| {
-            l.update_state(true, |s| {
+            let durable = l.state_sync_due();
+            l.update_state(durable, |s| {
                 s.shipped = after;
                 s.in_flight = None;
                 s.resync = false;
             })
         })?;
         let f = self.queue.pop_front().expect("front checked above");
-        let _ = std::fs::remove_file(&f.path);
+        f.body.discard();
         if let Some(w) = &after.wal {
             l.mirrors.lock().release(w);
         }
@@ -753,9 +852,12 @@ async fn copy_loop(weak: Weak<Primary>) {
 /// has restarted the WAL, and the pin is taken back as soon as the wal-index changes.
 #[derive(Default)]
 struct Pin {
-    /// The wal-index as last seen, and when it last changed.
+    /// The wal-index as last seen.
     last: Option<(u32, u32, u32, u32)>,
-    last_probe: Option<Instant>,
+    /// When a checkpoint of another process was last seen holding the locks, with nothing
+    /// committed since: seen twice in a row, it is waiting (writers hold the write lock for
+    /// moments only).
+    seen_waiting: Option<Instant>,
 }
 
 /// How long a let-go pin waits for the checkpoint to go ahead before it is taken back.
@@ -774,29 +876,47 @@ impl Pin {
         // Restartable without losing anything: everything in the database file, and
         // everything copied. Quiet: a checkpoint holding the write lock commits nothing.
         let restartable = i.mx_frame > 0 && i.n_backfill == i.mx_frame && quiet;
-        if !restartable || !l.mirrors.lock().caught_up(&i) {
+        if !restartable || !l.mirrors.lock().caught_up(&i) || !p.foreign_checkpoint_running() {
+            self.seen_waiting = None;
             return;
         }
-        if self.last_probe.is_some_and(|t| t.elapsed() < IDLE_POLL) {
-            return;
+        match self.seen_waiting {
+            Some(t) if t.elapsed() >= COPY_PACE => {}
+            Some(_) => return,
+            None => {
+                self.seen_waiting = Some(Instant::now());
+                return;
+            }
         }
-        self.last_probe = Some(Instant::now());
-        if !p.foreign_checkpoint_running() {
-            return;
-        }
+        self.seen_waiting = None;
         if l.mirrors.lock().seal().is_err() {
             return;
         }
         p.unpin();
-        // Watch closely until the checkpoint has restarted the WAL (or given up), then take
-        // the pin back at once: before anyone can commit in the new generation.
-        let until = Instant::now() + YIELD_FOR;
-        while Instant::now() < until {
-            std::thread::sleep(Duration::from_micros(100));
-            let now = p.wal_index();
-            let changed = now.map(|n| (n.salt1, n.salt2, n.mx_frame, n.i_change)) != Some(key);
-            if changed && p.try_pin() {
+        // Watch until the checkpoint has restarted the WAL (the wal-index changes), or
+        // ended without, or given up; then take the pin back at once: before anyone can
+        // commit in the new generation. Closely at first (a checkpoint that retries soon),
+        // then at a slower pace (one whose busy handler sleeps longer between tries).
+        let started = Instant::now();
+        let mut checked = started;
+        while started.elapsed() < YIELD_FOR {
+            let early = started.elapsed() < Duration::from_millis(20);
+            std::thread::sleep(if early {
+                Duration::from_micros(200)
+            } else {
+                Duration::from_millis(2)
+            });
+            let now = p
+                .wal_index()
+                .map(|n| (n.salt1, n.salt2, n.mx_frame, n.i_change));
+            if now != Some(key) && p.try_pin() {
                 return;
+            }
+            if !early && checked.elapsed() >= Duration::from_millis(20) {
+                checked = Instant::now();
+                if !p.foreign_checkpoint_running() {
+                    break;
+                }
             }
         }
         p.try_pin();

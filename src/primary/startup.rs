@@ -10,6 +10,7 @@
 //! | has TXID M | missing or empty (or `restore=always`), not in use | any | restore it from the replica |
 //! | has TXID M | exists | shipped M | go on: ship what the WAL's mirrors and the WAL hold after the shipped position (the whole database as TXID M+1 if they cannot say) |
 //! | has TXID M | exists | shipped M, resync pending | ship the whole local database as TXID M+1 (again) |
+//! | has TXID M | exists | shipped less, the files after it this database's own | ship the whole local database as TXID M+1 |
 //! | has TXID M | exists | other, or none | error, unless `restore=never`: ship the whole local database as TXID M+1 |
 
 use std::path::Path;
@@ -50,6 +51,9 @@ pub(super) struct Facts<'a> {
     pub local_has_pages: bool,
     /// The state file, if it is about this replica.
     pub saved: Option<&'a State>,
+    /// The replica's files after the state file's TXID were written by this database (the
+    /// state lagged: it is synced at most every second).
+    pub ours_after: bool,
     pub mode: RestoreMode,
     /// Other connections have the database open: it must not be replaced.
     pub in_use: bool,
@@ -79,6 +83,7 @@ pub(super) fn decide(f: &Facts) -> std::result::Result<Start, String> {
         // A resync that had not landed when the process stopped: do it again.
         Some(s) if s.shipped.txid == m && s.resync => Ok(Start::Full { after: m }),
         Some(s) if s.shipped.txid == m => Ok(Start::Continue(s.shipped)),
+        Some(s) if s.shipped.txid < m && f.ours_after => Ok(Start::Full { after: m }),
         _ if f.mode == RestoreMode::Never => Ok(Start::Full { after: m }),
         other => Err(format!(
             "the replica is at TXID {}, {}",
@@ -113,8 +118,8 @@ pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()>
     }
     let store = p.store.clone();
     let listed = crate::runtime::block_on(async move { store.list_all().await })?;
-    let replica_max = match plan(&listed, None) {
-        Ok(pl) => pl.max_txid().map(Txid::get),
+    let planned = match plan(&listed, None) {
+        Ok(pl) => Some(pl),
         Err(PlanProblem::Empty) => None,
         Err(problem) => {
             return Err(Error::NoState {
@@ -124,6 +129,7 @@ pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()>
         }
     };
 
+    let replica_max = planned.as_ref().and_then(|pl| pl.max_txid()).map(Txid::get);
     let (state_file, saved) = StateFile::open(meta_dir)?;
     let mut saved = saved.filter(|s| s.replica_url == config.replica_url);
     // An upload in flight when the last leader stopped: did it land? If not, the first file
@@ -143,6 +149,35 @@ pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()>
         }
     }
     let node_id = saved.as_ref().map_or_else(random_u64, |s| s.node_id);
+    // The state file may lag the replica by the uploads since its last sync (a power
+    // failure): files after it that this database wrote are its own, not a disagreement.
+    let ours_after = match (&saved, &planned) {
+        (Some(s), Some(pl)) if Some(s.shipped.txid) < replica_max => {
+            let newer: Vec<_> = pl
+                .files
+                .iter()
+                .filter(|f| f.max.get() > s.shipped.txid)
+                .collect();
+            let store = p.store.clone();
+            let ends = [
+                newer.first().copied().cloned(),
+                newer.last().copied().cloned(),
+            ];
+            crate::runtime::block_on(async move {
+                for f in ends.into_iter().flatten() {
+                    let head = store
+                        .read_range(&f, 0..crate::ltx::HEADER_SIZE as u64)
+                        .await?;
+                    match crate::ltx::Header::decode(&head) {
+                        Ok(h) if h.node_id == node_id => {}
+                        _ => return Ok(false),
+                    }
+                }
+                Ok(true)
+            })?
+        }
+        _ => false,
+    };
 
     let hold = config.open_timeout.max(Duration::from_secs(5));
     let decide_now = |local: &LocalDb, restored: bool| {
@@ -153,6 +188,7 @@ pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()>
             replica_max,
             local_has_pages: local.commit > 0,
             saved: saved.as_ref(),
+            ours_after,
             mode: config.primary.restore,
             in_use: takeover || local.in_use(),
         };
@@ -335,10 +371,10 @@ fn prepare(
             let path =
                 spool_dir(meta_dir).join(format!("{}-{}.ltx", Txid::new(min), Txid::new(min)));
             let pages = local.pgnos().map(|pg| local.page(pg).map(|d| (pg, d)));
-            let post = ship::write_ltx(&path, h, pages, &mut sh.sums)?;
+            let (body, post) = ship::write_ltx(&path, h, pages, &mut sh.sums)?;
             let at = local.wal_position();
             let seq = at.and_then(|a| mirrors.generation_of((a.salt1, a.salt2)).map(|g| g.seq));
-            sh.enqueue(path, min, min, post, at, seq);
+            sh.enqueue(body, min, min, post, at, seq);
         }
     }
     state_file.save(&state, true)?;
@@ -432,6 +468,7 @@ mod tests {
             replica_max,
             local_has_pages: local,
             saved,
+            ours_after: false,
             mode: RestoreMode::IfMissing,
             in_use: false,
         }
@@ -466,6 +503,12 @@ mod tests {
             decide(&facts(Some(5), true, Some(&r5))),
             Ok(Full { after: 5 })
         );
+        // The state file lagged behind files this database wrote itself: ship it whole.
+        let lagged = Facts {
+            ours_after: true,
+            ..facts(Some(5), true, Some(&s3))
+        };
+        assert_eq!(decide(&lagged), Ok(Full { after: 5 }));
         // Disagreement: an error naming both TXIDs, unless restore=never.
         let why = decide(&facts(Some(5), true, Some(&s3))).unwrap_err();
         assert!(

@@ -167,18 +167,20 @@ pub fn copied_until(f: &File, hdr: &WalHeader, from: &WalPos, until: u64) -> io:
 /// found end at `last.end.offset - from.offset` in it) for the caller to write out. Reads at
 /// most `max` bytes: Some((transactions, true)) when it stopped there and more may follow
 /// their end, None when not even one whole transaction fits. `buf` only grows, so a caller
-/// that keeps it pays for its memory once.
+/// that keeps it pays for its memory once. Without `verify` the frames' checksums are not
+/// computed (the wal-index vouches for frames up to `until`; their salts are still checked).
 pub fn committed_kept(
     f: &File,
     hdr: &WalHeader,
     from: &WalPos,
     until: u64,
+    verify: bool,
     buf: &mut Vec<u8>,
     max: u64,
 ) -> io::Result<Option<(Vec<Txn>, bool)>> {
     let frame_size = hdr.frame_size() as usize;
     let batch = (READ_BATCH as usize / frame_size).max(1) * frame_size;
-    let mut walk = Walk::new(hdr, from, true);
+    let mut walk = Walk::new(hdr, from, verify);
     let mut filled = 0;
     loop {
         if (filled + batch) as u64 > max {
@@ -440,7 +442,7 @@ pub(crate) mod tests {
         // Keeping what it read (the copier's usual path): the same walk, and the bytes.
         let mut buf = Vec::new();
         let kept = |f: &File, buf: &mut Vec<u8>, max| {
-            committed_kept(f, &hdr, &hdr.start(), u64::MAX, buf, max).unwrap()
+            committed_kept(f, &hdr, &hdr.start(), u64::MAX, true, buf, max).unwrap()
         };
         assert_eq!(
             kept(&f, &mut buf, u64::MAX),
@@ -457,7 +459,7 @@ pub(crate) mod tests {
         // it is, is not taken (a commit that failed, about to be overwritten).
         let first_end = txns[0].end.offset;
         assert_eq!(
-            committed_kept(&f, &hdr, &hdr.start(), first_end, &mut buf, u64::MAX).unwrap(),
+            committed_kept(&f, &hdr, &hdr.start(), first_end, false, &mut buf, u64::MAX).unwrap(),
             Some((txns[..1].to_vec(), false))
         );
         assert_eq!(

@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Multi-process write benchmark (issue 13): several writer processes on one database,
+through the primary (role=primary, sync=local, file:// replica) against the same number of
+plain WAL writers, and the takeover time after the shipping process is killed.
+
+Each round starts N writer processes that wait on a common start signal, then each commits
+M single-row transactions (BEGIN IMMEDIATE ... COMMIT, busy_timeout 60 s); the round's rate
+is N*M divided by the time from the signal to the last writer's end. Native and primary
+rounds run interleaved and each row reports the median round (the machines are shared and
+noisy; only ratios within one run mean anything).
+
+Takeover: three primary writers commit continuously; the leader (the pid the leader
+publishes in <db>-litestream/progress) is killed with SIGKILL, and the time until another
+process has taken over (published its pid) and until the replica moves on again is taken,
+over several kills.
+
+Run: /usr/bin/python3 tests/bench/bench_multiwrite.py [--writers 4] [--commits 5000]
+     [--rounds 5] [--kills 5] [--out FILE]
+"""
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "py"))
+import harness  # noqa: E402
+
+WRITER = r"""
+import os, sqlite3, sys, time
+uri, ext, n, go, wid = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+if ext:
+    l = sqlite3.connect(":memory:"); l.enable_load_extension(True); l.load_extension(ext)
+c = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60)
+c.execute("PRAGMA journal_mode=WAL")
+c.execute("PRAGMA synchronous=NORMAL")
+print("ready", flush=True)
+while not os.path.exists(go):
+    time.sleep(0.0005)
+for i in range(n):
+    c.execute("INSERT INTO t(w, v) VALUES (?, ?)", (wid, "x" * 200))
+t = time.time()
+c.close()
+print(f"done {t}", flush=True)
+"""
+
+
+def create(db: Path) -> None:
+    import sqlite3
+    c = sqlite3.connect(db)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, w TEXT, v TEXT)")
+    c.commit()
+    c.close()
+
+
+def round_(work: Path, ext: str, writers: int, commits: int, primary: bool, **params) -> float:
+    db = work / "app.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    import shutil
+    shutil.rmtree(str(db) + "-litestream", ignore_errors=True)
+    shutil.rmtree(work / "replica", ignore_errors=True)
+    create(db)
+    uri = (harness.vfs_uri((work / "replica").as_uri(), name=str(db), role="primary", **params)
+           if primary else f"file:{db}")
+    go = work / "go"
+    go.unlink(missing_ok=True)
+    procs = [subprocess.Popen([harness.child_python(), "-c", WRITER, uri, ext if primary else "",
+                               str(commits), str(go), f"w{i}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=harness.child_env()) for i in range(writers)]
+    for p in procs:
+        line = p.stdout.readline()
+        assert line.startswith("ready"), p.stderr.read()
+    t0 = time.time()
+    go.touch()
+    ends = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+        ends.append(float(out.split()[-1]))
+    return writers * commits / (max(ends) - t0)
+
+
+def progress_pid(meta: Path):
+    p = meta / "progress"
+    try:
+        raw = p.read_bytes()
+        n = int.from_bytes(raw[4:8], "big")
+        return json.loads(raw[20:20 + n])
+    except (OSError, ValueError):
+        return None
+
+
+def takeover(work: Path, ext: str, kills: int) -> list:
+    db = work / "t.db"
+    create(db)
+    url = (work / "treplica").as_uri()
+    uri = harness.vfs_uri(url, name=str(db), role="primary")
+    meta = Path(str(db) + "-litestream")
+    go = work / "tgo"
+    go.touch()
+    procs = []
+
+    def spawn():
+        p = subprocess.Popen([harness.child_python(), "-c", WRITER, uri, ext, "100000000",
+                              str(go), "t"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=harness.child_env())
+        assert p.stdout.readline().startswith("ready")
+        return p
+
+    procs = [spawn() for _ in range(3)]
+    results = []
+    try:
+        for _ in range(kills):
+            harness.wait_until(lambda: (progress_pid(meta) or {}).get("pid") in [p.pid for p in procs], 30)
+            time.sleep(0.5)
+            leader = progress_pid(meta)["pid"]
+            shipped_before = progress_pid(meta)["shipped_txid"]
+            victim = next(p for p in procs if p.pid == leader)
+            t0 = time.monotonic()
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            procs.remove(victim)
+            harness.wait_until(lambda: (progress_pid(meta) or {}).get("pid") not in (leader, None), 30, 0.002)
+            took = time.monotonic() - t0
+            harness.wait_until(lambda: progress_pid(meta)["shipped_txid"] > shipped_before, 30, 0.002)
+            shipped = time.monotonic() - t0
+            results.append((took, shipped))
+            procs.append(spawn())
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--writers", type=int, default=4)
+    ap.add_argument("--commits", type=int, default=5000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--kills", type=int, default=5)
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args()
+    ext = str(harness.ext_path())
+    with tempfile.TemporaryDirectory(prefix="bench-multiwrite-") as d:
+        work = Path(d)
+        rates = {"native": [], "primary": []}
+        for r in range(a.rounds):
+            for name in ("native", "primary"):
+                rate = round_(work, ext, a.writers, a.commits, name == "primary")
+                rates[name].append(rate)
+                print(f"round {r} {name}: {rate:.0f} commits/s", file=sys.stderr)
+        kills = takeover(work, ext, a.kills)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    lines = [
+        f"Multi-process write benchmark: {a.writers} writer processes on one database, "
+        f"{a.commits} single-row transactions each, median of {a.rounds} interleaved rounds; "
+        f"takeover over {a.kills} SIGKILLs of the shipping process "
+        "(`tests/bench/bench_multiwrite.py`).",
+        "",
+        "| writers | commits/s (median) | rounds | vs native |",
+        "|---|---|---|---|",
+        f"| {a.writers} native WAL processes | {med['native']:.0f} | "
+        f"{', '.join(f'{x:.0f}' for x in rates['native'])} | 1.00x |",
+        f"| {a.writers} primary processes (sync=local, file://) | {med['primary']:.0f} | "
+        f"{', '.join(f'{x:.0f}' for x in rates['primary'])} | {med['primary'] / med['native']:.2f}x |",
+        "",
+        "| after SIGKILL of the shipping process | median | max |",
+        "|---|---|---|",
+        f"| another process ships (took over) | {statistics.median(k[0] for k in kills) * 1000:.0f} ms "
+        f"| {max(k[0] for k in kills) * 1000:.0f} ms |",
+        f"| the replica moves on again | {statistics.median(k[1] for k in kills) * 1000:.0f} ms "
+        f"| {max(k[1] for k in kills) * 1000:.0f} ms |",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    if a.out:
+        a.out.write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
