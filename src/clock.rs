@@ -61,6 +61,17 @@ mod tests {
     fn formats() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_253_400_120), "2026-11-21T09:30:00.12Z");
+        let ns = 1_795_253_412_393_457_000;
+        assert_eq!(rfc3339_ns(ns), "2026-11-21T09:30:12.393457Z");
+        assert_eq!(parse_rfc3339_ns("2026-11-21T09:30:12.393457Z"), Some(ns));
+        assert_eq!(
+            rfc3339_ns(1_795_253_400_000 * NS_PER_MS),
+            "2026-11-21T09:30:00Z"
+        );
+        assert_eq!(
+            parse_rfc3339_ns("2026-11-21T11:30:12.5+02:00"),
+            Some(1_795_253_412_500 * NS_PER_MS)
+        );
         assert_eq!(days_from_civil(2026, 11, 21), 20_778);
         assert_eq!(civil_from_days(20_778), (2026, 11, 21));
         for d in [-800_000i64, -1, 0, 59, 60, 11_016, 20_778, 2_000_000] {
@@ -74,8 +85,30 @@ mod tests {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Instant {
     Latest,
-    /// Milliseconds since the epoch.
+    /// Nanoseconds since the epoch (as precise as it was given: a state is shown at an
+    /// instant when its file's millisecond timestamp is strictly before it).
     At(i64),
+}
+
+/// Nanoseconds in a millisecond.
+pub const NS_PER_MS: i64 = 1_000_000;
+
+/// `2026-11-21T09:30:00.123456789Z`: RFC 3339 with as many fraction digits as needed (Go's
+/// RFC3339Nano), from nanoseconds since the epoch.
+pub fn rfc3339_ns(ns: i64) -> String {
+    let ms = ns.div_euclid(NS_PER_MS);
+    let sub = ns.rem_euclid(NS_PER_MS);
+    let base = rfc3339(ms - ms.rem_euclid(1000));
+    let frac = (ms.rem_euclid(1000)) * NS_PER_MS + sub;
+    if frac == 0 {
+        return base;
+    }
+    let digits = format!("{frac:09}");
+    format!(
+        "{}.{}Z",
+        &base[..base.len() - 1],
+        digits.trim_end_matches('0')
+    )
 }
 
 /// Parses the instants the Go extension accepts, and a few more:
@@ -86,17 +119,18 @@ pub enum Instant {
 pub fn parse_instant(s: &str, now_ms: i64) -> Option<Instant> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
+    let at_ms = |ms: i64| Some(Instant::At(ms * NS_PER_MS));
     match lower.as_str() {
         "latest" => return Some(Instant::Latest),
-        "now" => return Some(Instant::At(now_ms)),
-        "yesterday" => return Some(Instant::At(now_ms - 86_400_000)),
+        "now" => return at_ms(now_ms),
+        "yesterday" => return at_ms(now_ms - 86_400_000),
         _ => {}
     }
     if let Some(d) = lower
         .strip_prefix('-')
         .and_then(crate::config::parse_duration)
     {
-        return Some(Instant::At(now_ms - d.as_millis() as i64));
+        return Some(Instant::At(now_ms * NS_PER_MS - d.as_nanos() as i64));
     }
     if let Some(ago) = lower.strip_suffix(" ago") {
         let mut parts = ago.split_whitespace();
@@ -113,9 +147,27 @@ pub fn parse_instant(s: &str, now_ms: i64) -> Option<Instant> {
             "week" | "w" => 604_800_000.0,
             _ => return None,
         };
-        return Some(Instant::At(now_ms - (n * ms) as i64));
+        return at_ms(now_ms - (n * ms) as i64);
     }
-    parse_rfc3339(t).map(Instant::At)
+    parse_rfc3339_ns(t).map(Instant::At)
+}
+
+/// As `parse_rfc3339`, keeping up to nanoseconds of the fraction.
+pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
+    let ms = parse_rfc3339(s)?;
+    // The fraction beyond milliseconds, which `parse_rfc3339` drops.
+    let sub = s
+        .find('.')
+        .map(|dot| {
+            let digits: String = s[dot + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            let padded: String = digits.chars().chain("000000000".chars()).take(9).collect();
+            padded[3..].parse::<i64>().unwrap_or(0)
+        })
+        .unwrap_or(0);
+    Some(ms * NS_PER_MS + sub)
 }
 
 /// `YYYY-MM-DD[(T| )HH:MM[:SS[.fraction]]][Z|±HH:MM]` → ms since the epoch (UTC if no offset).
@@ -186,68 +238,43 @@ mod instant_tests {
 
     const NOW: i64 = 1_795_253_400_000; // 2026-11-21T09:30:00Z
 
+    /// An instant given in milliseconds.
+    fn at(ms: i64) -> Instant {
+        Instant::At(ms * NS_PER_MS)
+    }
+
     #[test]
     fn absolute() {
-        assert_eq!(
-            parse_instant("2026-11-21T09:30:00Z", NOW),
-            Some(Instant::At(NOW))
-        );
+        assert_eq!(parse_instant("2026-11-21T09:30:00Z", NOW), Some(at(NOW)));
         assert_eq!(
             parse_instant("2026-11-21T09:30:00.25Z", NOW),
-            Some(Instant::At(NOW + 250))
+            Some(at(NOW + 250))
         );
         assert_eq!(
             parse_instant("2026-11-21T11:30:00+02:00", NOW),
-            Some(Instant::At(NOW))
+            Some(at(NOW))
         );
-        assert_eq!(
-            parse_instant("2026-11-21 09:30:00", NOW),
-            Some(Instant::At(NOW))
-        );
+        assert_eq!(parse_instant("2026-11-21 09:30:00", NOW), Some(at(NOW)));
         assert_eq!(
             parse_instant("2026-11-21T09:30:00.123456789Z", NOW),
-            Some(Instant::At(NOW + 123))
+            Some(Instant::At(NOW * NS_PER_MS + 123_456_789))
         );
         assert_eq!(parse_rfc3339(&rfc3339(NOW + 7)), Some(NOW + 7));
-        assert_eq!(
-            parse_instant("2026-11-21", NOW),
-            Some(Instant::At(NOW - 34_200_000))
-        );
+        assert_eq!(parse_instant("2026-11-21", NOW), Some(at(NOW - 34_200_000)));
     }
 
     #[test]
     fn relative() {
         assert_eq!(parse_instant("LATEST", NOW), Some(Instant::Latest));
         assert_eq!(parse_instant("latest", NOW), Some(Instant::Latest));
-        assert_eq!(
-            parse_instant("5 minutes ago", NOW),
-            Some(Instant::At(NOW - 300_000))
-        );
-        assert_eq!(
-            parse_instant("1 hour ago", NOW),
-            Some(Instant::At(NOW - 3_600_000))
-        );
-        assert_eq!(
-            parse_instant("2 hours ago", NOW),
-            Some(Instant::At(NOW - 7_200_000))
-        );
-        assert_eq!(
-            parse_instant("30 seconds ago", NOW),
-            Some(Instant::At(NOW - 30_000))
-        );
-        assert_eq!(
-            parse_instant("yesterday", NOW),
-            Some(Instant::At(NOW - 86_400_000))
-        );
-        assert_eq!(
-            parse_instant("-1h", NOW),
-            Some(Instant::At(NOW - 3_600_000))
-        );
-        assert_eq!(
-            parse_instant("-1m30s", NOW),
-            Some(Instant::At(NOW - 90_000))
-        );
-        assert_eq!(parse_instant("now", NOW), Some(Instant::At(NOW)));
+        assert_eq!(parse_instant("5 minutes ago", NOW), Some(at(NOW - 300_000)));
+        assert_eq!(parse_instant("1 hour ago", NOW), Some(at(NOW - 3_600_000)));
+        assert_eq!(parse_instant("2 hours ago", NOW), Some(at(NOW - 7_200_000)));
+        assert_eq!(parse_instant("30 seconds ago", NOW), Some(at(NOW - 30_000)));
+        assert_eq!(parse_instant("yesterday", NOW), Some(at(NOW - 86_400_000)));
+        assert_eq!(parse_instant("-1h", NOW), Some(at(NOW - 3_600_000)));
+        assert_eq!(parse_instant("-1m30s", NOW), Some(at(NOW - 90_000)));
+        assert_eq!(parse_instant("now", NOW), Some(at(NOW)));
     }
 
     #[test]

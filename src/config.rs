@@ -369,11 +369,12 @@ impl Config {
         let hydration_path = lookup("hydration_path").filter(|(_, v)| !v.trim().is_empty());
         let hydration = match (hydration_enabled, hydration_path) {
             (true, path) => Some(path.map(|(_, v)| std::path::PathBuf::from(v.trim()))),
+            // The Go extension ignores a path without hydration: so do we, saying so.
             (false, Some((src, _))) => {
-                return Err(Error::config(
-                    &src,
-                    "is only used with hydration_enabled=true",
-                ))
+                crate::log_info!(
+                    "litestream: {src} is set but hydration is not enabled (hydration_enabled=true): ignored"
+                );
+                None
             }
             (false, None) => None,
         };
@@ -683,10 +684,13 @@ mod tests {
             ("request_budget", "lots"),
             ("hedge_after", "soon"),
             ("hydration_enabled", "maybe"),
-            ("hydration_path", "/tmp/h.db"),
         ] {
             let e = Config::from_params(&map(&[url, (k, v)]), &no_env).unwrap_err();
             assert!(e.to_string().contains(k), "{e}");
         }
+        // A path without hydration is ignored, as the Go extension ignores it.
+        let c =
+            Config::from_params(&map(&[url, ("hydration_path", "/tmp/h.db")]), &no_env).unwrap();
+        assert_eq!(c.hydration, None);
     }
 }

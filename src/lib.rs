@@ -7,8 +7,10 @@
 //! failure to one SQLite result code.
 //!
 //! Writes flow the other way: `vfs` passes a primary's files to the OS VFS and tells
-//! `primary` when a write transaction ends or the WAL restarts; `primary` copies committed
-//! WAL frames into mirrors, encodes them as `ltx` files and uploads them through `storage`.
+//! `primary` when a write transaction ends, the WAL restarts or a `sync=remote` commit
+//! needs the replica; of all the processes with the database open, the leader copies what
+//! the wal-index says is committed into mirrors, encodes it as `ltx` files and uploads them
+//! through `storage`, and the others follow its published progress.
 
 pub mod backoff;
 pub mod cache;

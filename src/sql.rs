@@ -42,7 +42,7 @@ pub fn txid(file: &ReplicaFile) -> Result<Value> {
 /// the newest state.
 pub fn time(file: &ReplicaFile) -> Result<Value> {
     if let Some(past) = file.past() {
-        return Ok(Value::Text(clock::rfc3339(past.at_ms)));
+        return Ok(Value::Text(clock::rfc3339_ns(past.at_ns)));
     }
     let snap = file.snapshot()?;
     Ok(Value::Text(clock::rfc3339(snap.timestamp_ms)))
@@ -64,7 +64,7 @@ pub fn restore(file: &ReplicaFile, path: &str, instant: Option<&str>) -> Result<
         None => file.snapshot()?,
         Some(v) => match config::instant("litestream_restore", v)? {
             clock::Instant::Latest => replica.current(),
-            clock::Instant::At(ms) => replica.snapshot_at(ms)?,
+            clock::Instant::At(ns) => replica.snapshot_at(ns)?,
         },
     };
     crate::replica::restore::write_database(replica, &snap, std::path::Path::new(path))
@@ -170,6 +170,18 @@ pub fn pragma(file: &mut ReplicaFile, name: &str, value: Option<&str>) -> Option
     let result = match name.as_str() {
         "litestream_txid" => read_only(txid, file),
         "litestream_role" => read_only(|_| Ok(Value::Text("replica".into())), file),
+        // The Go extension's switch of its write mode: 0 on a replica, which cannot write.
+        "litestream_write_enabled" => match value.map(parse_flag) {
+            None | Some(Some(false)) => Ok(Value::Int(0)),
+            Some(Some(true)) => Err(Error::config(
+                "litestream_write_enabled",
+                "a read replica cannot write: open the database with role=primary (or write_enabled=true)",
+            )),
+            Some(None) => Err(Error::config(
+                "litestream_write_enabled",
+                format!("{:?} is not 0 or 1", value.unwrap_or_default()),
+            )),
+        },
         "litestream_lag" => read_only(lag, file),
         "litestream_stats" => read_only(stats, file),
         // Setting answers with the instant now shown (a row, where the Go extension's
@@ -332,15 +344,40 @@ pub fn primary_function(p: &Primary, name: &str) -> Result<Value> {
     }
 }
 
+/// A pragma's boolean value: `1`/`true`/`on`/`yes` or `0`/`false`/`off`/`no`.
+fn parse_flag(v: &str) -> Option<bool> {
+    match v
+        .trim()
+        .trim_matches(|c| c == '\'' || c == '"')
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "1" | "true" | "on" | "yes" => Some(true),
+        "0" | "false" | "off" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// The settings of one connection to a primary, which its pragmas read and set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrimaryConnection {
+    /// `litestream_sync`: when its COMMITs return.
+    pub sync: SyncMode,
+    /// `litestream_write_enabled`: 0 stops this connection's writes (SQLITE_READONLY), 1
+    /// resumes them — the Go extension's switch.
+    pub writes: bool,
+}
+
 /// The pragmas of a primary's main database: ours, and the ones that would stop capture.
-/// `sync` is the connection's own setting (`PRAGMA litestream_sync` reads and sets it).
-/// None: not ours to answer (SQLite handles it).
+/// `conn` holds the connection's own settings. None: not ours to answer (SQLite handles
+/// it).
 pub fn primary_pragma(
     p: &Primary,
-    sync: &mut SyncMode,
+    conn: &mut PrimaryConnection,
     name: &str,
     value: Option<&str>,
 ) -> Option<Result<Value>> {
+    let sync = &mut conn.sync;
     let name = name.to_ascii_lowercase();
     let read_only = |f: &dyn Fn(&Primary) -> Result<Value>| match value {
         None => f(p),
@@ -358,6 +395,17 @@ pub fn primary_pragma(
         "litestream_stats" => read_only(&|p| primary_stats(p, current)),
         "litestream_role" => read_only(&|_| Ok(Value::Text("primary".into()))),
         "litestream_replica_url" => read_only(&|p| Ok(Value::Text(p.replica_url().into()))),
+        "litestream_write_enabled" => match value.map(parse_flag) {
+            None => Ok(Value::Int(conn.writes as i64)),
+            Some(Some(on)) => {
+                conn.writes = on;
+                Ok(Value::Int(on as i64))
+            }
+            Some(None) => Err(Error::config(
+                "litestream_write_enabled",
+                format!("{:?} is not 0 or 1", value.unwrap_or_default()),
+            )),
+        },
         "litestream_sync" => match v.as_deref() {
             None => Ok(Value::Text(sync_name(current).into())),
             Some("local") => {

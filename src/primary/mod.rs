@@ -364,15 +364,31 @@ impl Primary {
     /// SQLite is deleting the WAL after checkpointing all of it (the last connection of
     /// every process closed). Allowed when everything shipped; otherwise the WAL is kept,
     /// so the next open ships what is left.
+    ///
+    /// A process that does not lead keeps the WAL: what it holds may not have been copied
+    /// yet, and the next leader takes it up from there.
     pub fn may_delete_wal(&self) -> bool {
         let Some(l) = self.leader.get() else {
-            return true;
+            return false;
         };
-        match self.flush() {
+        // SQLite holds the database's EXCLUSIVE lock: nobody else can write the WAL. Copy
+        // what the last commits wrote (by the recovery rule: the wal-index is no longer ours
+        // to read), then ship it.
+        let copied = l.copy_new(Some(shm::Committed::Recovery));
+        l.copied.notify_one();
+        let target = l.published().copied.map(|(_, pos)| Mark::of(&pos));
+        let timeout = self.config.primary.shutdown_timeout;
+        let shipped = copied
+            .map_err(|e| e.to_string())
+            .and_then(|_| match target {
+                Some(t) => self.wait_covered(t, timeout),
+                None => Ok(()),
+            });
+        match shipped {
             Ok(()) => l.wal_deleted().is_ok(),
-            Err(e) => {
+            Err(why) => {
                 crate::log_warn!(
-                    "litestream: {}: keeping the WAL, it holds transactions not yet shipped ({e})",
+                    "litestream: {}: keeping the WAL, it holds transactions not yet shipped ({why})",
                     self.db_path.display()
                 );
                 false

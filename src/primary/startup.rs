@@ -116,30 +116,47 @@ pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()>
             let _ = std::fs::remove_file(e.path());
         }
     }
+    let (state_file, saved) = StateFile::open(meta_dir)?;
+    let mut saved = saved.filter(|s| s.replica_url == config.replica_url);
     let store = p.store.clone();
-    let listed = crate::runtime::block_on(async move { store.list_all().await })?;
-    let planned = match plan(&listed, None) {
-        Ok(pl) => Some(pl),
-        Err(PlanProblem::Empty) => None,
-        Err(problem) => {
+    let listed = match crate::runtime::block_on(async move { store.list_all().await }) {
+        Ok(listed) => Some(listed),
+        // The store does not answer, and this database has shipped to it before: go on
+        // from where the state file says shipping stopped (the claims keep another primary
+        // out), so that the database opens and commits while the store is down.
+        Err(e) if saved.as_ref().is_some_and(|s| !s.resync) => {
+            crate::log_warn!(
+                "litestream: {}: {e}; going on from TXID {} as shipped before",
+                p.db_path.display(),
+                Txid::new(saved.as_ref().map_or(0, |s| s.shipped.txid))
+            );
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let planned = match listed.as_deref().map(|l| plan(l, None)) {
+        Some(Ok(pl)) => Some(pl),
+        Some(Err(PlanProblem::Empty)) | None => None,
+        Some(Err(problem)) => {
             return Err(Error::NoState {
                 url: config.replica_url.clone(),
                 reason: format!("cannot continue this replica: {problem:?}"),
             })
         }
     };
-
-    let replica_max = planned.as_ref().and_then(|pl| pl.max_txid()).map(Txid::get);
-    let (state_file, saved) = StateFile::open(meta_dir)?;
-    let mut saved = saved.filter(|s| s.replica_url == config.replica_url);
-    // An upload in flight when the last leader stopped: did it land? If not, the first file
-    // ships that range again (its claim may be there).
+    let replica_max = match &listed {
+        Some(_) => planned.as_ref().and_then(|pl| pl.max_txid()).map(Txid::get),
+        None => saved.as_ref().map(|s| s.shipped.txid).filter(|&t| t > 0),
+    };
+    // An upload in flight when the last leader stopped: did it land? If not (or the store
+    // cannot say), the first file ships that range again (its claim may be there).
     let mut until = None;
     if let Some(s) = &mut saved {
         if let Some((min, after)) = s.in_flight.take() {
-            let landed = listed
-                .iter()
-                .any(|f| f.min.get() == min && f.max.get() == after.txid);
+            let landed = listed.as_ref().is_some_and(|l| {
+                l.iter()
+                    .any(|f| f.min.get() == min && f.max.get() == after.txid)
+            });
             if landed {
                 s.shipped = after;
                 s.resync = false;

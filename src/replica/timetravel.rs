@@ -1,7 +1,8 @@
 //! Time travel: the state of a replica at an instant.
 //!
 //! The state shown at instant T is that of the last file of a chain whose header timestamp
-//! is at or before T (the rule of Litestream's restore). Timestamps grow with TXIDs within
+//! (milliseconds) is strictly before T (nanoseconds): the rule of `litestream restore
+//! -timestamp` and of Litestream's Go extension, at every instant, file timestamps included. Timestamps grow with TXIDs within
 //! each level, so each level is binary-searched by reading file headers (100 bytes each,
 //! cached: files are immutable); the newest candidate that a chain from TXID 1 reaches
 //! exactly is the state. Only headers and page indexes are read, never pages.
@@ -16,13 +17,13 @@ use crate::ltx::{self, Header, Txid};
 use crate::storage::FileInfo;
 
 impl Replica {
-    /// The state at instant `at_ms` (ms since the epoch).
-    pub fn snapshot_at(self: &Arc<Self>, at_ms: i64) -> Result<Arc<Snapshot>> {
+    /// The state at instant `at_ns` (ns since the epoch).
+    pub fn snapshot_at(self: &Arc<Self>, at_ns: i64) -> Result<Arc<Snapshot>> {
         let r = self.clone();
-        crate::runtime::block_on(async move { r.snapshot_at_async(at_ms).await })
+        crate::runtime::block_on(async move { r.snapshot_at_async(at_ns).await })
     }
 
-    async fn snapshot_at_async(self: &Arc<Self>, at_ms: i64) -> Result<Arc<Snapshot>> {
+    async fn snapshot_at_async(self: &Arc<Self>, at_ns: i64) -> Result<Arc<Snapshot>> {
         let listed = self.store.list_all().await?;
         let mut levels: BTreeMap<u8, Vec<FileInfo>> = BTreeMap::new();
         for f in &listed {
@@ -30,7 +31,7 @@ impl Replica {
         }
         let mut candidates = Vec::new();
         for files in levels.values() {
-            if let Some(f) = self.last_at_or_before(files, at_ms).await? {
+            if let Some(f) = self.last_before(files, at_ns).await? {
                 candidates.push(f.max);
             }
         }
@@ -43,16 +44,18 @@ impl Replica {
                 }
             }
         }
-        Err(self.before_earliest(&listed, at_ms).await)
+        Err(self.before_earliest(&listed, at_ns).await)
     }
 
-    /// Among `files` (one level, ascending TXIDs), the last whose timestamp is <= `at_ms`.
-    async fn last_at_or_before(&self, files: &[FileInfo], at_ms: i64) -> Result<Option<FileInfo>> {
+    /// Among `files` (one level, ascending TXIDs), the last whose timestamp is before
+    /// `at_ns`.
+    async fn last_before(&self, files: &[FileInfo], at_ns: i64) -> Result<Option<FileInfo>> {
         let (mut lo, mut hi) = (0usize, files.len());
-        // Invariant: files[..lo] are at or before `at_ms`, files[hi..] after it.
+        // Invariant: files[..lo] are before `at_ns`, files[hi..] at or after it.
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.header(&files[mid]).await?.timestamp <= at_ms {
+            let ts = self.header(&files[mid]).await?.timestamp;
+            if (ts as i128) * (clock::NS_PER_MS as i128) < at_ns as i128 {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -81,7 +84,7 @@ impl Replica {
         Snapshot::build(&loaded).ok_or_else(|| Error::Internal("empty chain".into()))
     }
 
-    async fn before_earliest(&self, listed: &[FileInfo], at_ms: i64) -> Error {
+    async fn before_earliest(&self, listed: &[FileInfo], at_ns: i64) -> Error {
         let mut earliest: Option<i64> = None;
         for f in listed.iter().filter(|f| f.min == Txid::new(1)) {
             if let Ok(h) = self.header(f).await {
@@ -90,13 +93,13 @@ impl Replica {
         }
         let reason = match earliest {
             Some(e) => format!(
-                "{} is before the earliest reachable state ({})",
-                clock::rfc3339(at_ms),
+                "{} is not after the earliest reachable state ({})",
+                clock::rfc3339_ns(at_ns),
                 clock::rfc3339(e)
             ),
             None => format!(
                 "no state of the replica is reachable at {}",
-                clock::rfc3339(at_ms)
+                clock::rfc3339_ns(at_ns)
             ),
         };
         Error::config("time", reason)

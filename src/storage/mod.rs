@@ -139,22 +139,19 @@ impl Store {
         let mut backoff =
             crate::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
-            let attempt = async {
-                if hedged {
-                    self.hedge(&op).await
-                } else {
-                    op().await
-                }
-            };
             // An attempt may take a little longer than the whole retry window (the HTTP
             // client retries refused connections within it), never the client's own minute.
             let limit = ATTEMPT_TIMEOUT.min(self.retry_for + Duration::from_secs(1));
-            let r = match tokio::time::timeout(limit, attempt).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::Timeout {
-                    what: what(),
-                    after: limit,
-                }),
+            let timed_out = || Error::Timeout {
+                what: what(),
+                after: limit,
+            };
+            let r = if hedged {
+                self.hedge(&op, limit, timed_out).await
+            } else {
+                tokio::time::timeout(limit, op())
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out()))
             };
             match r {
                 Err(e) if is_transient(&e) => {
@@ -171,39 +168,69 @@ impl Store {
         }
     }
 
-    /// One attempt of `op`, sent again when it has not answered within `hedge_after`; the
-    /// first success wins and the other is dropped.
-    async fn hedge<T, F, Fut>(&self, op: &F) -> Result<T>
+    /// One attempt of `op`, sent again when it has not answered within `hedge_after`, and
+    /// again at twice that, and so on (at most `MAX_IN_FLIGHT` at once): the first success
+    /// wins and the others are dropped. A request lost in a store that stopped answering for
+    /// a moment is overtaken by one sent after it answers again.
+    ///
+    /// Bounded by `limit`: then the failure of an attempt that ended is reported (its cause
+    /// says more than the time), else `timed_out()`.
+    async fn hedge<T, F, Fut>(
+        &self,
+        op: &F,
+        limit: Duration,
+        timed_out: impl Fn() -> Error,
+    ) -> Result<T>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let hedge = self.hedge_after();
-        let first = op();
-        if hedge.is_zero() {
-            return first.await;
+        use futures::stream::{FuturesUnordered, StreamExt};
+        const MAX_IN_FLIGHT: usize = 4;
+        let mut wait = self.hedge_after();
+        if wait.is_zero() {
+            return tokio::time::timeout(limit, op())
+                .await
+                .unwrap_or_else(|_| Err(timed_out()));
         }
-        tokio::pin!(first);
-        tokio::select! {
-            r = &mut first => return r,
-            _ = tokio::time::sleep(hedge) => {}
-        }
-        self.stats.hedged.fetch_add(1, Ordering::Relaxed);
-        let second = op();
-        tokio::pin!(second);
-        let (winner, from_second) = tokio::select! {
-            r = &mut first => (r, false),
-            r = &mut second => (r, true),
+        let give_up = tokio::time::sleep(limit);
+        tokio::pin!(give_up);
+        let attempt = |which: usize| {
+            let f = op();
+            async move { (which, f.await) }
         };
-        match (winner, from_second) {
-            (Ok(v), won) => {
-                if won {
-                    self.stats.hedge_wins.fetch_add(1, Ordering::Relaxed);
+        let mut flying = FuturesUnordered::new();
+        flying.push(attempt(0));
+        let mut sent = 1usize;
+        let mut last_err = None;
+        loop {
+            let next_hedge = tokio::time::sleep(wait);
+            tokio::pin!(next_hedge);
+            tokio::select! {
+                done = flying.next() => match done {
+                    Some((which, Ok(v))) => {
+                        if which > 0 {
+                            self.stats.hedge_wins.fetch_add(1, Ordering::Relaxed);
+                        }
+                        return Ok(v);
+                    }
+                    Some((_, Err(e))) => {
+                        last_err = Some(e);
+                        if flying.is_empty() {
+                            return Err(last_err.expect("set above"));
+                        }
+                    }
+                    None => return Err(last_err.expect("an attempt was made")),
+                },
+                _ = &mut give_up => return Err(last_err.unwrap_or_else(timed_out)),
+                _ = &mut next_hedge, if flying.len() < MAX_IN_FLIGHT => {
+                    self.stats.hedged.fetch_add(1, Ordering::Relaxed);
+                    let which = sent;
+                    flying.push(attempt(which));
+                    sent += 1;
+                    wait *= 2;
                 }
-                Ok(v)
             }
-            (Err(_), false) => second.await,
-            (Err(_), true) => first.await,
         }
     }
 

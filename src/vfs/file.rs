@@ -20,7 +20,7 @@ pub const LOCK_SHARED: i32 = 1;
 /// A past state a connection looks at instead of the newest (time travel).
 pub struct Past {
     /// The instant asked for, ms since the epoch.
-    pub at_ms: i64,
+    pub at_ns: i64,
     pub snapshot: Arc<Snapshot>,
 }
 
@@ -70,9 +70,9 @@ impl ReplicaFile {
     pub fn set_time(&mut self, instant: Instant) -> Result<()> {
         self.past = match instant {
             Instant::Latest => None,
-            Instant::At(at_ms) => Some(Past {
-                at_ms,
-                snapshot: self.replica()?.snapshot_at(at_ms)?,
+            Instant::At(at_ns) => Some(Past {
+                at_ns,
+                snapshot: self.replica()?.snapshot_at(at_ns)?,
             }),
         };
         Ok(())

@@ -50,8 +50,8 @@ pub(super) struct PassHandle {
     primary: *const Primary,
     /// A main-database handle: one of the primary's connections.
     connection: bool,
-    /// This connection's `sync` setting.
-    sync: SyncMode,
+    /// This connection's own settings (`sync`, `write_enabled`).
+    conn: crate::sql::PrimaryConnection,
     /// The restart locks it holds leave out the pin's slot.
     restart_without_pin_slot: bool,
 }
@@ -112,7 +112,7 @@ pub(super) unsafe fn open(
         (*h).inner_mem = mem;
         (*h).primary = Arc::into_raw(primary);
         (*h).connection = matches!(kind, Kind::Db);
-        (*h).sync = sync;
+        (*h).conn = crate::sql::PrimaryConnection { sync, writes: true };
         (*h).restart_without_pin_slot = false;
         (*h).base.pMethods = match kind {
             Kind::Db => &DB_METHODS,
@@ -256,9 +256,9 @@ unsafe extern "C" fn p_file_control(
         let (_, _, primary) = unsafe { parts(file) };
         // SAFETY: our file; the fields are read here and written back below, never borrowed
         // across a call that reaches the file through another pointer.
-        let (connection, mut sync) = unsafe {
+        let (connection, mut conn) = unsafe {
             let h = file as *const PassHandle;
-            ((*h).connection, (*h).sync)
+            ((*h).connection, (*h).conn)
         };
         match op {
             FCNTL_LITESTREAM_PRIMARY => {
@@ -266,7 +266,7 @@ unsafe extern "C" fn p_file_control(
                 unsafe { *(arg as *mut *const Primary) = primary as *const Primary };
                 return ffi::SQLITE_OK;
             }
-            ffi::SQLITE_FCNTL_COMMIT_PHASETWO if connection && sync == SyncMode::Remote => {
+            ffi::SQLITE_FCNTL_COMMIT_PHASETWO if connection && conn.sync == SyncMode::Remote => {
                 // The transaction is committed and the write lock released: other writers
                 // go on while this COMMIT waits for the replica.
                 return match primary.wait_replicated() {
@@ -283,9 +283,9 @@ unsafe extern "C" fn p_file_control(
                 let (name, value) = unsafe { (api::text(*args.add(1)), api::text(*args.add(2))) };
                 if let Some(name) = name {
                     let answer =
-                        crate::sql::primary_pragma(primary, &mut sync, &name, value.as_deref());
+                        crate::sql::primary_pragma(primary, &mut conn, &name, value.as_deref());
                     // SAFETY: our file; see above.
-                    unsafe { (*(file as *mut PassHandle)).sync = sync };
+                    unsafe { (*(file as *mut PassHandle)).conn = conn };
                     if let Some(result) = answer {
                         let (rc, text) = match result {
                             Ok(v) => (ffi::SQLITE_OK, v.into_text()),
@@ -360,6 +360,11 @@ unsafe extern "C" fn p_shm_lock(
                 n
             };
             return forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);
+        }
+        // `PRAGMA litestream_write_enabled = 0`: this connection writes nothing.
+        // SAFETY: our file; read only.
+        if exclusive && offset == WAL_WRITE_LOCK && unsafe { !(*h).conn.writes } {
+            return ffi::SQLITE_READONLY;
         }
         if !restart_locks {
             let rc = forward!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags);

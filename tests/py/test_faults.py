@@ -28,7 +28,7 @@ NOT_REPLICATED = 6922  # SQLITE_IOERR_VNODE
 
 # A writer in its own process: `n` single-row transactions from `start`, each outcome
 # logged after the COMMIT returned; then, once `go_on` exists, waits until everything has
-# shipped and closes.
+# shipped and closes (with `go_on` "-", closes at once: the close ships what it can).
 WRITER = textwrap.dedent("""
     import json, os, sqlite3, sys, time
     ext, uri, log, start, n, go_on = sys.argv[1:7]
@@ -48,7 +48,9 @@ WRITER = textwrap.dedent("""
                 code = getattr(e, "sqlite_errorcode", None)
                 outcome = "notrep" if code == 6922 else f"err:{code}:{e}".replace(" ", "_")
             out.write(f"{i} {outcome}\\n"); out.flush()
-        while go_on != "-" and not os.path.exists(go_on):
+        if go_on == "-":
+            sys.exit(0)
+        while not os.path.exists(go_on):
             time.sleep(0.05)
         deadline = time.time() + 90
         while json.loads(c.execute("PRAGMA litestream_stats").fetchone()[0])["pending"]:
@@ -323,3 +325,26 @@ def test_a_full_primary_folder_fails_sync_remote_commits_and_loses_nothing(repli
         assert restored_ids(url, tmp_path, "r.db") == ids_of(db) == set(range(1, failed[0] + 1))
     finally:
         subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+def test_a_close_while_the_store_is_down_keeps_what_did_not_ship(faulty_s3, ext_path, tmp_path):
+    """The last connection closes while every request fails: the WAL (and the mirrors) keep
+    what did not ship, and the next open ships it once the store answers."""
+    proxy, through, direct = faulty_s3
+    db, log, go_on = tmp_path / "app.db", tmp_path / "log", tmp_path / "go_on"
+    w = start_writer(ext_path, primary_uri(db, through), log, 1, 20, "-")
+    w.communicate(timeout=120)
+    assert w.returncode == 0
+    proxy.add("status", rate=1.0)
+    uri = primary_uri(db, through, shutdown_timeout="1s")
+    w = start_writer(ext_path, uri, log, 100, 30, "-")
+    out, err = w.communicate(timeout=120)
+    assert w.returncode == 0, err[-3000:]
+    assert "keeping the WAL" in err or "not yet shipped" in err, err[-3000:]
+    assert max(restored_ids(direct, tmp_path, "while-down.db")) < 100
+    proxy.heal()
+    w = start_writer(ext_path, uri, log, 1000, 1, go_on)
+    go_on.touch()
+    out, err = w.communicate(timeout=120)
+    assert w.returncode == 0, err[-3000:]
+    assert restored_ids(direct, tmp_path, "healed.db") == ids_of(db) == set(range(1, 21)) | set(range(100, 130)) | {1000}

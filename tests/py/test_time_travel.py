@@ -135,7 +135,7 @@ def test_attach_past_and_present_in_one_statement(history, ext_path):
 def test_instant_before_the_first_state_is_an_error(history, ext_path):
     url, _, _, _ = history
     r = connect(vfs_uri(url, name="early.db"), ext=ext_path)
-    with pytest.raises(sqlite3.Error, match="before the earliest reachable state"):
+    with pytest.raises(sqlite3.Error, match="not after the earliest reachable state"):
         r.execute("PRAGMA litestream_time = '2001-01-01T00:00:00Z'").fetchall()
     with pytest.raises(sqlite3.Error, match="is not an instant") as info:
         r.execute("SELECT litestream_set_time('someday')").fetchall()
@@ -224,9 +224,11 @@ def test_history_lists_reachable_states(history, ext_path):
     assert txids == sorted(txids)
     assert max(txids) == int(r.execute("SELECT litestream_txid()").fetchone()[0], 16)
     assert all(f.startswith(f"ltx/{level}/") and f.endswith(".ltx") for _, _, level, f in rows)
-    # Every listed instant can be travelled to, and shows the state of its TXID.
+    # Every listed state can be travelled to: it shows from just after its file's timestamp
+    # (the rule of `litestream restore -timestamp`).
     for txid, ts, _, _ in rows[-3:]:
-        r.execute("SELECT litestream_set_time(?)", (ts,)).fetchone()
+        after = rfc3339(instant(ts.replace("Z", "+00:00")).timestamp() + 0.001)
+        r.execute("SELECT litestream_set_time(?)", (after,)).fetchone()
         assert int(r.execute("SELECT litestream_txid()").fetchone()[0], 16) >= int(txid, 16)
     r.execute("SELECT litestream_set_time('LATEST')").fetchone()
     # Each gap's instant lies after some listed state.
