@@ -69,6 +69,14 @@ impl PageCache {
         inner.evict();
     }
 
+    /// Removes and returns an entry, without counting a hit.
+    pub fn take(&self, key: PageKey) -> Option<Arc<[u8]>> {
+        let mut inner = self.inner.lock();
+        let page = inner.lru.pop(&key)?;
+        inner.bytes -= page.len() as u64;
+        Some(page)
+    }
+
     pub fn remove(&self, key: PageKey) {
         let mut inner = self.inner.lock();
         if let Some(old) = inner.lru.pop(&key) {

@@ -54,6 +54,8 @@ const OUR_PARAMS: &[&str] = &[
     "disk_cache_size",
     "hydration_enabled",
     "hydration_path",
+    // issue 20: page versions kept for pinned read transactions
+    "retain_size",
 ];
 
 /// Where parameter values come from. The FFI layer implements it over
@@ -203,6 +205,9 @@ pub struct Config {
     /// `hydration_enabled` (with `hydration_path`, else a file in the temporary folder):
     /// restore a full local copy in the background and serve from it.
     pub hydration: Option<Option<std::path::PathBuf>>,
+    /// `retain_size`: bytes of superseded page versions kept for read transactions pinned
+    /// to older states.
+    pub retain_size: u64,
 }
 
 impl Config {
@@ -378,6 +383,10 @@ impl Config {
             }
             (false, None) => None,
         };
+        let retain_size = match lookup("retain_size") {
+            Some((src, v)) => size(&src, &v)?,
+            None => crate::replica::retain::DEFAULT_RETAIN_SIZE,
+        };
         Ok(Config {
             replica_url,
             poll_interval,
@@ -392,6 +401,7 @@ impl Config {
             cache_path,
             disk_cache_size,
             hydration,
+            retain_size,
         })
     }
 }
@@ -670,10 +680,12 @@ mod tests {
                 ("cache_path", "/tmp/c"),
                 ("disk_cache_size", "10MB"),
                 ("hydration_enabled", "true"),
+                ("retain_size", "1MB"),
             ]),
             &no_env,
         )
         .unwrap();
+        assert_eq!(c.retain_size, 1 << 20);
         assert_eq!((c.prefetch, c.request_budget), (Some(0), 40));
         assert_eq!(c.hedge_after, Duration::ZERO);
         assert_eq!(c.cache_path, Some("/tmp/c".into()));
@@ -684,6 +696,7 @@ mod tests {
             ("request_budget", "lots"),
             ("hedge_after", "soon"),
             ("hydration_enabled", "maybe"),
+            ("retain_size", "much"),
         ] {
             let e = Config::from_params(&map(&[url, (k, v)]), &no_env).unwrap_err();
             assert!(e.to_string().contains(k), "{e}");

@@ -57,6 +57,17 @@ pub enum Error {
     #[error("litestream: request_budget exceeded: this statement has made {spent} GET requests and needs more, over the budget of {budget} (raise it with PRAGMA litestream_request_budget, or 0 for no limit)")]
     Budget { budget: u64, spent: u64 },
 
+    /// A read transaction's state is older than the replica holds: retention deleted a
+    /// file it reads and no copy of the page was kept. SQLITE_BUSY_SNAPSHOT, as for a WAL
+    /// reader whose snapshot is stale: end the transaction and start another.
+    #[error("litestream: snapshot too old: this read transaction's state (TXID {txid}) reads {file}, which retention deleted, and retain_size ({retain_size} bytes) kept no copy of the page; end the transaction and retry (the newest state is TXID {newest})")]
+    SnapshotTooOld {
+        txid: String,
+        newest: String,
+        file: String,
+        retain_size: u64,
+    },
+
     /// A write was attempted on a read-only view.
     #[error("litestream: {0} is read-only")]
     ReadOnly(String),
@@ -102,6 +113,7 @@ impl Error {
             | Error::Storage { .. }
             | Error::Timeout { .. }
             | Error::Budget { .. } => code::SQLITE_IOERR_READ,
+            Error::SnapshotTooOld { .. } => code::SQLITE_BUSY_SNAPSHOT,
             Error::ReadOnly(_) => code::SQLITE_READONLY,
             Error::Io { .. } => code::SQLITE_IOERR,
             Error::NotReplicated { .. } => code::SQLITE_IOERR_VNODE,

@@ -97,6 +97,7 @@ pub fn stats(file: &ReplicaFile) -> Result<Value> {
     let (entries, bytes) = replica.cache.usage();
     let s = &replica.store.stats;
     let status = replica.status.lock().clone();
+    let kept = replica.retention.usage();
     let v = serde_json::json!({
         "replica_url": replica.store.url(),
         "txid": snap.txid.to_string(),
@@ -132,6 +133,13 @@ pub fn stats(file: &ReplicaFile) -> Result<Value> {
         "reads": {
             "last_error": status.last_read_error,
         },
+        "retained": {
+            "pinned": kept.pins,
+            "entries": kept.entries,
+            "bytes": kept.bytes,
+            "budget": kept.budget,
+            "dropped": kept.dropped,
+        },
         // issue 6: this connection's cost, and its current or last statement's
         "connection": file.meters.connection.json(),
         "statement": file.meters.statement.json(),
@@ -143,6 +151,7 @@ pub fn stats(file: &ReplicaFile) -> Result<Value> {
                 "state": state,
                 "txid": txid.map(|t| t.to_string()),
                 "pages_served": h.served.load(Ordering::Relaxed),
+                "pages_fetched": h.fetched.load(Ordering::Relaxed),
                 "pages_current": current,
             })
         }),
@@ -209,6 +218,13 @@ pub fn pragma(file: &mut ReplicaFile, name: &str, value: Option<&str>) -> Option
                 replica.cache.set_capacity(config::size(&name, v)?);
             }
             Ok(Value::Int(replica.cache.capacity() as i64))
+        })(),
+        "litestream_retain_size" => (|| {
+            let replica = file.replica()?;
+            if let Some(v) = value {
+                replica.retention.set_budget(config::size(&name, v)?);
+            }
+            Ok(Value::Int(replica.retention.usage().budget as i64))
         })(),
         "litestream_open_timeout" => read_only(
             |f| {

@@ -92,6 +92,7 @@ fn open(dir: &std::path::Path) -> std::sync::Arc<litestream::replica::Replica> {
         cache_path: None,
         disk_cache_size: 0,
         hydration: None,
+        retain_size: 1 << 20,
     })
     .unwrap()
 }

@@ -28,7 +28,7 @@ echo "=== pytest tests/py (Debian /usr/bin/python3) ==="
 # The suite takes a few minutes; the hard limit keeps a hang from eating the CI budget
 # (SIGINT first, so that pytest still prints its summary).
 rc=0
-timeout -s INT -k 30 "${LITESTREAM_PYTEST_TIMEOUT:-900}" \
+timeout -s INT -k 30 "${LITESTREAM_PYTEST_TIMEOUT:-1300}" \
   /usr/bin/python3 -m pytest tests/py -v "$@" || rc=$?
 if ((rc == 124 || rc == 137)); then
   echo "pytest was stopped by the time limit" >&2

@@ -16,8 +16,14 @@
 //! Following: once fewer than half of the copy's pages are current, the newest state is
 //! hydrated again into a new file (unchanged pages copied from the old copy, the others
 //! fetched), which replaces the old one; readers holding the old copy keep its open file.
+//!
+//! Across sessions (see `copy_record`): a record beside the copy names its state. The next
+//! open serves a complete copy at once, for the pages the newest state still reads from
+//! the copy's files; a copy whose session ended before it was complete (the `sqlite3` shell
+//! quits quickly) is finished where it stopped, since its record says after each batch which
+//! pages are in. The copy being written is locked: another process waits, then adopts it.
 
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -25,6 +31,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
+use super::copy_record::{record_path, CopyRecord};
 use super::{prefetch, Moved, Replica, Snapshot};
 use crate::error::{Error, Result};
 use crate::ltx::{self, Txid};
@@ -36,6 +43,7 @@ const PARALLEL: usize = 16;
 
 pub struct Hydration {
     path: PathBuf,
+    replica_url: String,
     /// Serialises installing the copy with publishing states (see the module comment).
     publishing: Mutex<()>,
     ready: RwLock<Option<Arc<Copy>>>,
@@ -44,6 +52,8 @@ pub struct Hydration {
     changed_meanwhile: Mutex<Option<std::collections::HashSet<u32>>>,
     status: Mutex<String>,
     pub served: AtomicU64,
+    /// Pages the copies were given from storage (not from an earlier copy).
+    pub fetched: AtomicU64,
 }
 
 struct Copy {
@@ -80,14 +90,16 @@ impl Copy {
 }
 
 impl Hydration {
-    pub fn new(path: PathBuf) -> Hydration {
+    pub fn new(path: PathBuf, replica_url: &str) -> Hydration {
         Hydration {
             path,
+            replica_url: replica_url.to_string(),
             publishing: Mutex::new(()),
             ready: RwLock::new(None),
             changed_meanwhile: Mutex::new(None),
             status: Mutex::new("hydrating".into()),
             served: AtomicU64::new(0),
+            fetched: AtomicU64::new(0),
         }
     }
 
@@ -177,19 +189,28 @@ impl Hydration {
 
     /// Restores the newest state into the copy, then serves it; afterwards, once fewer than
     /// half of the copy's pages are still current, hydrates the newest state again (copying
-    /// the unchanged pages from the old copy, fetching only the changed ones). Runs on a
-    /// thread of its own until the replica is closed or a hydration fails.
+    /// the unchanged pages from the old copy, fetching only the changed ones). A complete
+    /// copy left by an earlier session is adopted at once; an unfinished one is finished.
+    /// Runs on a thread of its own until the replica is closed or a hydration fails.
     pub fn run(&self, replica: Weak<Replica>) {
         loop {
             let Some(r) = replica.upgrade() else { return };
+            if self.ready.read().is_none() {
+                if let Some(txid) = self.adopt(&r) {
+                    *self.status.lock() = "ready".into();
+                    crate::log_info!("adopted the copy {} (TXID {txid})", self.path.display());
+                }
+            }
             if self.stale(&r) {
                 let result = self.hydrate(&r);
                 *self.status.lock() = match &result {
-                    Ok(()) => "ready".into(),
+                    Ok(true) => "ready".into(),
+                    Ok(false) => "waiting: another process is writing the copy".into(),
                     Err(e) => format!("failed: {e}"),
                 };
                 match result {
-                    Ok(()) => crate::log_info!("hydrated {}", self.path.display()),
+                    Ok(true) => crate::log_info!("hydrated {}", self.path.display()),
+                    Ok(false) => {}
                     Err(e) => {
                         crate::log_warn!("hydration of {} failed: {e}", self.path.display());
                         return;
@@ -210,7 +231,31 @@ impl Hydration {
         replica.current().txid > copy.txid && copy.current_pages() * 2 < copy.pages as u64
     }
 
-    fn hydrate(&self, replica: &Arc<Replica>) -> Result<()> {
+    /// Serves a complete copy an earlier session left at the path, for the pages that the
+    /// newest state reads unchanged from the copy's files. Returns the copy's TXID.
+    fn adopt(&self, replica: &Replica) -> Option<Txid> {
+        let record = CopyRecord::load(&record_path(&self.path)).filter(|r| r.done.is_none())?;
+        let file = std::fs::File::open(&self.path).ok()?;
+        let meta = file.metadata().ok()?;
+        if meta.ino() != record.ino || meta.len() != record.pages as u64 * record.page_size as u64 {
+            return None;
+        }
+        let _one = self.publishing.lock();
+        let words = record.reusable(&self.replica_url, &replica.current())?;
+        let copy = Copy {
+            file,
+            txid: Txid::new(record.txid),
+            page_size: record.page_size,
+            pages: record.pages,
+            unchanged: words.into_iter().map(AtomicU64::new).collect(),
+        };
+        *self.ready.write() = Some(Arc::new(copy));
+        Some(Txid::new(record.txid))
+    }
+
+    /// Hydrates the newest state and serves it. False when another process is writing the
+    /// copy now (this one adopts it once complete).
+    fn hydrate(&self, replica: &Arc<Replica>) -> Result<bool> {
         let snap = {
             let _one = self.publishing.lock();
             *self.changed_meanwhile.lock() = Some(Default::default());
@@ -219,7 +264,9 @@ impl Hydration {
         let result = self.write_copy(replica, &snap);
         let _one = self.publishing.lock();
         let changed = self.changed_meanwhile.lock().take().unwrap_or_default();
-        let file = result?;
+        let Some(file) = result? else {
+            return Ok(false);
+        };
         // Install: pages the states published meanwhile changed start cleared.
         let words = (snap.commit() as usize).div_ceil(64);
         let copy = Copy {
@@ -233,36 +280,83 @@ impl Hydration {
             copy.clear(pgno);
         }
         *self.ready.write() = Some(Arc::new(copy));
-        Ok(())
+        Ok(true)
     }
 
-    /// Writes every page of `snap` to the copy's path; returns the file, open.
-    fn write_copy(&self, replica: &Arc<Replica>, snap: &Snapshot) -> Result<std::fs::File> {
+    /// Writes every page of `snap` to `<path>.hydrating`, then renames it to the path;
+    /// returns the file, open. The file is locked while written (None: another process
+    /// holds it), and its record says after each batch which pages are in, so that a
+    /// session that ends early leaves a copy the next one finishes.
+    fn write_copy(&self, replica: &Arc<Replica>, snap: &Snapshot) -> Result<Option<std::fs::File>> {
         let ps = snap.page_size as u64;
         let mut tmp = self.path.as_os_str().to_owned();
         tmp.push(".hydrating");
         let tmp = PathBuf::from(tmp);
+        let tmp_record = record_path(&tmp);
         let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", tmp.display()), e);
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .open(&tmp)
             .map_err(|e| io("creating", e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", e)),
+        }
+        let ino = file.metadata().map_err(|e| io("reading", e))?.ino();
+        // What an unfinished copy of an earlier session holds in this state's version stays.
+        let resumed = CopyRecord::load(&tmp_record)
+            .filter(|r| r.ino == ino && r.done.is_some())
+            .and_then(|r| r.reusable(&self.replica_url, snap));
+        let mut done = match resumed {
+            Some(words) => {
+                let n = words.iter().map(|w| w.count_ones() as u64).sum::<u64>();
+                crate::log_info!("{}: {n} pages already in, going on", tmp.display());
+                words
+            }
+            None => {
+                file.set_len(0).map_err(|e| io("emptying", e))?;
+                Vec::new()
+            }
+        };
+        done.resize((snap.commit() as usize).div_ceil(64), 0);
         file.set_len(snap.commit() as u64 * ps)
             .map_err(|e| io("sizing", e))?;
+        let mut record = CopyRecord::for_state(&self.replica_url, snap, ino);
+        let save = |record: &mut CopyRecord, done: &[u64]| {
+            file.sync_data().map_err(|e| io("syncing", e))?;
+            record.set_done(Some(done));
+            record.save(&tmp_record).map_err(|e| io("recording", e))
+        };
+        save(&mut record, &done)?;
+        let is_done = |done: &[u64], pgno: u32| {
+            let i = (pgno - 1) as usize;
+            done[i / 64] & (1 << (i % 64)) != 0
+        };
+        let mark = |done: &mut [u64], pgno: u32| {
+            let i = (pgno - 1) as usize;
+            done[i / 64] |= 1 << (i % 64);
+        };
         // Pages the previous copy holds unchanged are copied locally; the rest are fetched.
         let old = self.ready.read().clone();
         let mut fetch = Vec::new();
         let mut page = vec![0u8; ps as usize];
         for (pgno, loc) in snap.index.iter() {
+            if is_done(&done, pgno) {
+                continue;
+            }
             let local = old.as_ref().filter(|c| {
                 c.page_size == snap.page_size && pgno <= c.pages && c.is_unchanged(pgno)
             });
             let at = (pgno as u64 - 1) * ps;
             match local.map(|c| c.file.read_exact_at(&mut page, at)) {
-                Some(Ok(())) => file.write_all_at(&page, at).map_err(|e| io("writing", e))?,
+                Some(Ok(())) => {
+                    file.write_all_at(&page, at).map_err(|e| io("writing", e))?;
+                    mark(&mut done, pgno);
+                }
                 _ => fetch.push((pgno, loc)),
             }
         }
@@ -294,12 +388,21 @@ impl Hydration {
                         .map_err(|e| Error::corrupt(name.clone(), e))?;
                     file.write_all_at(&frame, (*pgno as u64 - 1) * ps)
                         .map_err(|e| io("writing", e))?;
+                    mark(&mut done, *pgno);
                 }
+                self.fetched
+                    .fetch_add(r.run.len() as u64, Ordering::Relaxed);
             }
+            save(&mut record, &done)?;
         }
         file.sync_all().map_err(|e| io("syncing", e))?;
         std::fs::rename(&tmp, &self.path)
             .map_err(|e| Error::io(format!("renaming to {}", self.path.display()), e))?;
-        Ok(file)
+        record.set_done(None);
+        record
+            .save(&record_path(&self.path))
+            .map_err(|e| Error::io(format!("recording {}", self.path.display()), e))?;
+        let _ = std::fs::remove_file(&tmp_record);
+        Ok(Some(file))
     }
 }

@@ -2,6 +2,7 @@
 //! that opens it. It owns the store client, the page cache and the current [`Snapshot`];
 //! its poller (one tokio task) publishes newer snapshots as Litestream ships files.
 
+mod copy_record;
 pub mod disk_cache;
 pub mod files;
 pub mod hydrate;
@@ -12,11 +13,12 @@ mod poller;
 pub mod prefetch;
 pub mod registry;
 pub mod restore;
+pub mod retain;
 pub mod snapshot;
 pub mod timetravel;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::ltx::{self, Txid};
 use crate::storage::url::Timeouts;
 use crate::storage::{FileInfo, Store};
-use index::FileId;
+use index::{FileId, Loc};
 use plan::PlanProblem;
 pub use snapshot::{FileMeta, LoadedFile, Moved, Snapshot};
 
@@ -62,8 +64,8 @@ pub struct Replica {
     planner: tokio::sync::Mutex<Planner>,
     next_file_id: AtomicU32,
     wake: tokio::sync::Notify,
-    /// Read transactions holding a snapshot now.
-    pinned: AtomicUsize,
+    /// Read transactions holding a state now, and the page versions kept for them.
+    pub retention: Arc<retain::Retention>,
     read_ahead: ReadAhead,
     /// B-tree aware prefetch (children of interior pages).
     pub prefetcher: prefetch::Prefetcher,
@@ -77,16 +79,20 @@ pub struct Replica {
     indexes: Mutex<files::IndexCache>,
 }
 
-/// A snapshot held by a read transaction. While any is held, superseded cache entries are
-/// left for the LRU instead of removed: the transaction may still need them.
+/// A state held by a read transaction. While it is held, the page versions it reads are
+/// kept readable (see [`retain`]).
 pub struct Pinned {
     pub snapshot: Arc<Snapshot>,
+    /// The publish epoch of a pinned newest state; none for a past state (time travel).
+    epoch: Option<u64>,
     replica: Arc<Replica>,
 }
 
 impl Drop for Pinned {
     fn drop(&mut self) {
-        self.replica.pinned.fetch_sub(1, Ordering::AcqRel);
+        if let Some(epoch) = self.epoch {
+            self.replica.retention.unpin(epoch);
+        }
     }
 }
 
@@ -141,7 +147,7 @@ impl Replica {
             planner: tokio::sync::Mutex::new(Planner::default()),
             next_file_id: AtomicU32::new(0),
             wake: tokio::sync::Notify::new(),
-            pinned: AtomicUsize::new(0),
+            retention: Arc::new(retain::Retention::new(config.retain_size)),
             read_ahead: ReadAhead::default(),
             // A local replica's miss costs a system call: no b-tree prefetch unless asked.
             prefetcher: prefetch::Prefetcher::new(config.prefetch.unwrap_or(if local {
@@ -153,7 +159,7 @@ impl Replica {
             hydration: config.hydration.clone().map(|path| {
                 let path =
                     path.unwrap_or_else(|| hydrate::Hydration::default_path(&config.replica_url));
-                Arc::new(hydrate::Hydration::new(path))
+                Arc::new(hydrate::Hydration::new(path, &config.replica_url))
             }),
             headers: Mutex::new(HashMap::new()),
             indexes: Mutex::new(files::IndexCache::new(INDEX_CACHE_ENTRIES)),
@@ -206,9 +212,16 @@ impl Replica {
 
     /// Pins a state (the newest, or a past one) for a read transaction.
     pub fn pin(self: &Arc<Self>, past: Option<&Arc<Snapshot>>) -> Pinned {
-        self.pinned.fetch_add(1, Ordering::AcqRel);
+        let (snapshot, epoch) = match past {
+            Some(past) => (past.clone(), None),
+            None => {
+                let (snap, epoch) = self.retention.pin(|| self.current());
+                (snap, Some(epoch))
+            }
+        };
         Pinned {
-            snapshot: past.cloned().unwrap_or_else(|| self.current()),
+            snapshot,
+            epoch,
             replica: self.clone(),
         }
     }
@@ -223,8 +236,8 @@ impl Replica {
     }
 
     /// Makes `snap` the newest state. Cache entries of pages it moved to another file with the
-    /// same content are re-keyed; those of superseded versions are dropped, unless a read
-    /// transaction is pinned to an older state and may still read them.
+    /// same content are re-keyed; superseded versions are kept for read transactions pinned
+    /// to older states that may read them, and dropped otherwise.
     fn publish(&self, snap: Snapshot, moved: &[Moved]) {
         match &self.hydration {
             Some(h) => h.publishing(&self.current(), snap, moved, |s| self.publish_now(s, moved)),
@@ -233,15 +246,107 @@ impl Replica {
     }
 
     fn publish_now(&self, snap: Snapshot, moved: &[Moved]) {
-        let idle = self.pinned.load(Ordering::Acquire) == 0;
+        let prev = self.current();
+        let next = Arc::new(snap);
+        let out = self.retention.publish(&prev, &next, moved, || {
+            *self.current.write() = next.clone();
+        });
         for m in moved {
-            match m.to {
-                Some(to) => self.cache.rekey((m.from.file, m.pgno), (to.file, m.pgno)),
-                None if idle => self.cache.remove((m.from.file, m.pgno)),
-                None => {}
+            if let Some(to) = m.to {
+                self.cache.rekey((m.from.file, m.pgno), (to.file, m.pgno));
             }
         }
-        *self.current.write() = Arc::new(snap);
+        for key in out.unneeded {
+            self.cache.remove(key);
+        }
+        let mut wanted = out.superseded;
+        wanted.extend(self.retention.take_deferred());
+        self.keep_superseded(wanted, &next);
+        self.retention.release_files(&next.files);
+    }
+
+    /// Keeps superseded versions that pinned states may read: from the page cache or the
+    /// disk cache, else as a redirect to a compacted file among `next`'s that holds the same
+    /// version, else fetched now while their files still exist (in the background: a pinned
+    /// reader that gets there first reads the file itself). What cannot be kept now is
+    /// tried again at the next publish (Litestream may delete an L0 file as soon as the
+    /// compaction that replaces it is written, before we list that compaction).
+    fn keep_superseded(&self, wanted: Vec<retain::Wanted>, next: &Snapshot) {
+        let mut fetch = Vec::new();
+        for w in wanted {
+            let held = || {
+                let frame = self.retention.held_frame(w.loc)?;
+                let page = ltx::decode_page_frame(&frame, w.meta.header.page_size, w.key.1);
+                page.ok().map(Arc::from)
+            };
+            let page = self.cache.take(w.key).or_else(held).or_else(|| {
+                let disk = self.disk.as_ref()?;
+                Some(disk.get(&w.meta, w.key.1)?.into())
+            });
+            if let Some(page) = page {
+                self.retention.keep(w.key, page, w.epoch);
+            } else if let Some((meta, loc)) = self.same_version_in(&w, next) {
+                self.retention.keep_elsewhere(w.key, meta, loc, w.epoch);
+            } else if w.gone {
+                self.retention.defer(w);
+            } else {
+                fetch.push(w);
+            }
+        }
+        // What the budget cannot hold is not worth a request (a re-plan may replace most
+        // of the database at once).
+        let room = self.retention.usage().budget / next.page_size.max(512) as u64;
+        fetch.truncate(room.min(usize::MAX as u64) as usize);
+        if fetch.is_empty() {
+            return;
+        }
+        let (store, retention) = (self.store.clone(), self.retention.clone());
+        let task = async move {
+            for (mut w, page) in fetch_frames(&store, fetch).await {
+                match page {
+                    Ok(page) => retention.keep(w.key, page, w.epoch),
+                    Err(e) => {
+                        crate::log_debug!(
+                            "keeping page {} of {} for a pinned read transaction: {e}",
+                            w.key.1,
+                            store.describe(&w.meta.info)
+                        );
+                        w.gone = matches!(e, Error::NotFound { .. });
+                        retention.defer(w);
+                    }
+                }
+            }
+        };
+        if let Ok(handle) = crate::runtime::handle() {
+            handle.spawn(task);
+        }
+    }
+
+    /// A file among `snap`'s that holds the version `w` wants: one that covers the range of
+    /// the version's file and ends by `w.until` holds the newest version of the page within
+    /// its range, which is that one. Uses page indexes already in memory only.
+    fn same_version_in(&self, w: &retain::Wanted, snap: &Snapshot) -> Option<(Arc<FileMeta>, Loc)> {
+        let from = &w.meta.info;
+        let pgno = w.key.1;
+        let mut indexes = self.indexes.lock();
+        snap.files.values().find_map(|f| {
+            let covers = f.id != w.meta.id
+                && f.info.min <= from.min
+                && f.info.max >= from.max
+                && f.info.max <= w.until;
+            if !covers {
+                return None;
+            }
+            let file = indexes.get(&f.info)?;
+            let i = file.pages.binary_search_by_key(&pgno, |e| e.pgno).ok()?;
+            let e = &file.pages[i];
+            let loc = Loc {
+                file: f.id,
+                size: e.size,
+                offset: e.offset,
+            };
+            Some((f.clone(), loc))
+        })
     }
 
     /// Caches every page of a file that was read whole: a new L0 file is small, its pages
@@ -253,13 +358,16 @@ impl Replica {
     /// the frames that lie within the bytes read (the head read of a large file at open).
     fn cache_whole_file(&self, file: &LoadedFile, current: Option<&Snapshot>) {
         let Some(bytes) = &file.bytes else { return };
-        let run: Vec<(u32, index::Loc)> = file
+        if current.is_none() {
+            self.retention.hold_file(file.meta.id, bytes.clone());
+        }
+        let run: Vec<(u32, Loc)> = file
             .pages
             .iter()
             .filter(|e| e.offset + e.size as u64 <= bytes.len() as u64)
             .filter(|e| current.is_none_or(|s| s.index.get(e.pgno).file == file.meta.id))
             .map(|e| {
-                let loc = index::Loc {
+                let loc = Loc {
                     file: file.meta.id,
                     size: e.size,
                     offset: e.offset,
@@ -284,6 +392,7 @@ impl Replica {
         self.headers
             .lock()
             .insert(info.clone(), file.meta.header.clone());
+        self.indexes.lock().put(&file);
         Ok(file)
     }
 
@@ -421,7 +530,8 @@ impl Replica {
             status.replans += 1;
             status.last_success = Some(SystemTime::now());
             drop(status);
-            self.publish(snap, &[]);
+            let moved = replaced(&cur, &snap);
+            self.publish(snap, &moved);
         }
         Ok(())
     }
@@ -456,10 +566,57 @@ impl Replica {
             Some(m) => meter::scope(m, || self.read_miss(snap, pgno, loc)),
             None => self.read_miss(snap, pgno, loc),
         };
+        let result = result.map_err(|e| self.too_old(snap, e));
         if let Err(e) = &result {
             self.status.lock().last_read_error = Some(e.to_string());
         }
         result
+    }
+
+    /// A file that an older state reads is gone, and no copy of the page was kept: the
+    /// state is older than the replica holds (not an I/O error: a new transaction reads).
+    fn too_old(&self, snap: &Snapshot, e: Error) -> Error {
+        let newest = self.current().txid;
+        match e {
+            Error::NotFound { file } if snap.txid < newest => Error::SnapshotTooOld {
+                txid: snap.txid.to_string(),
+                newest: newest.to_string(),
+                file,
+                retain_size: self.retention.usage().budget,
+            },
+            other => other,
+        }
+    }
+
+    /// Reads a page location kept for pinned states: its bytes, or the same content in
+    /// the file a compaction moved it to (itself perhaps kept in turn).
+    fn read_kept(&self, mut kept: retain::Kept, page_size: u32, pgno: u32) -> Result<Arc<[u8]>> {
+        loop {
+            let (meta, loc) = match kept {
+                retain::Kept::Page(page) => return Ok(page),
+                retain::Kept::Elsewhere { meta, loc } => (meta, loc),
+            };
+            if let Some(page) = self.cache.get((loc.file, pgno)) {
+                return Ok(page);
+            }
+            if let Some(next) = self.retention.get((loc.file, pgno)) {
+                kept = next;
+                continue;
+            }
+            if let Some(page) = self.disk.as_ref().and_then(|d| d.get(&meta, pgno)) {
+                return Ok(page.into());
+            }
+            meter::allow(1)?;
+            let started = Instant::now();
+            let range = loc.offset..loc.offset + loc.size as u64;
+            let bytes = self.store.read_range_blocking(&meta.info, range)?;
+            meter::charge(1, bytes.len() as u64, started.elapsed());
+            let page: Arc<[u8]> = ltx::decode_page_frame(&bytes, page_size, pgno)
+                .map_err(|e| Error::corrupt(self.store.describe(&meta.info), e))?
+                .into();
+            self.cache.insert((loc.file, pgno), page.clone());
+            return Ok(page);
+        }
     }
 
     /// A page not in the memory cache: from the hydrated copy, the disk cache, or storage.
@@ -467,8 +624,11 @@ impl Replica {
         self: &Arc<Self>,
         snap: &Arc<Snapshot>,
         pgno: u32,
-        loc: index::Loc,
+        loc: Loc,
     ) -> Result<Option<Arc<[u8]>>> {
+        if let Some(kept) = self.retention.get((loc.file, pgno)) {
+            return self.read_kept(kept, snap.page_size, pgno).map(Some);
+        }
         if let Some(page) = self.hydration.as_ref().and_then(|h| h.read(snap, pgno)) {
             return Ok(Some(page));
         }
@@ -483,38 +643,57 @@ impl Replica {
         };
         match fetched {
             Err(Error::NotFound { file }) => {
-                // Compaction or retention deleted the file under us. Re-plan now; the newer
-                // state serves this read if its copy of the page is no newer than ours.
-                crate::log_info!("{file} is gone; re-planning");
-                if let Err(e) = self.request_replan_now() {
-                    // The read still failed as a read: report the missing file, not the
-                    // planning error (which the poll status keeps).
-                    crate::log_warn!("re-planning after {file} vanished failed: {e}");
-                    self.status.lock().last_error = Some(e.to_string());
-                    return Err(Error::NotFound { file });
+                // Compaction or retention deleted the file under us. Catch up with the
+                // replica now: a poll re-points what compaction moved (and keeps it for
+                // pinned states); failing that, a re-plan from a full listing.
+                crate::log_info!("{file} is gone; catching up");
+                for replan in [false, true] {
+                    if let Err(e) = self.catch_up_now(replan) {
+                        crate::log_warn!("catching up after {file} vanished failed: {e}");
+                        self.status.lock().last_error = Some(e.to_string());
+                        continue;
+                    }
+                    if let Some(page) = self.read_after_catch_up(snap, pgno, loc)? {
+                        return Ok(Some(page));
+                    }
                 }
-                let latest = self.current();
-                let loc = latest.index.get(pgno);
-                let usable = latest
-                    .file(loc.file)
-                    .is_some_and(|m| m.info.max <= snap.txid);
-                if loc.is_none() || !usable {
-                    return Err(Error::NotFound { file });
-                }
-                if let Some(page) = self.cache.get((loc.file, pgno)) {
-                    return Ok(Some(page));
-                }
-                self.fetch(&latest, pgno, loc).map(Some)
+                // The read failed as a read: report the missing file.
+                Err(Error::NotFound { file })
             }
             other => other.map(Some),
         }
+    }
+
+    /// Page `pgno` of `snap` (at `loc`, whose file is gone) after a catch-up: kept for
+    /// pinned states, or the newest state's copy when it is no newer than `snap`'s.
+    fn read_after_catch_up(
+        &self,
+        snap: &Snapshot,
+        pgno: u32,
+        loc: Loc,
+    ) -> Result<Option<Arc<[u8]>>> {
+        if let Some(kept) = self.retention.get((loc.file, pgno)) {
+            return self.read_kept(kept, snap.page_size, pgno).map(Some);
+        }
+        let latest = self.current();
+        let loc = latest.index.get(pgno);
+        let usable = latest
+            .file(loc.file)
+            .is_some_and(|m| m.info.max <= snap.txid);
+        if loc.is_none() || !usable {
+            return Ok(None);
+        }
+        if let Some(page) = self.cache.get((loc.file, pgno)) {
+            return Ok(Some(page));
+        }
+        self.fetch(&latest, pgno, loc).map(Some)
     }
 
     /// Fetches `pgno` from storage, and with it the frames of the following pages when
     /// they sit right after it in the same file and are not cached yet: one ranged read
     /// serves a run of pages (a table scan reads whole runs; a point lookup pays little
     /// more than for one page, since a request's latency dwarfs its size).
-    fn fetch(&self, snap: &Snapshot, pgno: u32, loc: index::Loc) -> Result<Arc<[u8]>> {
+    fn fetch(&self, snap: &Snapshot, pgno: u32, loc: Loc) -> Result<Arc<[u8]>> {
         let meta = snap
             .file(loc.file)
             .ok_or_else(|| Error::Internal(format!("page {pgno} points to an unknown file")))?
@@ -570,7 +749,7 @@ impl Replica {
         page_size: u32,
         bytes: &[u8],
         start: u64,
-        run: &[(u32, index::Loc)],
+        run: &[(u32, Loc)],
         want: u32,
     ) -> Option<std::result::Result<Arc<[u8]>, ltx::LtxError>> {
         let mut first = None;
@@ -595,7 +774,7 @@ impl Replica {
     }
 
     /// Page `pgno` of `snap` (at `loc`) from the disk cache, kept in memory too.
-    fn read_disk_cache(&self, snap: &Snapshot, pgno: u32, loc: index::Loc) -> Option<Arc<[u8]>> {
+    fn read_disk_cache(&self, snap: &Snapshot, pgno: u32, loc: Loc) -> Option<Arc<[u8]>> {
         let disk = self.disk.as_ref()?;
         let meta = snap.file(loc.file)?;
         let page: Arc<[u8]> = disk.get(meta, pgno)?.into();
@@ -604,14 +783,89 @@ impl Replica {
         Some(page)
     }
 
-    /// Re-plans from a full listing before returning (used when a file vanished).
-    pub fn request_replan_now(self: &Arc<Self>) -> Result<()> {
+    /// Polls now (or re-plans from a full listing) before returning: a read found a file
+    /// gone.
+    pub fn catch_up_now(self: &Arc<Self>, replan: bool) -> Result<()> {
         let r = self.clone();
         crate::runtime::block_on(async move {
             let mut planner = r.planner.lock().await;
-            r.replan(&mut planner, false).await
+            if replan {
+                r.replan(&mut planner, false).await
+            } else {
+                poller::poll_planned(&r, &mut planner).await
+            }
         })
     }
+}
+
+/// The locations of `prev` that `next`, built afresh by a re-plan, no longer reads. A page
+/// whose location in `next` is a file ending at or before `prev`'s TXID did not change
+/// between the two states (that file holds its newest version up to `next`), so its
+/// location moves with the same content; any other is superseded.
+fn replaced(prev: &Snapshot, next: &Snapshot) -> Vec<Moved> {
+    let unchanged = |to: Loc| next.file(to.file).is_some_and(|f| f.info.max <= prev.txid);
+    prev.index
+        .differing(&next.index)
+        .into_iter()
+        .map(|pgno| (pgno, prev.index.get(pgno), next.index.get(pgno)))
+        .filter(|(_, from, _)| !from.is_none())
+        .map(|(pgno, from, to)| Moved {
+            pgno,
+            from,
+            to: (!to.is_none() && unchanged(to)).then_some(to),
+            until: prev.txid,
+        })
+        .collect()
+}
+
+/// Fetches the frames of `wanted`, one ranged read per run of adjacent frames of a file.
+async fn fetch_frames(
+    store: &Store,
+    mut wanted: Vec<retain::Wanted>,
+) -> Vec<(retain::Wanted, Result<Arc<[u8]>>)> {
+    wanted.sort_by_key(|w| (w.meta.id, w.loc.offset));
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut rest = wanted.into_iter().peekable();
+    while let Some(first) = rest.next() {
+        let mut run = vec![first];
+        while let Some(next) = rest.peek() {
+            let last = &run[run.len() - 1];
+            let end = last.loc.offset + last.loc.size as u64;
+            if next.meta.id != last.meta.id
+                || next.loc.offset != end
+                || end - run[0].loc.offset >= READ_AHEAD_BYTES
+            {
+                break;
+            }
+            run.extend(rest.next());
+        }
+        let meta = run[0].meta.clone();
+        let start = run[0].loc.offset;
+        let last = &run[run.len() - 1];
+        let bytes = store
+            .read_range(&meta.info, start..last.loc.offset + last.loc.size as u64)
+            .await;
+        for w in run {
+            let page = match &bytes {
+                Ok(bytes) => {
+                    let at = (w.loc.offset - start) as usize;
+                    let frame = bytes.get(at..at + w.loc.size as usize).ok_or_else(|| {
+                        ltx::LtxError::truncated(format!("frame of page {}", w.key.1))
+                    });
+                    frame
+                        .and_then(|f| ltx::decode_page_frame(f, meta.header.page_size, w.key.1))
+                        .map(|p| -> Arc<[u8]> { p.into() })
+                        .map_err(|e| Error::corrupt(store.describe(&meta.info), e))
+                }
+                Err(e) => Err(Error::Reported {
+                    code: e.sqlite_code(),
+                    message: e.to_string(),
+                }),
+            };
+            out.push((w, page));
+        }
+    }
+    out
 }
 
 /// How many page-index entries (16 bytes each) the index cache keeps: 32 MiB.

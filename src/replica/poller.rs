@@ -4,13 +4,13 @@
 //! re-points pages onto compacted files and snapshots that cover files of the chain, so
 //! that Litestream may delete those files under us. When the chain cannot be extended
 //! although newer files exist (files deleted before we saw their replacements), or a reader
-//! found a file gone (`Replica::request_replan_now`), it re-plans from a full listing
+//! found a file gone (`Replica::catch_up_now`), it re-plans from a full listing
 //! instead of wedging.
 
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
-use super::Replica;
+use super::{Planner, Replica};
 use crate::error::{Error, Result};
 use crate::storage::layout::SNAPSHOT_LEVEL;
 use crate::storage::FileInfo;
@@ -60,6 +60,11 @@ async fn run(weak: Weak<Replica>) {
 
 async fn poll_once(replica: &Arc<Replica>) -> Result<()> {
     let mut planner = replica.planner.lock().await;
+    poll_planned(replica, &mut planner).await
+}
+
+/// One poll, with the planner held.
+pub(super) async fn poll_planned(replica: &Arc<Replica>, planner: &mut Planner) -> Result<()> {
     for level in POLLED_LEVELS {
         let after = planner.last_listed.get(&level).cloned();
         let listed = replica.store.list_level(level, after.as_ref()).await?;
@@ -82,7 +87,7 @@ async fn poll_once(replica: &Arc<Replica>) -> Result<()> {
         let Some(f) = best_start(&planner.pending, next) else {
             break;
         };
-        let file = match replica.load(&mut planner, &f).await {
+        let file = match replica.load(planner, &f).await {
             Ok(file) => file,
             Err(Error::NotFound { .. }) => {
                 // Deleted between listing and loading (compacted away): forget it and
@@ -91,7 +96,7 @@ async fn poll_once(replica: &Arc<Replica>) -> Result<()> {
                 if snap.txid != start.txid {
                     replica.publish(snap, &moved);
                 }
-                return replica.replan(&mut planner, false).await;
+                return replica.replan(planner, false).await;
             }
             Err(e) => return Err(e),
         };
@@ -109,7 +114,7 @@ async fn poll_once(replica: &Arc<Replica>) -> Result<()> {
         if snap.txid != start.txid {
             replica.publish(snap, &moved);
         }
-        return replica.replan(&mut planner, false).await;
+        return replica.replan(planner, false).await;
     }
 
     // Re-point onto compacted files and snapshots that now cover files of the chain,
@@ -123,7 +128,7 @@ async fn poll_once(replica: &Arc<Replica>) -> Result<()> {
     covering.sort_by_key(|f| std::cmp::Reverse((f.level, f.max)));
     for f in covering {
         if snap.can_repoint(&f) {
-            let file = match replica.load(&mut planner, &f).await {
+            let file = match replica.load(planner, &f).await {
                 Ok(file) => file,
                 Err(Error::NotFound { .. }) => {
                     planner.pending.retain(|p| p != &f);

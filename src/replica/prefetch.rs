@@ -172,7 +172,9 @@ impl Replica {
         let mut pages = vec![(pgno, loc)];
         for &p in ahead {
             let l = snap.index.get(p);
-            if l.is_none() || self.cache.contains((l.file, p)) {
+            // A location kept for pinned states is read from where it was kept (its file
+            // may be gone).
+            if l.is_none() || self.cache.contains((l.file, p)) || self.retention.has((l.file, p)) {
                 continue;
             }
             let on_disk = self.disk.as_ref().zip(snap.file(l.file));

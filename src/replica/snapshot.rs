@@ -53,6 +53,9 @@ pub struct Moved {
     pub pgno: u32,
     pub from: Loc,
     pub to: Option<Loc>,
+    /// The newest TXID whose state still read the version at `from`: a compacted file
+    /// that covers `from`'s file and ends by then holds that very version.
+    pub until: Txid,
 }
 
 impl Snapshot {
@@ -93,6 +96,7 @@ impl Snapshot {
         let meta = file.meta.clone();
         let mut next = self.clone();
         let mut moved = Vec::new();
+        let until = Txid::new(meta.header.min_txid.get().saturating_sub(1));
         for e in file.pages.iter() {
             let loc = Loc {
                 file: meta.id,
@@ -105,6 +109,7 @@ impl Snapshot {
                     pgno: e.pgno,
                     from: old,
                     to: None,
+                    until,
                 });
             }
         }
@@ -113,6 +118,7 @@ impl Snapshot {
                 pgno,
                 from,
                 to: None,
+                until,
             });
         }
         next.txid = meta.header.max_txid;
@@ -168,6 +174,7 @@ impl Snapshot {
                     pgno: e.pgno,
                     from: cur,
                     to: Some(loc),
+                    until: self.txid,
                 });
             }
         }
@@ -196,43 +203,49 @@ impl Snapshot {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A file at `level` covering `min..=max` holding `pages` (pgno → offset), commit `commit`.
-    fn file(id: FileId, level: u8, min: u64, max: u64, commit: u32, pages: &[u32]) -> LoadedFile {
-        let mut header = Header::new(
-            4096,
-            commit,
-            Txid::new(min),
-            Txid::new(max),
-            (max * 1000) as i64,
-        );
+impl LoadedFile {
+    /// For unit tests: file `id` at `level` covering `min..=max`, commit `commit`, written
+    /// at `max` seconds, holding `pages` as 10-byte frames at offsets unique to the file.
+    pub(crate) fn for_test(
+        id: FileId,
+        level: u8,
+        min: u64,
+        max: u64,
+        commit: u32,
+        pages: &[u32],
+    ) -> LoadedFile {
+        let (min, max) = (Txid::new(min), Txid::new(max));
+        let mut header = Header::new(4096, commit, min, max, (max.get() * 1000) as i64);
         header.flags = Header::FLAG_NO_CHECKSUM;
+        let entry = |pgno: u32| PageIndexEntry {
+            pgno,
+            offset: 100 + pgno as u64 * 10 + id as u64 * 100_000,
+            size: 10,
+        };
         LoadedFile {
             meta: Arc::new(FileMeta {
                 id,
                 info: FileInfo {
                     level,
-                    min: Txid::new(min),
-                    max: Txid::new(max),
+                    min,
+                    max,
                     size: 1 << 20,
                 },
                 header,
                 post_apply_checksum: 0,
             }),
-            pages: Arc::new(
-                pages
-                    .iter()
-                    .map(|&pgno| PageIndexEntry {
-                        pgno,
-                        offset: 100 + pgno as u64 * 10 + id as u64 * 100_000,
-                        size: 10,
-                    })
-                    .collect(),
-            ),
+            pages: Arc::new(pages.iter().map(|&p| entry(p)).collect()),
             bytes: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(id: FileId, level: u8, min: u64, max: u64, commit: u32, pages: &[u32]) -> LoadedFile {
+        LoadedFile::for_test(id, level, min, max, commit, pages)
     }
 
     fn files_of(s: &Snapshot) -> Vec<FileId> {

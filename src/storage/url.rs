@@ -95,6 +95,13 @@ pub fn open(raw: &str, timeouts: Timeouts) -> Result<Backend> {
                 .ok_or_else(|| bad(raw, "the path is not UTF-8"))?;
             let root =
                 Path::parse(text.trim_start_matches('/')).map_err(|e| bad(raw, e.to_string()))?;
+            // `file://` or `file:///` would list the whole file system.
+            if root.as_ref().is_empty() {
+                return Err(bad(
+                    raw,
+                    "a file URL needs a folder: file:///path/to/replica",
+                ));
+            }
             Ok(Backend {
                 store: Arc::new(object_store::local::LocalFileSystem::new()),
                 root,
@@ -208,6 +215,12 @@ mod tests {
         assert_eq!(b.root.as_ref(), "tmp/replica");
         assert_eq!(b.layout, Layout::LtxDecimal);
         assert!(open("file://host/tmp", T).is_err());
+        for root in ["file://", "file:///"] {
+            match open(root, T) {
+                Err(e) => assert!(e.to_string().contains("needs a folder"), "{e}"),
+                Ok(_) => panic!("{root} was accepted"),
+            }
+        }
     }
 
     #[test]

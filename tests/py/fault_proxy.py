@@ -9,6 +9,8 @@ stores have, chosen at run time, per request:
     truncate    forward, then send the headers and only part of the body
     stall       wait `seconds` before forwarding (the client may give up first)
     latency     wait `seconds` more, then answer normally
+    empty       answer a listing with an empty result without forwarding (a store whose
+                listing does not show new objects yet: eventual consistency)
 
 Each fault has a rate (probability per matching request), optionally a method
 ("GET", "PUT", "HEAD", "DELETE", "POST", or "LIST" for listings), a path substring, and a
@@ -38,7 +40,7 @@ from typing import Optional
 
 from latency_proxy import HOP_BY_HOP, LatencyProxy, Request
 
-KINDS = ("status", "reset", "drop", "truncate", "stall", "latency")
+KINDS = ("status", "reset", "drop", "truncate", "stall", "latency", "empty")
 
 
 @dataclass
@@ -123,6 +125,22 @@ class FaultProxy(LatencyProxy):
             except OSError:
                 pass
             self._record(h, fault.status, 0, start)
+            return
+        if kind == "empty":
+            xml = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult "
+                   "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><KeyCount>0</KeyCount>"
+                   "<MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>"
+                   ).encode()
+            try:
+                h.send_response(200)
+                h.send_header("Content-Type", "application/xml")
+                h.send_header("Content-Length", str(len(xml)))
+                h.end_headers()
+                h.wfile.write(xml)
+                h.wfile.flush()
+            except OSError:
+                pass
+            self._record(h, 200, len(xml), start)
             return
         if kind == "reset":
             _reset(h)

@@ -27,6 +27,7 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -384,6 +385,29 @@ class transaction:
 def open_writer(path: os.PathLike | str) -> sqlite3.Connection:
     """An ordinary autocommit connection to a source database (busy timeout 30 s)."""
     return sqlite3.connect(str(path), isolation_level=None, timeout=30, check_same_thread=False)
+
+
+class Appender(threading.Thread):
+    """Appends order_row(i) in transactions of 7 rows, i contiguous from `start`, pausing
+    `pause` seconds between them, until `stop` is set. `next` is the next id to write."""
+
+    def __init__(self, db, start: int, pause: float = 0.1):
+        super().__init__(daemon=True)
+        self.db, self.next, self.pause = db, start, pause
+        self.stop = threading.Event()
+        self.error: Optional[Exception] = None
+
+    def run(self):
+        conn = open_writer(self.db)
+        try:
+            while not self.stop.is_set():
+                insert_orders(conn, self.next, 7)
+                self.next += 7
+                time.sleep(self.pause)
+        except Exception as e:  # noqa: BLE001
+            self.error = e
+        finally:
+            conn.close()
 
 
 def create_source_db(path: os.PathLike | str, page_size: int = 4096, rows: int = 2000,

@@ -240,21 +240,24 @@ def test_refuses_what_would_stop_capture(replica_url, tmp_path):
 
 WRITER = textwrap.dedent("""
     import sqlite3, sys
-    ext, uri, log = sys.argv[1:4]
+    ext, uri, log, every = sys.argv[1:5]
     l = sqlite3.connect(":memory:"); l.enable_load_extension(True); l.load_extension(ext)
     c = sqlite3.connect(uri, uri=True, isolation_level=None)
     c.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)")
     with open(log, "a") as out:
         for i in range(1, 1_000_000):
             c.execute("INSERT INTO t VALUES (?, randomblob(3000))", (i,))
-            if i % 97 == 0:
+            if int(every) and i % int(every) == 0:
                 c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             out.write(f"{i}\\n"); out.flush()   # after COMMIT returned
 """)
 
 
-def kill_writer_after(uri: str, log: Path, ext, commits: int) -> int:
-    p = subprocess.Popen([harness.child_python(), "-c", WRITER, str(ext), uri, str(log)],
+def kill_writer_after(uri: str, log: Path, ext, commits: int, checkpoint_every=97) -> int:
+    """Kills a writer (one INSERT a transaction, a TRUNCATE checkpoint every
+    `checkpoint_every` of them, 0 for never) once it has committed `commits`."""
+    p = subprocess.Popen([harness.child_python(), "-c", WRITER, str(ext), uri, str(log),
+                          str(checkpoint_every)],
                          env=harness.child_env(), stderr=subprocess.PIPE)
     try:
         wait_until(lambda: log.exists() and len(log.read_text().split()) >= commits, 60)
@@ -508,7 +511,8 @@ def test_a_wal_that_is_not_the_shipped_one_ships_the_whole_database(ext_path, re
                                                                      tmp_path):
     url = replica_url("file")
     db = tmp_path / "app.db"
-    kill_writer_after(primary_uri(db, url), tmp_path / "log", ext_path, 30)
+    # No checkpoint: a kill right after a TRUNCATE would leave no WAL to disagree with.
+    kill_writer_after(primary_uri(db, url), tmp_path / "log", ext_path, 30, checkpoint_every=0)
     state = read_state(db)
     # The WAL on disk is of another generation than the state's (and than the upload in
     # flight's, if the kill left one), and not its successor.

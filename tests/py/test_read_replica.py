@@ -238,28 +238,6 @@ def test_snapshot_isolation(replicated, ext_path, backend):
 # Compaction and L0 deletion under an open reader
 
 
-class Appender(threading.Thread):
-    """Appends order_row(i) in small transactions, i contiguous from `start`."""
-
-    def __init__(self, db, start):
-        super().__init__(daemon=True)
-        self.db, self.next = db, start
-        self.stop = threading.Event()
-        self.error = None
-
-    def run(self):
-        conn = harness.open_writer(self.db)
-        try:
-            while not self.stop.is_set():
-                insert_orders(conn, self.next, 7)
-                self.next += 7
-                time.sleep(0.1)
-        except Exception as e:  # noqa: BLE001
-            self.error = e
-        finally:
-            conn.close()
-
-
 def _expected_digest(n):
     return rows_digest(order_row(i) for i in range(1, n + 1))
 
@@ -270,7 +248,7 @@ def test_reads_stay_correct_during_compaction(replicated, ext_path, backend):
     s = replicated(backend, page_size=4096, rows=300, overflow_rows=2, config=FAST_COMPACTION)
     first_l0 = {f.min_txid for f in list_ltx(s.url) if f.level == 0}
     r = open_reader(s.url, ext_path)
-    w = Appender(s.db, 301)
+    w = harness.Appender(s.db, 301)
     w.start()
     seen_levels, counts, checks = set(), [], 0
     try:

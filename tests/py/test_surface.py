@@ -99,6 +99,11 @@ def test_pragmas_read_and_set(source, ext_path):
     assert r.execute("PRAGMA litestream_time").fetchone()[0] == t
     with pytest.raises(Exception, match="poll_interval"):
         r.execute("PRAGMA litestream_poll_interval = 'soon'").fetchall()
+    assert r.execute("PRAGMA litestream_retain_size").fetchone()[0] == str(64 << 20)
+    assert r.execute("PRAGMA litestream_retain_size = '8MB'").fetchone()[0] == str(8 << 20)
+    assert stats(r)["retained"]["budget"] == 8 << 20
+    with pytest.raises(Exception, match="retain_size"):
+        r.execute("PRAGMA litestream_retain_size = 'plenty'").fetchall()
     with pytest.raises(Exception, match="read-only"):
         r.execute("PRAGMA litestream_txid = '0000000000000001'").fetchall()
     # Not a litestream database: the functions say so instead of guessing.
