@@ -128,7 +128,7 @@ pub fn parse_instant(s: &str, now_ms: i64) -> Option<Instant> {
     }
     if let Some(d) = lower
         .strip_prefix('-')
-        .and_then(crate::config::parse_duration)
+        .and_then(crate::units::parse_duration)
     {
         return Some(Instant::At(now_ms * NS_PER_MS - d.as_nanos() as i64));
     }

@@ -7,11 +7,16 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::log::LogLevel;
+use crate::units::{parse_duration, parse_size};
 
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_CACHE_SIZE: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_HEDGE_AFTER: Duration = Duration::from_millis(300);
+pub const DEFAULT_DISK_CACHE_SIZE: u64 = 1 << 30;
+/// Superseded page versions kept for read transactions pinned to older states.
+pub const DEFAULT_RETAIN_SIZE: u64 = 64 * 1024 * 1024;
 
 /// URI parameters that belong to SQLite itself (never ours to reject).
 const SQLITE_PARAMS: &[&str] = &[
@@ -46,7 +51,7 @@ const OUR_PARAMS: &[&str] = &[
     "write_enabled",
     "sync_interval",
     "buffer_path",
-    // issue 6: reads on object storage
+    // Reads on object storage: how many requests a miss may make and what they keep.
     "prefetch",
     "request_budget",
     "hedge_after",
@@ -54,7 +59,7 @@ const OUR_PARAMS: &[&str] = &[
     "disk_cache_size",
     "hydration_enabled",
     "hydration_path",
-    // issue 20: page versions kept for pinned read transactions
+    // Page versions kept for read transactions whose files Litestream deletes.
     "retain_size",
 ];
 
@@ -69,26 +74,6 @@ pub trait Params {
 /// The environment-variable twin of a parameter: `poll_interval` → `LITESTREAM_POLL_INTERVAL`.
 pub fn env_name(param: &str) -> String {
     format!("LITESTREAM_{}", param.to_ascii_uppercase())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-
-impl LogLevel {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "debug" | "trace" => Some(LogLevel::Debug),
-            "info" => Some(LogLevel::Info),
-            "warn" | "warning" => Some(LogLevel::Warn),
-            "error" => Some(LogLevel::Error),
-            _ => None,
-        }
-    }
 }
 
 /// `role`: read the replica, or write the local database and ship it.
@@ -208,9 +193,18 @@ pub struct Config {
     /// `retain_size`: bytes of superseded page versions kept for read transactions pinned
     /// to older states.
     pub retain_size: u64,
+    /// `log_level`: the process's log level, which the open applies (parsing has no effects).
+    pub log_level: Option<LogLevel>,
 }
 
 impl Config {
+    /// Sets the process's log level when `log_level` was given.
+    pub fn apply_log_level(&self) {
+        if let Some(level) = self.log_level {
+            crate::log::set_level(level);
+        }
+    }
+
     /// Reads the configuration of one database open. `env` is the environment lookup
     /// (a parameter so tests do not depend on the process environment).
     pub fn from_params(
@@ -252,15 +246,15 @@ impl Config {
             Some((src, v)) => positive_duration(&src, &v)?,
             None => DEFAULT_OPEN_TIMEOUT,
         };
-        if let Some((src, v)) = lookup("log_level") {
-            let level = LogLevel::parse(&v).ok_or_else(|| {
+        let log_level = match lookup("log_level") {
+            Some((src, v)) => Some(LogLevel::parse(&v).ok_or_else(|| {
                 Error::config(
                     &src,
                     format!("{v:?} is not one of debug, info, warn, error"),
                 )
-            })?;
-            crate::log::set_level(level);
-        }
+            })?),
+            None => None,
+        };
         let time = match lookup("time") {
             Some((src, v)) => Some(instant(&src, &v)?),
             None => None,
@@ -365,7 +359,7 @@ impl Config {
         };
         let disk_cache_size = match lookup("disk_cache_size") {
             Some((src, v)) => size(&src, &v)?,
-            None => crate::replica::disk_cache::DEFAULT_DISK_CACHE_SIZE,
+            None => DEFAULT_DISK_CACHE_SIZE,
         };
         let hydration_enabled = match lookup("hydration_enabled") {
             Some((src, v)) => boolean(&src, &v)?,
@@ -385,7 +379,7 @@ impl Config {
         };
         let retain_size = match lookup("retain_size") {
             Some((src, v)) => size(&src, &v)?,
-            None => crate::replica::retain::DEFAULT_RETAIN_SIZE,
+            None => DEFAULT_RETAIN_SIZE,
         };
         Ok(Config {
             replica_url,
@@ -402,6 +396,7 @@ impl Config {
             disk_cache_size,
             hydration,
             retain_size,
+            log_level,
         })
     }
 }
@@ -487,84 +482,6 @@ pub fn instant(param: &str, v: &str) -> Result<crate::clock::Instant> {
     })
 }
 
-/// Parses a Go `time.ParseDuration` string ("300ms", "1.5h", "2h45m"). Negative durations
-/// are not meaningful for any of our parameters and are rejected.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let s = s.strip_prefix('+').unwrap_or(s);
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    if s.is_empty() || s.starts_with('-') {
-        return None;
-    }
-    let mut rest = s;
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return None;
-        }
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let nanos_per = match &rest[..unit_len] {
-            "ns" => 1e0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += value * nanos_per;
-    }
-    if !total.is_finite() || total > u64::MAX as f64 {
-        return None;
-    }
-    Some(Duration::from_nanos(total as u64))
-}
-
-/// Parses a byte size: plain bytes, or a number with a unit (KB, MB, GB as powers of 1024,
-/// as SQLite users expect of cache sizes; KiB/MiB/GiB too).
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().ok()?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1u64,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return None,
-    };
-    let bytes = value * mult as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return None;
-    }
-    Some(bytes as u64)
-}
-
-/// Formats a duration the way Go prints it, so pragmas read back what was set.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        format!("{}ns", d.as_nanos())
-    } else if !ms.is_multiple_of(1000) {
-        format!("{ms}ms")
-    } else {
-        format!("{}s", ms / 1000)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,27 +504,6 @@ mod tests {
     }
     fn no_env(_: &str) -> Option<String> {
         None
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("abc"), None);
-        assert_eq!(parse_duration("10"), None);
-        assert_eq!(parse_duration("-1s"), None);
-        assert_eq!(parse_duration(""), None);
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1024"), Some(1024));
-        assert_eq!(parse_size("64MB"), Some(64 << 20));
-        assert_eq!(parse_size("1GiB"), Some(1 << 30));
-        assert_eq!(parse_size("0.5k"), Some(512));
-        assert_eq!(parse_size("lots"), None);
     }
 
     #[test]

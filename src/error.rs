@@ -3,6 +3,8 @@
 //! Every layer returns `Error`; only the FFI layer turns it into an integer, through
 //! [`Error::sqlite_code`], so the choice of code is made once, here.
 
+use std::sync::Arc;
+
 use crate::ltx::LtxError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -90,9 +92,10 @@ pub enum Error {
     #[error("litestream: {what}: SQLite error {code}")]
     Sqlite { code: i32, what: String },
 
-    /// An error already reported once, repeated with its code and message.
-    #[error("{message}")]
-    Reported { code: i32, message: String },
+    /// One failure reported to several callers (errors are not `Clone`): the code and
+    /// message are the original's.
+    #[error("{0}")]
+    Again(Arc<Error>),
 
     /// Something that cannot happen did: a panic caught at the FFI boundary, a closed runtime.
     #[error("litestream: internal error: {0}")]
@@ -119,7 +122,7 @@ impl Error {
             Error::NotReplicated { .. } => code::SQLITE_IOERR_VNODE,
             Error::Sqlite { code, .. } => *code,
             Error::Internal(_) => code::SQLITE_INTERNAL,
-            Error::Reported { code, .. } => *code,
+            Error::Again(e) => e.sqlite_code(),
         }
     }
 
@@ -129,6 +132,7 @@ impl Error {
     pub fn statement_code(&self) -> i32 {
         match self {
             Error::Config { .. } => libsqlite3_sys::SQLITE_ERROR,
+            Error::Again(e) => e.statement_code(),
             other => other.sqlite_code(),
         }
     }

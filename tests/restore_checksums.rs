@@ -2,8 +2,6 @@
 //! file when the files carry checksums (Litestream 0.5 writes none; this crate's encoder
 //! writes them when asked). Plain Rust: no SQLite host needed.
 
-use std::time::Duration;
-
 use litestream::config::Config;
 use litestream::ltx::{DatabaseChecksum, Encoder, Header, Txid};
 use litestream::replica::{registry, restore};
@@ -77,24 +75,30 @@ fn replica(tamper: bool) -> (tempfile::TempDir, Vec<u8>) {
     (dir, expected)
 }
 
+/// URI parameters for `Config::from_params`.
+struct Uri(Vec<(&'static str, String)>);
+
+impl litestream::config::Params for Uri {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+    }
+    fn keys(&self) -> Vec<String> {
+        self.0.iter().map(|(k, _)| k.to_string()).collect()
+    }
+}
+
 fn open(dir: &std::path::Path) -> std::sync::Arc<litestream::replica::Replica> {
-    registry::open(&Config {
-        replica_url: format!("file://{}", dir.display()),
-        poll_interval: Duration::from_secs(60),
-        cache_size: 1 << 20,
-        open_timeout: Duration::from_secs(2),
-        time: None,
-        role: litestream::config::Role::Replica,
-        primary: Default::default(),
-        prefetch: None,
-        request_budget: 0,
-        hedge_after: Duration::ZERO,
-        cache_path: None,
-        disk_cache_size: 0,
-        hydration: None,
-        retain_size: 1 << 20,
-    })
-    .unwrap()
+    let uri = Uri(vec![
+        ("replica_url", format!("file://{}", dir.display())),
+        ("poll_interval", "60s".into()),
+        ("cache_size", "1MB".into()),
+        ("open_timeout", "2s".into()),
+        ("hedge_after", "0".into()),
+    ]);
+    registry::open(&Config::from_params(&uri, &|_| None).unwrap()).unwrap()
 }
 
 #[test]

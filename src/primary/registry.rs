@@ -1,10 +1,9 @@
 //! One [`Primary`] per database file in the process: every connection that opens the file
 //! as a primary shares it. Creating one decides whether this process leads (`lease.rs`).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -12,10 +11,11 @@ use parking_lot::Mutex;
 use super::{lease, progress, startup, DbOpener, Primary};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::registry::Registry;
 use crate::storage::url::Timeouts;
 use crate::storage::Store;
 
-static PRIMARIES: Mutex<Option<HashMap<PathBuf, Weak<Primary>>>> = Mutex::new(None);
+static PRIMARIES: Registry<PathBuf, Primary> = Registry::new();
 
 /// The primary of `db_path` for a new connection, started now if no connection of this
 /// process has it open: as the leader when no process leads (restoring or snapshotting
@@ -27,13 +27,9 @@ static PRIMARIES: Mutex<Option<HashMap<PathBuf, Weak<Primary>>>> = Mutex::new(No
 pub fn open(db_path: &Path, config: &Config, open_db: DbOpener) -> Result<Arc<Primary>> {
     let deadline = Instant::now() + config.open_timeout;
     loop {
-        let mut guard = PRIMARIES.lock();
-        let map = guard.get_or_insert_with(HashMap::new);
-        map.retain(|_, w| w.strong_count() > 0);
-        let p = match map.get(db_path).and_then(Weak::upgrade) {
+        let p = match PRIMARIES.get(db_path) {
             Some(p) if p.connections.load(Ordering::SeqCst) == 0 && Instant::now() < deadline => {
                 drop(p);
-                drop(guard);
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
@@ -48,21 +44,10 @@ pub fn open(db_path: &Path, config: &Config, open_db: DbOpener) -> Result<Arc<Pr
                 ));
             }
             Some(p) => p,
+            // Other databases of the process go on while this one starts (it may wait for
+            // another process, or restore); a connection that started it meanwhile wins.
             None => {
-                // Other databases of the process go on while this one starts (it may wait
-                // for another process, or restore).
-                drop(guard);
-                let p = start(db_path, config, open_db)?;
-                let mut guard = PRIMARIES.lock();
-                let map = guard.get_or_insert_with(HashMap::new);
-                if let Some(other) = map.get(db_path).and_then(Weak::upgrade) {
-                    // Another connection of this process started it meanwhile.
-                    drop(p);
-                    other.connection_opened();
-                    return Ok(other);
-                }
-                map.insert(db_path.to_path_buf(), Arc::downgrade(&p));
-                p
+                PRIMARIES.insert_or_get(db_path.to_path_buf(), &start(db_path, config, open_db)?)
             }
         };
         p.connection_opened();
@@ -188,15 +173,13 @@ fn follow(p: &Arc<Primary>) -> Result<()> {
 
 /// The open primary of the database `db_path`, if any.
 pub fn by_db(db_path: &Path) -> Option<Arc<Primary>> {
-    let map = PRIMARIES.lock();
-    map.as_ref()?.get(db_path).and_then(Weak::upgrade)
+    PRIMARIES.get(db_path)
 }
 
 /// The open primary whose WAL is `wal_path`, if any.
 pub fn by_wal(wal_path: &Path) -> Option<Arc<Primary>> {
     let db = wal_path.to_str()?.strip_suffix("-wal")?;
-    let map = PRIMARIES.lock();
-    map.as_ref()?.get(Path::new(db)).and_then(Weak::upgrade)
+    PRIMARIES.get(Path::new(db))
 }
 
 /// Whether `path` is the WAL, shm or journal of an open primary (SQLite asks whether they
@@ -206,9 +189,5 @@ pub fn is_primary_side_file(path: &Path) -> bool {
     let db = ["-wal", "-shm", "-journal"]
         .iter()
         .find_map(|suffix| s.strip_suffix(suffix));
-    let Some(db) = db else { return false };
-    let map = PRIMARIES.lock();
-    map.as_ref()
-        .and_then(|m| m.get(Path::new(db)))
-        .is_some_and(|w| w.strong_count() > 0)
+    db.is_some_and(|db| PRIMARIES.get(Path::new(db)).is_some())
 }

@@ -21,8 +21,6 @@ use super::snapshot::FileMeta;
 use crate::error::{Error, Result};
 use crate::ltx::page_checksum;
 
-pub const DEFAULT_DISK_CACHE_SIZE: u64 = 1 << 30;
-
 pub struct DiskCache {
     root: PathBuf,
     capacity: u64,

@@ -250,7 +250,7 @@ mod tests {
         assert_eq!(ix.get(4), loc(1, 4));
     }
 
-    /// The memory benchmark of issue 6: a 10 GB database of 4 KiB pages (2,621,440 pages),
+    /// The page index's memory measured: a 10 GB database of 4 KiB pages (2,621,440 pages),
     /// synthetic, every page in a file at a large offset. Target: at most 16 bytes a page.
     #[test]
     fn twelve_bytes_a_page_at_10_gb() {

@@ -2,6 +2,7 @@
 //! that opens it. It owns the store client, the page cache and the current [`Snapshot`];
 //! its poller (one tokio task) publishes newer snapshots as Litestream ships files.
 
+pub mod cache;
 mod copy_record;
 pub mod disk_cache;
 pub mod files;
@@ -24,12 +25,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::cache::PageCache;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ltx::{self, Txid};
 use crate::storage::url::Timeouts;
 use crate::storage::{FileInfo, Store};
+use cache::PageCache;
 use index::{FileId, Loc};
 use plan::PlanProblem;
 pub use snapshot::{FileMeta, LoadedFile, Moved, Snapshot};
@@ -844,7 +845,8 @@ async fn fetch_frames(
         let last = &run[run.len() - 1];
         let bytes = store
             .read_range(&meta.info, start..last.loc.offset + last.loc.size as u64)
-            .await;
+            .await
+            .map_err(Arc::new);
         for w in run {
             let page = match &bytes {
                 Ok(bytes) => {
@@ -857,10 +859,7 @@ async fn fetch_frames(
                         .map(|p| -> Arc<[u8]> { p.into() })
                         .map_err(|e| Error::corrupt(store.describe(&meta.info), e))
                 }
-                Err(e) => Err(Error::Reported {
-                    code: e.sqlite_code(),
-                    message: e.to_string(),
-                }),
+                Err(e) => Err(Error::Again(e.clone())),
             };
             out.push((w, page));
         }

@@ -27,12 +27,10 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::cache::PageKey;
 use super::index::{FileId, Loc};
 use super::snapshot::{FileMeta, Moved, Snapshot};
-use crate::cache::PageKey;
 use crate::ltx::Txid;
-
-pub const DEFAULT_RETAIN_SIZE: u64 = 64 * 1024 * 1024;
 
 /// What an entry charges against the budget besides page bytes (a redirect, the maps).
 const ENTRY_OVERHEAD: u64 = 64;
@@ -370,6 +368,7 @@ fn cost_of(kept: &Kept) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DEFAULT_RETAIN_SIZE;
     use crate::replica::snapshot::LoadedFile;
     use crate::storage::FileInfo;
 

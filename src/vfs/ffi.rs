@@ -12,9 +12,10 @@ use libsqlite3_sys as ffi;
 use super::api;
 use super::file::ReplicaFile;
 use super::passthrough;
-use crate::config::{Config, Params, Role, SyncMode};
+use super::route::{self, Route};
+use super::sql::{self, Value};
+use crate::config::{Params, SyncMode};
 use crate::error::Error;
-use crate::sql::{self, Value};
 
 /// A private file-control opcode: asks a file for its `ReplicaFile` (so SQL functions can
 /// reach the replica of a connection's schema). SQLite's own opcodes are below 100.
@@ -292,41 +293,37 @@ unsafe extern "C" fn x_open(
             // SAFETY: xOpen's own arguments; our szOsFile covers a PassHandle.
             unsafe { passthrough::open(base, name, file, flags, out_flags, primary, kind, sync) }
         };
-        if flags & ffi::SQLITE_OPEN_WAL != 0 {
-            if let Some(primary) = path.as_deref().and_then(crate::primary::by_wal) {
-                return wrap(primary, passthrough::Kind::Wal, SyncMode::Local);
+        // Temp files, journals, sort files, plain local databases: the base VFS opens them
+        // in place.
+        // SAFETY: our szOsFile is at least the base's, so `file` has room for its file.
+        let base_open = || unsafe {
+            match (*base).xOpen {
+                Some(open) => open(base, name, file, flags, out_flags),
+                None => ffi::SQLITE_CANTOPEN,
             }
-        }
-        let ours = flags & ffi::SQLITE_OPEN_MAIN_DB != 0
-            && !name.is_null()
-            && crate::config::names_a_replica(&UriParams(name), &env);
-        if !ours {
-            // Temp files, journals, sort files: the base VFS opens them in place.
-            // SAFETY: our szOsFile is at least the base's, so `file` has room for its file.
-            return unsafe {
-                match (*base).xOpen {
-                    Some(open) => open(base, name, file, flags, out_flags),
-                    None => ffi::SQLITE_CANTOPEN,
-                }
-            };
-        }
-        let state = match Config::from_params(&UriParams(name), &env) {
-            Ok(config) if config.role == Role::Primary => {
-                let opened = path
-                    .as_deref()
-                    .map(|p| crate::primary::open(p, &config, super::pin::open));
-                match opened {
-                    Some(Ok(primary)) => {
+        };
+        let kind = route::OpenKind {
+            main_db: flags & ffi::SQLITE_OPEN_MAIN_DB != 0,
+            wal: flags & ffi::SQLITE_OPEN_WAL != 0,
+        };
+        let is_primary_wal = |p: &std::path::Path| crate::primary::by_wal(p).is_some();
+        let params = UriParams(name);
+        let state = match route::route(path.as_deref(), kind, &params, &env, &is_primary_wal) {
+            Route::Base => return base_open(),
+            Route::PrimaryWal(p) => match crate::primary::by_wal(&p) {
+                Some(primary) => return wrap(primary, passthrough::Kind::Wal, SyncMode::Local),
+                None => return base_open(), // closed since: an ordinary WAL now
+            },
+            Route::PrimaryDb(p, config) => {
+                match crate::primary::open(&p, &config, super::pin::open) {
+                    Ok(primary) => {
                         return wrap(primary, passthrough::Kind::Db, config.primary.sync)
                     }
-                    Some(Err(e)) => ReplicaFile::open(Err(e)),
-                    None => ReplicaFile::open(Err(Error::config(
-                        "role",
-                        "a primary needs a database file name",
-                    ))),
+                    Err(e) => ReplicaFile::open(Err(e)),
                 }
             }
-            _ => ReplicaFile::open_with(&UriParams(name), &env),
+            Route::Replica(config) => ReplicaFile::open_config(&config),
+            Route::Failed(e) => ReplicaFile::open(Err(e)),
         };
         let state = Box::new(state);
         if let Some(e) = state.open_error() {
@@ -575,6 +572,7 @@ unsafe extern "C" fn f_file_size(
         // SAFETY: our file; out is a valid out-pointer.
         match unsafe { state(file) } {
             Some(f) => {
+                // SAFETY: SQLite passes a valid out-pointer.
                 unsafe { *out = f.file_size() as ffi::sqlite3_int64 };
                 ffi::SQLITE_OK
             }
@@ -639,8 +637,8 @@ unsafe extern "C" fn f_file_control(
                 ffi::SQLITE_OK
             }
             ffi::SQLITE_FCNTL_PRAGMA => {
-                // SAFETY: for SQLITE_FCNTL_PRAGMA, arg is char*[3]: result, name, value.
                 let args = arg as *mut *mut c_char;
+                // SAFETY: for SQLITE_FCNTL_PRAGMA, arg is char*[3]: result, name, value.
                 let (name, value) = unsafe { (api::text(*args.add(1)), api::text(*args.add(2))) };
                 let Some(name) = name else {
                     return ffi::SQLITE_NOTFOUND;

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::clock::Instant;
-use crate::config::{Config, Params};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::replica::{Pinned, Replica, Snapshot};
 
@@ -32,20 +32,15 @@ pub struct ReplicaFile {
     lock: i32,
     /// Set while the connection looks at the past: polled updates are not shown.
     past: Option<Past>,
-    /// What this connection's reads cost (issue 6): per connection and per statement.
+    /// What this connection's reads cost on storage: per connection and per statement.
     pub meters: Arc<crate::replica::meter::Meters>,
 }
 
 impl ReplicaFile {
-    /// Opens the replica that `params` (URI parameters, then the environment) name, at the
-    /// `time` they give if any. Never fails: an error is kept and reported later (see
-    /// `replica`).
-    pub fn open_with(params: &dyn Params, env: &dyn Fn(&str) -> Option<String>) -> ReplicaFile {
-        let config = match Config::from_params(params, env) {
-            Ok(c) => c,
-            Err(e) => return ReplicaFile::open(Err(e)),
-        };
-        let mut file = ReplicaFile::open(crate::replica::registry::open(&config));
+    /// Opens the replica `config` names, at the `time` it gives if any. Never fails: an
+    /// error is kept and reported later (see `replica`).
+    pub fn open_config(config: &Config) -> ReplicaFile {
+        let mut file = ReplicaFile::open(crate::replica::registry::open(config));
         file.meters = crate::replica::meter::Meters::new(config.request_budget);
         if let (Some(instant), None) = (config.time, file.open_error()) {
             if let Err(e) = file.set_time(instant) {
@@ -84,7 +79,7 @@ impl ReplicaFile {
 
     /// The replica, or the error that kept it from opening, with that error's code.
     pub fn replica(&self) -> Result<&Arc<Replica>> {
-        self.replica.as_ref().map_err(|e| clone_error(e))
+        self.replica.as_ref().map_err(|e| Error::Again(e.clone()))
     }
 
     pub fn open_error(&self) -> Option<&Error> {
@@ -188,12 +183,4 @@ fn present_header(dst: &mut [u8], from: usize, snap: &Snapshot) {
 pub fn change_counter(snap: &Snapshot) -> u32 {
     let t = snap.txid.get();
     ((t ^ (t >> 32)) as u32).max(1)
-}
-
-/// Errors carry sources and are not Clone; a repeated report keeps the code and message.
-fn clone_error(e: &Error) -> Error {
-    Error::Reported {
-        code: e.sqlite_code(),
-        message: e.to_string(),
-    }
 }

@@ -51,7 +51,7 @@ pub(super) struct PassHandle {
     /// A main-database handle: one of the primary's connections.
     connection: bool,
     /// This connection's own settings (`sync`, `write_enabled`).
-    conn: crate::sql::PrimaryConnection,
+    conn: super::sql::PrimaryConnection,
     /// The restart locks it holds leave out the pin's slot.
     restart_without_pin_slot: bool,
 }
@@ -112,7 +112,7 @@ pub(super) unsafe fn open(
         (*h).inner_mem = mem;
         (*h).primary = Arc::into_raw(primary);
         (*h).connection = matches!(kind, Kind::Db);
-        (*h).conn = crate::sql::PrimaryConnection { sync, writes: true };
+        (*h).conn = super::sql::PrimaryConnection { sync, writes: true };
         (*h).restart_without_pin_slot = false;
         (*h).base.pMethods = match kind {
             Kind::Db => &DB_METHODS,
@@ -143,6 +143,7 @@ macro_rules! forward {
         // SAFETY: our file; forward to the base file's own method.
         let (inner, m, _) = unsafe { parts($file) };
         match m.$method {
+            // SAFETY: the base file's method, called on the base file with SQLite's arguments.
             Some(f) => unsafe { f(inner $(, $arg)*) },
             None => $missing,
         }
@@ -278,12 +279,12 @@ unsafe extern "C" fn p_file_control(
                 };
             }
             ffi::SQLITE_FCNTL_PRAGMA => {
-                // SAFETY: for SQLITE_FCNTL_PRAGMA, arg is char*[3]: result, name, value.
                 let args = arg as *mut *mut c_char;
+                // SAFETY: for SQLITE_FCNTL_PRAGMA, arg is char*[3]: result, name, value.
                 let (name, value) = unsafe { (api::text(*args.add(1)), api::text(*args.add(2))) };
                 if let Some(name) = name {
                     let answer =
-                        crate::sql::primary_pragma(primary, &mut conn, &name, value.as_deref());
+                        super::sql::primary_pragma(primary, &mut conn, &name, value.as_deref());
                     // SAFETY: our file; see above.
                     unsafe { (*(file as *mut PassHandle)).conn = conn };
                     if let Some(result) = answer {
@@ -475,6 +476,7 @@ unsafe extern "C" fn p_shm_barrier(file: *mut ffi::sqlite3_file) {
     // SAFETY: our file; forward.
     let (inner, m, _) = unsafe { parts(file) };
     if let Some(f) = m.xShmBarrier {
+        // SAFETY: the base file's method on the base file.
         unsafe { f(inner) }
     }
 }
@@ -492,8 +494,10 @@ unsafe extern "C" fn p_fetch(
     // SAFETY: out is a valid out-pointer; NULL means "no mapping, read instead".
     let (inner, m, _) = unsafe { parts(file) };
     match m.xFetch {
+        // SAFETY: the base file's method on the base file, with SQLite's out-pointer.
         Some(f) => unsafe { f(inner, off, amt, out) },
         None => {
+            // SAFETY: SQLite passes a valid out-pointer.
             unsafe { *out = ptr::null_mut() };
             ffi::SQLITE_OK
         }

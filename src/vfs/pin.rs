@@ -287,8 +287,10 @@ impl Drop for DbHandle {
         // connection's file.
         self.call(|m| m.xShmUnmap, |f, x| unsafe { x(f, 0) });
         if std::mem::take(&mut self.db_locked) {
+            // SAFETY: as above; the lock taken at open is released.
             self.call(|m| m.xUnlock, |f, x| unsafe { x(f, ffi::SQLITE_LOCK_NONE) });
         }
+        // SAFETY: as above; the file is not used after this.
         self.call(|m| m.xClose, |f, x| unsafe { x(f) });
     }
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Multi-process write benchmark (issue 13): several writer processes on one database,
+"""Multi-process write benchmark: several writer processes on one database,
 through the primary (role=primary, sync=local, file:// replica) against the same number of
 plain WAL writers, and the takeover time after the shipping process is killed.
 

@@ -14,7 +14,7 @@ proxy, which counts what they ask for. Every measurement is a fresh child proces
   range  an index range scan that also reads the rows
 
 For point/scan/range the child first opens the database and reads the schema; only the
-requests made during the workload count. Targets (issue 6): scan in at most 1/20 of the Go
+requests made during the workload count. Targets: scan in at most 1/20 of the Go
 extension's requests and time, point lookups at least 2x faster, open to first row in at most
 3 round trips after listing.
 

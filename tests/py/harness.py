@@ -871,6 +871,7 @@ class ChildResult:
     elapsed: float         # wall time of the child
     stdout: str
     stderr: str
+    times: list = dataclasses.field(default_factory=list)  # wall clock at each step's end
 
     @property
     def crashed(self) -> bool:
@@ -907,7 +908,8 @@ def run_sqlite_child(steps: list[dict], env: Optional[dict] = None, timeout: flo
         if p.returncode == 0 and not out.exists():
             p.returncode = -999  # exited without reporting
         return ChildResult(p.returncode, [_decode(r) for r in data["results"]],
-                           data.get("error"), elapsed, p.stdout, p.stderr)
+                           data.get("error"), elapsed, p.stdout, p.stderr,
+                           data.get("times", []))
 
 
 def run_ext_child(uri: str, queries: Iterable[str], ext: Optional[os.PathLike | str] = None,

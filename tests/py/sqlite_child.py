@@ -7,10 +7,12 @@ SPEC = {"steps": [step, ...]}, each step one of
   {"op": "query", "conn": N, "sql": SQL, "params": [...]}   result: list of rows
   {"op": "close", "conn": N}
   {"op": "sleep", "seconds": S}
+  {"op": "fds"}                                   result: the number of open descriptors
 A step with "continue_on_error": true records {"error": {...}} as its result and goes on;
 otherwise the first error stops the run and is reported as OUT["error"] =
 {"type", "message", "step", "elapsed"} (elapsed: seconds spent in that step).
-OUT = {"results": [...], "error": ...}, rewritten after every step, so a crash leaves the
+OUT = {"results": [...], "times": [...], "error": ...} (times: the wall clock at the end
+of each step), rewritten after every step, so a crash leaves the
 results so far. Blobs are encoded as {"$hex": "..."}. Exit status 0 unless the process dies.
 """
 
@@ -29,7 +31,7 @@ def enc(v):
 def main():
     spec = json.load(open(sys.argv[1]))
     out_path = sys.argv[2]
-    out = {"results": [], "error": None}
+    out = {"results": [], "times": [], "error": None}
     conns = {}
     keep = []
 
@@ -63,14 +65,19 @@ def main():
             elif op == "sleep":
                 time.sleep(step["seconds"])
                 res = None
+            elif op == "fds":
+                import os
+                res = len(os.listdir("/proc/self/fd"))
             else:
                 raise ValueError(f"unknown op {op}")
             out["results"].append(res)
+            out["times"].append(time.time())
         except Exception as e:  # noqa: BLE001 - report everything to the parent
             err = {"type": type(e).__name__, "message": str(e), "step": i,
                    "elapsed": time.monotonic() - t0}
             if step.get("continue_on_error"):
                 out["results"].append({"error": err})
+                out["times"].append(time.time())
             else:
                 out["error"] = err
                 flush()

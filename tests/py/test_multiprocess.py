@@ -1,4 +1,4 @@
-"""Every process of an application writes the primary (issue 13): Python workers and a Ruby
+"""Every process of an application writes the primary: Python workers and a Ruby
 process through the extension, the sqlite3 shell without it, checkpoints of every mode from
 all of them. One process ships at a time; when it is killed another takes over. Oracles: the
 real `litestream restore`, the Go extension and our read replica, against the local

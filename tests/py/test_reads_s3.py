@@ -1,4 +1,4 @@
-"""Issue 6: reads on object storage. A replica written by the real Litestream to moto, read
+"""Reads on object storage. A replica written by the real Litestream to moto, read
 through the latency proxy (no delay here: these tests count requests, never time them).
 
 - b-tree prefetch and coalesced range reads return exactly the pages single reads return

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use crate::replica::index::FileId;
+use super::index::FileId;
 
 pub type PageKey = (FileId, u32);
 

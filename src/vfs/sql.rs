@@ -8,11 +8,12 @@ use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use crate::clock;
+use crate::config;
 use crate::config::SyncMode;
-use crate::config::{self, format_duration};
 use crate::error::{Error, Result};
 use crate::ltx::Txid;
 use crate::primary::Primary;
+use crate::units::format_duration;
 use crate::vfs::file::ReplicaFile;
 
 /// A value returned to SQL.
@@ -140,7 +141,8 @@ pub fn stats(file: &ReplicaFile) -> Result<Value> {
             "budget": kept.budget,
             "dropped": kept.dropped,
         },
-        // issue 6: this connection's cost, and its current or last statement's
+        // What reads cost on object storage: this connection, and its current or last
+        // statement, so that a host can find the query that pays.
         "connection": file.meters.connection.json(),
         "statement": file.meters.statement.json(),
         "prefetch": replica.prefetcher.limit(),
@@ -234,7 +236,7 @@ pub fn pragma(file: &mut ReplicaFile, name: &str, value: Option<&str>) -> Option
             },
             file,
         ),
-        // issue 6
+        // Reads on object storage.
         "litestream_prefetch" => (|| {
             let replica = file.replica()?;
             if let Some(v) = value {

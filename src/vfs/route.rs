@@ -1,0 +1,153 @@
+//! Where an open through the `litestream` VFS goes: decided from the file name, SQLite's
+//! open flags and the configuration alone, before anything is opened, so that the choice
+//! is tested row by row without SQLite.
+//!
+//! | the open                                          | goes to                         |
+//! |---------------------------------------------------|---------------------------------|
+//! | the WAL of a database this process has as primary | the base VFS, wrapped (`PrimaryWal`) |
+//! | a temp file, journal, or a main database that names no replica (`VACUUM INTO`, a plain ATTACH) | the base VFS (`Base`) |
+//! | a main database with `role=primary` and a name    | the base VFS, wrapped (`PrimaryDb`) |
+//! | any other main database that names a replica      | a replica file (`Replica`)      |
+//! | one whose configuration is bad                    | a replica file holding the error, reported at first use (`Failed`) |
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{names_a_replica, Config, Params, Role};
+use crate::error::{Error, Result};
+
+/// SQLite's open flags that matter for routing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenKind {
+    pub main_db: bool,
+    pub wal: bool,
+}
+
+#[derive(Debug)]
+pub enum Route {
+    Base,
+    PrimaryWal(PathBuf),
+    PrimaryDb(PathBuf, Box<Config>),
+    Replica(Box<Config>),
+    Failed(Error),
+}
+
+/// Decides where an open goes. `is_primary_wal` says whether a path is the WAL of a
+/// database this process has open as a primary.
+pub fn route(
+    path: Option<&Path>,
+    kind: OpenKind,
+    params: &dyn Params,
+    env: &dyn Fn(&str) -> Option<String>,
+    is_primary_wal: &dyn Fn(&Path) -> bool,
+) -> Route {
+    if kind.wal {
+        if let Some(p) = path.filter(|p| is_primary_wal(p)) {
+            return Route::PrimaryWal(p.to_path_buf());
+        }
+    }
+    let Some(path) = path.filter(|_| kind.main_db && names_a_replica(params, env)) else {
+        return Route::Base;
+    };
+    match config(params, env) {
+        Ok(c) if c.role == Role::Primary => Route::PrimaryDb(path.to_path_buf(), Box::new(c)),
+        Ok(c) => Route::Replica(Box::new(c)),
+        Err(e) => Route::Failed(e),
+    }
+}
+
+/// The configuration of an open, its log level applied.
+pub fn config(params: &dyn Params, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+    let c = Config::from_params(params, env)?;
+    c.apply_log_level();
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Uri(&'static [(&'static str, &'static str)]);
+
+    impl Params for Uri {
+        fn get(&self, name: &str) -> Option<String> {
+            self.0
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+        fn keys(&self) -> Vec<String> {
+            self.0.iter().map(|(k, _)| k.to_string()).collect()
+        }
+    }
+
+    const MAIN: OpenKind = OpenKind {
+        main_db: true,
+        wal: false,
+    };
+    const WAL: OpenKind = OpenKind {
+        main_db: false,
+        wal: true,
+    };
+    const URL: (&str, &str) = ("replica_url", "file:///tmp/r");
+
+    fn go(path: Option<&str>, kind: OpenKind, uri: &'static [(&str, &str)]) -> Route {
+        let primary_wal = |p: &Path| p == Path::new("/db/app.db-wal");
+        route(
+            path.map(Path::new),
+            kind,
+            &Uri(uri),
+            &|_| None,
+            &primary_wal,
+        )
+    }
+
+    #[test]
+    fn each_open_goes_where_the_table_says() {
+        assert!(matches!(
+            go(Some("/db/app.db-wal"), WAL, &[]),
+            Route::PrimaryWal(_)
+        ));
+        assert!(matches!(
+            go(Some("/db/other.db-wal"), WAL, &[]),
+            Route::Base
+        ));
+        assert!(matches!(
+            go(Some("/tmp/etilqs_1"), OpenKind::default(), &[URL]),
+            Route::Base
+        ));
+        assert!(
+            matches!(go(Some("/db/copy.db"), MAIN, &[]), Route::Base),
+            "VACUUM INTO"
+        );
+        assert!(
+            matches!(go(None, MAIN, &[URL]), Route::Base),
+            "an anonymous temp db"
+        );
+        assert!(matches!(
+            go(Some("app.db"), MAIN, &[URL]),
+            Route::Replica(_)
+        ));
+        assert!(
+            matches!(
+                go(Some("app.db"), MAIN, &[("vfs", "litestream")]),
+                Route::Failed(Error::Config { .. })
+            ),
+            "vfs= alone names a replica; without a URL it is an error to report"
+        );
+        assert!(matches!(
+            go(Some("/db/app.db"), MAIN, &[URL, ("role", "primary")]),
+            Route::PrimaryDb(p, c) if p == Path::new("/db/app.db") && c.role == Role::Primary
+        ));
+        assert!(matches!(
+            go(Some("app.db"), MAIN, &[URL, ("poll_interval", "soon")]),
+            Route::Failed(Error::Config { .. })
+        ));
+    }
+
+    #[test]
+    fn the_environment_alone_names_a_replica() {
+        let env = |k: &str| (k == "LITESTREAM_REPLICA_URL").then(|| "file:///tmp/r".to_string());
+        let r = route(Some(Path::new("app.db")), MAIN, &Uri(&[]), &env, &|_| false);
+        assert!(matches!(r, Route::Replica(_)));
+    }
+}
