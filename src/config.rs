@@ -29,38 +29,73 @@ const SQLITE_PARAMS: &[&str] = &[
     "modeof",
 ];
 
-/// Parameters this extension reads.
-const OUR_PARAMS: &[&str] = &[
-    "replica_url",
-    "poll_interval",
-    "cache_size",
-    "open_timeout",
-    "log_level",
-    "time",
-    "role",
-    "sync",
-    "restore",
-    "checksum",
-    "shutdown_timeout",
-    "sync_timeout",
-    "levels",
-    "snapshot_interval",
-    "snapshot_retention",
-    "l0_retention",
+/// What `PRAGMA litestream_<name>` does with a parameter on a replica connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Twin {
+    /// No pragma twin.
+    None,
+    /// The pragma reads the value in use.
+    Read,
+    /// The pragma reads it and sets it (for the replica, or for this connection).
+    ReadSet,
+    /// A primary connection's pragma (`litestream_sync`).
+    Primary,
+}
+
+/// One parameter this extension reads: its URI name (its environment variable is
+/// `env_name(name)`), the default the README states, and its pragma twin.
+pub struct Param {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub twin: Twin,
+}
+
+const fn param(name: &'static str, default: &'static str, twin: Twin) -> Param {
+    Param {
+        name,
+        default,
+        twin,
+    }
+}
+
+/// Every parameter, in the README's order. The unknown-parameter check, the environment
+/// names and the README's configuration tables come from here (a test holds the README to
+/// it), and so do the pragma twins (a test in `vfs::sql` holds the pragmas to it).
+pub const PARAMS: &[Param] = &[
+    param("replica_url", "(required)", Twin::Read),
+    param("poll_interval", "1s", Twin::ReadSet),
+    param("cache_size", "64MB", Twin::ReadSet),
+    param("open_timeout", "5s", Twin::Read),
+    param("log_level", "warn", Twin::None),
+    param("time", "(latest)", Twin::ReadSet),
+    param("role", "replica", Twin::Read),
     // The Go extension's write mode, mapped onto role=primary.
-    "write_enabled",
-    "sync_interval",
-    "buffer_path",
+    param("write_enabled", "false", Twin::ReadSet),
+    param("sync", "local", Twin::Primary),
+    param("sync_timeout", "30s", Twin::None),
+    param("restore", "if-missing", Twin::None),
+    param("checksum", "off", Twin::None),
+    param("sync_interval", "0 (at once)", Twin::None),
+    param("shutdown_timeout", "10s", Twin::None),
+    param("levels", "30s,5m,1h", Twin::None),
+    param("snapshot_interval", "24h", Twin::None),
+    param("snapshot_retention", "24h", Twin::None),
+    param("l0_retention", "5m", Twin::None),
+    param("buffer_path", "<db>-litestream", Twin::None),
     // Reads on object storage: how many requests a miss may make and what they keep.
-    "prefetch",
-    "request_budget",
-    "hedge_after",
-    "cache_path",
-    "disk_cache_size",
-    "hydration_enabled",
-    "hydration_path",
+    param("prefetch", "512 (0 for file://)", Twin::ReadSet),
+    param("request_budget", "0 (none)", Twin::ReadSet),
+    param("hedge_after", "300ms", Twin::ReadSet),
+    param("cache_path", "(none)", Twin::None),
+    param("disk_cache_size", "1GB", Twin::None),
+    param("hydration_enabled", "false", Twin::None),
+    param(
+        "hydration_path",
+        "a file in the temporary folder named by the replica URL",
+        Twin::None,
+    ),
     // Page versions kept for read transactions whose files Litestream deletes.
-    "retain_size",
+    param("retain_size", "64MB", Twin::ReadSet),
 ];
 
 /// Where parameter values come from. The FFI layer implements it over
@@ -213,7 +248,7 @@ impl Config {
     ) -> Result<Config> {
         for key in params.keys() {
             let key = key.as_str();
-            if !SQLITE_PARAMS.contains(&key) && !OUR_PARAMS.contains(&key) {
+            if !SQLITE_PARAMS.contains(&key) && !PARAMS.iter().any(|p| p.name == key) {
                 return Err(Error::config(key, "unknown URI parameter"));
             }
         }
@@ -601,5 +636,75 @@ mod tests {
         let c =
             Config::from_params(&map(&[url, ("hydration_path", "/tmp/h.db")]), &no_env).unwrap();
         assert_eq!(c.hydration, None);
+    }
+
+    /// The defaults `PARAMS` states are the ones an open without the parameter gets.
+    #[test]
+    fn stated_defaults_are_the_defaults() {
+        let c = Config::from_params(&map(&[("replica_url", "file:///x")]), &no_env).unwrap();
+        let stated = |name: &str| PARAMS.iter().find(|p| p.name == name).unwrap().default;
+        let duration = |name| parse_duration(stated(name)).unwrap();
+        let size = |name| parse_size(stated(name)).unwrap();
+        assert_eq!(c.poll_interval, duration("poll_interval"));
+        assert_eq!(c.open_timeout, duration("open_timeout"));
+        assert_eq!(c.hedge_after, duration("hedge_after"));
+        assert_eq!(c.cache_size, size("cache_size"));
+        assert_eq!(c.disk_cache_size, size("disk_cache_size"));
+        assert_eq!(c.retain_size, size("retain_size"));
+        assert_eq!(c.role, Role::Replica);
+        assert_eq!(stated("role"), "replica");
+    }
+
+    /// The README's configuration tables are this module's `PARAMS`: the same names in the
+    /// same order, the environment variables `env_name` gives, the defaults, and the pragma
+    /// twins (`(read)`, `(read, set…)`, or none).
+    #[test]
+    fn the_readme_tables_are_the_parameter_table() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("\n## Configuration")
+            .expect("a Configuration section");
+        let end = readme[start..].find("\n## SQL surface").expect("its end") + start;
+        let mut rows = Vec::new();
+        for line in readme[start..end].lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            let names: Vec<&str> = cells[0].trim_start_matches("| ").split(", ").collect();
+            let defaults: Vec<&str> = cells[2].split("`, `").collect();
+            for (i, name) in names.iter().enumerate() {
+                let default = defaults.get(i).unwrap_or(&defaults[0]);
+                rows.push((
+                    name.trim_matches('`'),
+                    cells[1],
+                    default.replace('`', ""),
+                    cells[4],
+                ));
+            }
+        }
+        let names: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        let ours: Vec<&str> = PARAMS.iter().map(|p| p.name).collect();
+        assert_eq!(names, ours, "README rows and PARAMS differ");
+        for ((name, env, default, twin), p) in rows.iter().zip(PARAMS) {
+            let env_var = env_name(name);
+            assert!(
+                env.contains(&env_var) || env.contains("…_"),
+                "{name}: {env}"
+            );
+            assert_eq!(default, p.default, "{name}: default");
+            let twin = twin.trim_end_matches('|').trim();
+            if twin != "—" {
+                assert!(
+                    twin.contains(&format!("`litestream_{name}`")),
+                    "{name}: {twin}"
+                );
+            }
+            let shown = match twin {
+                "—" => Twin::None,
+                t if t.contains("(read)") => Twin::Read,
+                t if t.contains("per connection") && p.twin == Twin::Primary => Twin::Primary,
+                t if t.contains("(read, set") => Twin::ReadSet,
+                t => panic!("{name}: pragma column {t:?}"),
+            };
+            assert_eq!(shown, p.twin, "{name}: pragma twin");
+        }
     }
 }

@@ -450,3 +450,38 @@ pub fn primary_pragma(
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Twin, PARAMS};
+
+    /// Every parameter's `PRAGMA litestream_<name>` twin on a replica is what `PARAMS` says:
+    /// answered or not, and refused as read-only or not. (A file whose replica failed to
+    /// open answers every pragma that needs the replica with that failure.)
+    #[test]
+    fn pragma_twins_are_the_parameter_table() {
+        let mut file = ReplicaFile::open(Err(Error::Internal("no replica here".into())));
+        for p in PARAMS {
+            let name = format!("litestream_{}", p.name);
+            let read = pragma(&mut file, &name, None);
+            let set = pragma(&mut file, &name, Some("1"));
+            match p.twin {
+                Twin::None | Twin::Primary => {
+                    assert!(
+                        read.is_none() && set.is_none(),
+                        "{name} answers on a replica"
+                    )
+                }
+                Twin::Read | Twin::ReadSet => {
+                    assert!(read.is_some(), "{name} is not answered");
+                    let refused = match set {
+                        Some(Err(e)) => e.to_string().contains("read-only"),
+                        _ => false,
+                    };
+                    assert_eq!(refused, p.twin == Twin::Read, "{name}: read-only or not");
+                }
+            }
+        }
+    }
+}
