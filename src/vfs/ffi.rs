@@ -733,81 +733,17 @@ fn prepare_primary(db: *mut ffi::sqlite3) -> Result<(), Error> {
 }
 
 // ---------------------------------------------------------------------------------------
-// SQL functions
-
-/// A SQL function: its name, the argument counts it takes, which argument (if given) names
-/// the schema whose replica it acts on, and its body over that replica's file.
-struct SqlFunction {
-    name: &'static str,
-    arities: &'static [c_int],
-    schema_arg: usize,
-    call: fn(&mut ReplicaFile, &[Option<String>]) -> crate::error::Result<Value>,
-}
-
-fn arg(args: &[Option<String>], i: usize) -> Option<&str> {
-    args.get(i).and_then(|a| a.as_deref())
-}
-
-const FUNCTIONS: &[SqlFunction] = &[
-    SqlFunction {
-        name: "litestream_txid",
-        arities: &[0, 1],
-        schema_arg: 0,
-        call: |f, _| sql::txid(f),
-    },
-    SqlFunction {
-        name: "litestream_time",
-        arities: &[0, 1],
-        schema_arg: 0,
-        call: |f, _| sql::time(f),
-    },
-    SqlFunction {
-        name: "litestream_lag",
-        arities: &[0, 1],
-        schema_arg: 0,
-        call: |f, _| sql::lag(f),
-    },
-    SqlFunction {
-        name: "litestream_stats",
-        arities: &[0, 1],
-        schema_arg: 0,
-        call: |f, _| sql::stats(f),
-    },
-    SqlFunction {
-        name: "litestream_set_time",
-        arities: &[1, 2],
-        schema_arg: 1,
-        call: |f, a| match arg(a, 0) {
-            Some(v) => sql::set_time(f, v),
-            None => Err(Error::config(
-                "litestream_set_time",
-                "an instant is required",
-            )),
-        },
-    },
-    SqlFunction {
-        name: "litestream_restore",
-        arities: &[1, 2, 3],
-        schema_arg: 2,
-        call: |f, a| match arg(a, 0) {
-            Some(path) => sql::restore(f, path, arg(a, 1)),
-            None => Err(Error::config(
-                "litestream_restore",
-                "a file path is required",
-            )),
-        },
-    },
-];
+// SQL functions: the table (`sql::FUNCTIONS`) registered, and calls dispatched to it.
 
 fn register_functions(db: *mut ffi::sqlite3) -> Result<(), Error> {
     let api = api::get().ok_or_else(|| Error::Internal("no SQLite API table".into()))?;
     let create = api
         .create_function_v2
         .ok_or_else(missing("create_function_v2"))?;
-    for (i, function) in FUNCTIONS.iter().enumerate() {
+    for (i, function) in sql::FUNCTIONS.iter().enumerate() {
         let cname = CString::new(function.name).map_err(|e| Error::Internal(e.to_string()))?;
         for &n_arg in function.arities {
-            // SAFETY: db is a live connection; the app pointer is an index into FUNCTIONS,
+            // SAFETY: db is a live connection; the app pointer is an index into sql::FUNCTIONS,
             // never dereferenced.
             let rc = unsafe {
                 create(
@@ -855,10 +791,10 @@ unsafe extern "C" fn call_function(
                         .map(|s| s.into_owned())
                 })
                 .collect();
-            let result = match FUNCTIONS.get(index) {
+            let result = match sql::FUNCTIONS.get(index) {
                 None => Err(Error::Internal("unknown function".into())),
                 Some(function) => {
-                    let schema = arg(&args, function.schema_arg)
+                    let schema = sql::arg(&args, function.schema_arg)
                         .unwrap_or("main")
                         .to_string();
                     match (file_of(db, &schema), primary_of(db, &schema)) {

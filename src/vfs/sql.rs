@@ -1,6 +1,7 @@
-//! The SQL surface, as plain functions over a [`ReplicaFile`]: `PRAGMA litestream_*` (through
-//! SQLITE_FCNTL_PRAGMA) and the scalar functions `litestream_txid()`, `litestream_time()`,
-//! `litestream_lag()`. Names, formats and meanings follow the Go extension: TXID as 16 hex
+//! The SQL surface in one place, as plain safe functions over a [`ReplicaFile`] (and a
+//! primary's): `PRAGMA litestream_*` (through SQLITE_FCNTL_PRAGMA) and the table of scalar
+//! functions (`FUNCTIONS`: `litestream_txid()`, `litestream_time()`, `litestream_lag()`,
+//! ...), which `ffi` registers and calls. Names, formats and meanings follow the Go extension: TXID as 16 hex
 //! digits, time as RFC 3339, lag as whole seconds since the last successful poll (-1 before
 //! the first).
 
@@ -169,6 +170,72 @@ pub fn stats(file: &ReplicaFile) -> Result<Value> {
     });
     Ok(Value::Text(v.to_string()))
 }
+
+/// A SQL function: its name, the argument counts it takes, which argument (if given) names
+/// the schema whose replica it acts on, and its body over that replica's file.
+pub struct SqlFunction {
+    pub name: &'static str,
+    pub arities: &'static [i32],
+    pub schema_arg: usize,
+    pub call: fn(&mut ReplicaFile, &[Option<String>]) -> Result<Value>,
+}
+
+/// Argument `i` of a call, if given and not NULL.
+pub fn arg(args: &[Option<String>], i: usize) -> Option<&str> {
+    args.get(i).and_then(|a| a.as_deref())
+}
+
+/// Every SQL function the extension registers on each connection.
+pub const FUNCTIONS: &[SqlFunction] = &[
+    SqlFunction {
+        name: "litestream_txid",
+        arities: &[0, 1],
+        schema_arg: 0,
+        call: |f, _| txid(f),
+    },
+    SqlFunction {
+        name: "litestream_time",
+        arities: &[0, 1],
+        schema_arg: 0,
+        call: |f, _| time(f),
+    },
+    SqlFunction {
+        name: "litestream_lag",
+        arities: &[0, 1],
+        schema_arg: 0,
+        call: |f, _| lag(f),
+    },
+    SqlFunction {
+        name: "litestream_stats",
+        arities: &[0, 1],
+        schema_arg: 0,
+        call: |f, _| stats(f),
+    },
+    SqlFunction {
+        name: "litestream_set_time",
+        arities: &[1, 2],
+        schema_arg: 1,
+        call: |f, a| match arg(a, 0) {
+            Some(v) => set_time(f, v),
+            None => Err(Error::config(
+                "litestream_set_time",
+                "an instant is required",
+            )),
+        },
+    },
+    SqlFunction {
+        name: "litestream_restore",
+        arities: &[1, 2, 3],
+        schema_arg: 2,
+        call: |f, a| match arg(a, 0) {
+            Some(path) => restore(f, path, arg(a, 1)),
+            None => Err(Error::config(
+                "litestream_restore",
+                "a file path is required",
+            )),
+        },
+    },
+];
 
 /// Handles `PRAGMA <name>[=value]` for our names. `None`: not one of ours (SQLite goes on
 /// to its own pragmas).
