@@ -1,5 +1,5 @@
 //! The main database file of a replica, as SQLite sees it: read-only, in rollback-journal
-//! format, its content the pinned snapshot. Safe Rust; `ffi.rs` calls into it.
+//! format, its content the pinned snapshot. Safe Rust; `replica_io.rs` calls into it.
 //!
 //! Isolation comes from SQLite's own locking protocol: taking the SHARED lock starts a read
 //! transaction, and that is when the file pins the newest snapshot; releasing the last lock

@@ -1,9 +1,11 @@
-//! The SQLite side: the `litestream` VFS, its file handles and the SQL functions.
-//! `file` is safe Rust over a replica. `unsafe` is allowed only in the modules that touch
-//! SQLite's C structures, each block with a `SAFETY:` note: `ffi` (the C-ABI shims, which
-//! translate pointers and result codes and catch every panic), `api` (the routine table the
-//! host passes), `passthrough` and `pin` (a primary's files on the base VFS) and `vtab`
-//! (`litestream_history`). The crate denies it everywhere else.
+//! The SQLite side: the `litestream` VFS, its file handles and the SQL surface. Safe Rust:
+//! `file` (a replica file), `route` (where an open goes), `sql` (functions and pragmas).
+//! `unsafe` is allowed only in the modules that touch SQLite's C structures, each block
+//! with a `SAFETY:` note: `ffi` (entry points, the VFS, SQL function calls; every shim
+//! translates pointers and result codes and catches panics), `api` (the routine table the
+//! host passes), `replica_io` (a replica file's io_methods), `passthrough` and `pin` (a
+//! primary's files on the base VFS) and `vtab` (`litestream_history`). The crate denies
+//! it everywhere else.
 
 #[allow(unsafe_code)]
 mod api;
@@ -14,6 +16,8 @@ pub mod file;
 mod passthrough;
 #[allow(unsafe_code)]
 mod pin;
+#[allow(unsafe_code)]
+mod replica_io;
 pub mod route;
 pub mod sql;
 #[allow(unsafe_code)]

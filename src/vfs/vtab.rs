@@ -13,7 +13,8 @@ use std::ptr;
 use libsqlite3_sys as ffi;
 
 use super::api;
-use super::ffi::{file_of, guard};
+use super::ffi::guard;
+use super::replica_io::file_of;
 use crate::clock;
 use crate::error::Error;
 use crate::replica::timetravel::HistoryEntry;
