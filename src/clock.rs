@@ -92,6 +92,7 @@ pub enum Instant {
 
 /// Nanoseconds in a millisecond.
 pub const NS_PER_MS: i64 = 1_000_000;
+const NS_PER_S: i64 = 1_000_000_000;
 
 /// `2026-11-21T09:30:00.123456789Z`: RFC 3339 with as many fraction digits as needed (Go's
 /// RFC3339Nano), from nanoseconds since the epoch.
@@ -152,26 +153,9 @@ pub fn parse_instant(s: &str, now_ms: i64) -> Option<Instant> {
     parse_rfc3339_ns(t).map(Instant::At)
 }
 
-/// As `parse_rfc3339`, keeping up to nanoseconds of the fraction.
+/// `YYYY-MM-DD[(T| )HH:MM[:SS[.fraction]]][Z|±HH:MM]` → ns since the epoch (UTC if no
+/// offset; fraction digits past nine dropped).
 pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
-    let ms = parse_rfc3339(s)?;
-    // The fraction beyond milliseconds, which `parse_rfc3339` drops.
-    let sub = s
-        .find('.')
-        .map(|dot| {
-            let digits: String = s[dot + 1..]
-                .chars()
-                .take_while(|c| c.is_ascii_digit())
-                .collect();
-            let padded: String = digits.chars().chain("000000000".chars()).take(9).collect();
-            padded[3..].parse::<i64>().unwrap_or(0)
-        })
-        .unwrap_or(0);
-    Some(ms * NS_PER_MS + sub)
-}
-
-/// `YYYY-MM-DD[(T| )HH:MM[:SS[.fraction]]][Z|±HH:MM]` → ms since the epoch (UTC if no offset).
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let num = |from: usize, len: usize| -> Option<i64> {
         let part = s.get(from..from + len)?;
@@ -186,21 +170,21 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
         return None;
     }
-    let mut ms = days_from_civil(y, mo as u32, d as u32) * 86_400_000;
+    let mut ns = days_from_civil(y, mo as u32, d as u32) * 86_400 * NS_PER_S;
     let mut i = 10;
     if i < b.len() && (b[i] == b'T' || b[i] == b't' || b[i] == b' ') {
         let (h, mi) = (num(i + 1, 2)?, num(i + 4, 2)?);
         if b.get(i + 3) != Some(&b':') || h > 23 || mi > 59 {
             return None;
         }
-        ms += (h * 3600 + mi * 60) * 1000;
+        ns += (h * 3600 + mi * 60) * NS_PER_S;
         i += 6;
         if b.get(i) == Some(&b':') {
             let sec = num(i + 1, 2)?;
             if sec > 60 {
                 return None;
             }
-            ms += sec * 1000;
+            ns += sec * NS_PER_S;
             i += 3;
             if b.get(i) == Some(&b'.') {
                 let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
@@ -208,24 +192,24 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
                     return None;
                 }
                 let frac = &s[i + 1..i + 1 + digits];
-                let padded: String = frac.chars().chain("000".chars()).take(3).collect();
-                ms += padded.parse::<i64>().ok()?;
+                let padded: String = frac.chars().chain("000000000".chars()).take(9).collect();
+                ns += padded.parse::<i64>().ok()?;
                 i += 1 + digits;
             }
         }
     }
     match &s[i..] {
-        "" | "Z" | "z" => Some(ms),
+        "" | "Z" | "z" => Some(ns),
         zone if zone.len() == 6
             && (zone.starts_with('+') || zone.starts_with('-'))
             && &zone[3..4] == ":" =>
         {
             let (zh, zm) = (num(i + 1, 2)?, num(i + 4, 2)?);
-            let offset = (zh * 60 + zm) * 60_000;
+            let offset = (zh * 60 + zm) * 60 * NS_PER_S;
             Some(if zone.starts_with('+') {
-                ms - offset
+                ns - offset
             } else {
-                ms + offset
+                ns + offset
             })
         }
         _ => None,
@@ -259,7 +243,10 @@ mod instant_tests {
             parse_instant("2026-11-21T09:30:00.123456789Z", NOW),
             Some(Instant::At(NOW * NS_PER_MS + 123_456_789))
         );
-        assert_eq!(parse_rfc3339(&rfc3339(NOW + 7)), Some(NOW + 7));
+        assert_eq!(
+            parse_rfc3339_ns(&rfc3339(NOW + 7)),
+            Some((NOW + 7) * NS_PER_MS)
+        );
         assert_eq!(parse_instant("2026-11-21", NOW), Some(at(NOW - 34_200_000)));
     }
 

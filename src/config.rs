@@ -106,6 +106,19 @@ pub trait Params {
     fn keys(&self) -> Vec<String>;
 }
 
+/// Parameters given as (name, value) pairs, for programs (and tests) that open a replica
+/// without a SQLite URI.
+impl<const N: usize> Params for [(&str, &str); N] {
+    fn get(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+    fn keys(&self) -> Vec<String> {
+        self.iter().map(|(k, _)| k.to_string()).collect()
+    }
+}
+
 /// The environment-variable twin of a parameter: `poll_interval` → `LITESTREAM_POLL_INTERVAL`.
 pub fn env_name(param: &str) -> String {
     format!("LITESTREAM_{}", param.to_ascii_uppercase())
@@ -520,23 +533,9 @@ pub fn instant(param: &str, v: &str) -> Result<crate::clock::Instant> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
-    struct Map(BTreeMap<String, String>);
-    impl Params for Map {
-        fn get(&self, name: &str) -> Option<String> {
-            self.0.get(name).cloned()
-        }
-        fn keys(&self) -> Vec<String> {
-            self.0.keys().cloned().collect()
-        }
-    }
-    fn map(pairs: &[(&str, &str)]) -> Map {
-        Map(pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect())
-    }
+    const NONE: [(&str, &str); 0] = [];
+
     fn no_env(_: &str) -> Option<String> {
         None
     }
@@ -544,12 +543,12 @@ mod tests {
     #[test]
     fn uri_then_env_then_default() {
         let env = |k: &str| (k == "LITESTREAM_REPLICA_URL").then(|| "file:///env".to_string());
-        let c = Config::from_params(&map(&[("poll_interval", "250ms")]), &env).unwrap();
+        let c = Config::from_params(&[("poll_interval", "250ms")], &env).unwrap();
         assert_eq!(c.replica_url, "file:///env");
         assert_eq!(c.poll_interval, Duration::from_millis(250));
         assert_eq!(c.cache_size, DEFAULT_CACHE_SIZE);
         let c = Config::from_params(
-            &map(&[("replica_url", "file:///uri"), ("vfs", "litestream")]),
+            &[("replica_url", "file:///uri"), ("vfs", "litestream")],
             &env,
         )
         .unwrap();
@@ -558,52 +557,49 @@ mod tests {
 
     #[test]
     fn replica_opens_are_told_from_local_files() {
-        assert!(names_a_replica(
-            &map(&[("replica_url", "s3://b/p")]),
-            &no_env
-        ));
-        assert!(names_a_replica(&map(&[("vfs", "litestream")]), &no_env));
+        assert!(names_a_replica(&[("replica_url", "s3://b/p")], &no_env));
+        assert!(names_a_replica(&[("vfs", "litestream")], &no_env));
         let env = |k: &str| (k == "LITESTREAM_REPLICA_URL").then(|| "file:///r".to_string());
-        assert!(names_a_replica(&map(&[]), &env));
+        assert!(names_a_replica(&NONE, &env));
         // VACUUM INTO 'out.db' through a replica connection: no parameters at all.
-        assert!(!names_a_replica(&map(&[]), &no_env));
+        assert!(!names_a_replica(&NONE, &no_env));
     }
 
     #[test]
     fn errors_name_the_parameter() {
-        let e = Config::from_params(&map(&[]), &no_env).unwrap_err();
+        let e = Config::from_params(&NONE, &no_env).unwrap_err();
         assert!(e.to_string().contains("replica_url"), "{e}");
         let e = Config::from_params(
-            &map(&[("replica_url", "file:///x"), ("poll_interval", "abc")]),
+            &[("replica_url", "file:///x"), ("poll_interval", "abc")],
             &no_env,
         )
         .unwrap_err();
         assert!(e.to_string().contains("poll_interval"), "{e}");
         let e = Config::from_params(
-            &map(&[("replica_url", "file:///x"), ("cache_size", "lots")]),
+            &[("replica_url", "file:///x"), ("cache_size", "lots")],
             &no_env,
         )
         .unwrap_err();
         assert!(e.to_string().contains("cache_size"), "{e}");
         let e = Config::from_params(
-            &map(&[("replica_url", "file:///x"), ("pol_interval", "1s")]),
+            &[("replica_url", "file:///x"), ("pol_interval", "1s")],
             &no_env,
         )
         .unwrap_err();
         assert!(e.to_string().contains("pol_interval"), "{e}");
         let env = |k: &str| (k == "LITESTREAM_POLL_INTERVAL").then(|| "soon".to_string());
-        let e = Config::from_params(&map(&[("replica_url", "file:///x")]), &env).unwrap_err();
+        let e = Config::from_params(&[("replica_url", "file:///x")], &env).unwrap_err();
         assert!(e.to_string().contains("LITESTREAM_POLL_INTERVAL"), "{e}");
     }
     #[test]
     fn read_performance_parameters() {
         let url = ("replica_url", "file:///x");
-        let c = Config::from_params(&map(&[url]), &no_env).unwrap();
+        let c = Config::from_params(&[url], &no_env).unwrap();
         assert_eq!(c.prefetch, None);
         assert_eq!((c.request_budget, c.hydration.clone()), (0, None));
         assert_eq!(c.hedge_after, DEFAULT_HEDGE_AFTER);
         let c = Config::from_params(
-            &map(&[
+            &[
                 url,
                 ("prefetch", "0"),
                 ("request_budget", "40"),
@@ -612,7 +608,7 @@ mod tests {
                 ("disk_cache_size", "10MB"),
                 ("hydration_enabled", "true"),
                 ("retain_size", "1MB"),
-            ]),
+            ],
             &no_env,
         )
         .unwrap();
@@ -629,19 +625,18 @@ mod tests {
             ("hydration_enabled", "maybe"),
             ("retain_size", "much"),
         ] {
-            let e = Config::from_params(&map(&[url, (k, v)]), &no_env).unwrap_err();
+            let e = Config::from_params(&[url, (k, v)], &no_env).unwrap_err();
             assert!(e.to_string().contains(k), "{e}");
         }
         // A path without hydration is ignored, as the Go extension ignores it.
-        let c =
-            Config::from_params(&map(&[url, ("hydration_path", "/tmp/h.db")]), &no_env).unwrap();
+        let c = Config::from_params(&[url, ("hydration_path", "/tmp/h.db")], &no_env).unwrap();
         assert_eq!(c.hydration, None);
     }
 
     /// The defaults `PARAMS` states are the ones an open without the parameter gets.
     #[test]
     fn stated_defaults_are_the_defaults() {
-        let c = Config::from_params(&map(&[("replica_url", "file:///x")]), &no_env).unwrap();
+        let c = Config::from_params(&[("replica_url", "file:///x")], &no_env).unwrap();
         let stated = |name: &str| PARAMS.iter().find(|p| p.name == name).unwrap().default;
         let duration = |name| parse_duration(stated(name)).unwrap();
         let size = |name| parse_size(stated(name)).unwrap();

@@ -75,30 +75,16 @@ fn replica(tamper: bool) -> (tempfile::TempDir, Vec<u8>) {
     (dir, expected)
 }
 
-/// URI parameters for `Config::from_params`.
-struct Uri(Vec<(&'static str, String)>);
-
-impl litestream::config::Params for Uri {
-    fn get(&self, name: &str) -> Option<String> {
-        self.0
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone())
-    }
-    fn keys(&self) -> Vec<String> {
-        self.0.iter().map(|(k, _)| k.to_string()).collect()
-    }
-}
-
 fn open(dir: &std::path::Path) -> std::sync::Arc<litestream::replica::Replica> {
-    let uri = Uri(vec![
-        ("replica_url", format!("file://{}", dir.display())),
-        ("poll_interval", "60s".into()),
-        ("cache_size", "1MB".into()),
-        ("open_timeout", "2s".into()),
-        ("hedge_after", "0".into()),
-    ]);
-    registry::open(&Config::from_params(&uri, &|_| None).unwrap()).unwrap()
+    let url = format!("file://{}", dir.display());
+    let params = [
+        ("replica_url", url.as_str()),
+        ("poll_interval", "60s"),
+        ("cache_size", "1MB"),
+        ("open_timeout", "2s"),
+        ("hedge_after", "0"),
+    ];
+    registry::open(&Config::from_params(&params, &|_| None).unwrap()).unwrap()
 }
 
 #[test]

@@ -13,7 +13,36 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::Snapshot;
+use super::{FileMeta, Snapshot};
+
+/// What names a file of a state: (level, min TXID, max TXID, size, header timestamp).
+type FileName = (u8, u64, u64, u64, i64);
+
+fn name_of(f: &FileMeta) -> FileName {
+    let i = &f.info;
+    (
+        i.level,
+        i.min.get(),
+        i.max.get(),
+        i.size,
+        f.header.timestamp,
+    )
+}
+
+/// Whether page `pgno` is set in a bitmap of 64 pages a word.
+pub fn has_page(words: &[u64], pgno: u32) -> bool {
+    let i = (pgno.max(1) - 1) as usize;
+    words.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+/// Sets page `pgno` in a bitmap of 64 pages a word (grown as needed).
+pub fn set_page(words: &mut Vec<u64>, pgno: u32) {
+    let i = (pgno.max(1) - 1) as usize;
+    if words.len() <= i / 64 {
+        words.resize(i / 64 + 1, 0);
+    }
+    words[i / 64] |= 1 << (i % 64);
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CopyRecord {
@@ -24,7 +53,7 @@ pub struct CopyRecord {
     /// Inode of the data file described: a record whose file was replaced is not trusted.
     pub ino: u64,
     /// The files the state reads: (level, min TXID, max TXID, size, header timestamp).
-    pub files: Vec<(u8, u64, u64, u64, i64)>,
+    pub files: Vec<FileName>,
     /// Pages written so far (a bitmap in hex, 64 pages a word) while the copy is being
     /// written; none once it is complete.
     pub done: Option<String>,
@@ -45,20 +74,7 @@ impl CopyRecord {
             page_size: snap.page_size,
             pages: snap.commit(),
             ino,
-            files: snap
-                .files
-                .values()
-                .map(|f| {
-                    let i = &f.info;
-                    (
-                        i.level,
-                        i.min.get(),
-                        i.max.get(),
-                        i.size,
-                        f.header.timestamp,
-                    )
-                })
-                .collect(),
+            files: snap.files.values().map(|f| name_of(f)).collect(),
             done: None,
         }
     }
@@ -110,27 +126,14 @@ impl CopyRecord {
         let same: HashSet<_> = now
             .files
             .values()
-            .filter(|f| {
-                let i = &f.info;
-                files.contains(&(
-                    i.level,
-                    i.min.get(),
-                    i.max.get(),
-                    i.size,
-                    f.header.timestamp,
-                ))
-            })
+            .filter(|f| files.contains(&name_of(f)))
             .map(|f| f.id)
             .collect();
         let mut words = vec![0u64; (now.commit() as usize).div_ceil(64)];
         for (pgno, loc) in now.index.iter() {
-            let i = (pgno - 1) as usize;
-            let written = pgno <= self.pages
-                && done
-                    .as_ref()
-                    .is_none_or(|d| d.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0));
+            let written = pgno <= self.pages && done.as_ref().is_none_or(|d| has_page(d, pgno));
             if written && same.contains(&loc.file) {
-                words[i / 64] |= 1 << (i % 64);
+                set_page(&mut words, pgno);
             }
         }
         Some(words)
@@ -152,9 +155,7 @@ mod tests {
     }
 
     fn bits(words: &[u64], pages: u32) -> Vec<u32> {
-        (1..=pages)
-            .filter(|p| words[(*p as usize - 1) / 64] & (1 << ((*p - 1) % 64)) != 0)
-            .collect()
+        (1..=pages).filter(|p| has_page(words, *p)).collect()
     }
 
     #[test]

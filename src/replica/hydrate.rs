@@ -31,10 +31,10 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::copy_record::{record_path, CopyRecord};
+use super::copy_record::{has_page, record_path, set_page, CopyRecord};
 use super::{prefetch, Moved, Replica, Snapshot};
 use crate::error::{Error, Result};
-use crate::ltx::{self, Txid};
+use crate::ltx::Txid;
 
 /// One hydration read covers at most this much of an LTX file.
 const RANGE: u64 = 8 << 20;
@@ -234,12 +234,7 @@ impl Hydration {
     /// Serves a complete copy an earlier session left at the path, for the pages that the
     /// newest state reads unchanged from the copy's files. Returns the copy's TXID.
     fn adopt(&self, replica: &Replica) -> Option<Txid> {
-        let record = CopyRecord::load(&record_path(&self.path)).filter(|r| r.done.is_none())?;
-        let file = std::fs::File::open(&self.path).ok()?;
-        let meta = file.metadata().ok()?;
-        if meta.ino() != record.ino || meta.len() != record.pages as u64 * record.page_size as u64 {
-            return None;
-        }
+        let (file, record) = self.complete_copy()?;
         let _one = self.publishing.lock();
         let words = record.reusable(&self.replica_url, &replica.current())?;
         let copy = Copy {
@@ -251,6 +246,16 @@ impl Hydration {
         };
         *self.ready.write() = Some(Arc::new(copy));
         Some(Txid::new(record.txid))
+    }
+
+    /// The complete copy at the path, with its record, when the record describes that very
+    /// file (the same inode, the size of its pages).
+    fn complete_copy(&self) -> Option<(std::fs::File, CopyRecord)> {
+        let record = CopyRecord::load(&record_path(&self.path)).filter(|r| r.done.is_none())?;
+        let file = std::fs::File::open(&self.path).ok()?;
+        let meta = file.metadata().ok()?;
+        let whole = meta.len() == record.pages as u64 * record.page_size as u64;
+        (meta.ino() == record.ino && whole).then_some((file, record))
     }
 
     /// Hydrates the newest state and serves it. False when another process is writing the
@@ -306,6 +311,14 @@ impl Hydration {
             Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
             Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", e)),
         }
+        // Another process completed the copy of this very state after `run` looked (and
+        // released the lock): adopt it at the next round instead of fetching it again.
+        let done_elsewhere = self
+            .complete_copy()
+            .is_some_and(|(_, r)| r.txid == snap.txid.get() && r.replica_url == self.replica_url);
+        if done_elsewhere {
+            return Ok(None);
+        }
         let ino = file.metadata().map_err(|e| io("reading", e))?.ino();
         // What an unfinished copy of an earlier session holds in this state's version stays.
         let resumed = CopyRecord::load(&tmp_record)
@@ -332,20 +345,12 @@ impl Hydration {
             record.save(&tmp_record).map_err(|e| io("recording", e))
         };
         save(&mut record, &done)?;
-        let is_done = |done: &[u64], pgno: u32| {
-            let i = (pgno - 1) as usize;
-            done[i / 64] & (1 << (i % 64)) != 0
-        };
-        let mark = |done: &mut [u64], pgno: u32| {
-            let i = (pgno - 1) as usize;
-            done[i / 64] |= 1 << (i % 64);
-        };
         // Pages the previous copy holds unchanged are copied locally; the rest are fetched.
         let old = self.ready.read().clone();
         let mut fetch = Vec::new();
         let mut page = vec![0u8; ps as usize];
         for (pgno, loc) in snap.index.iter() {
-            if is_done(&done, pgno) {
+            if has_page(&done, pgno) {
                 continue;
             }
             let local = old.as_ref().filter(|c| {
@@ -355,7 +360,7 @@ impl Hydration {
             match local.map(|c| c.file.read_exact_at(&mut page, at)) {
                 Some(Ok(())) => {
                     file.write_all_at(&page, at).map_err(|e| io("writing", e))?;
-                    mark(&mut done, pgno);
+                    set_page(&mut done, pgno);
                 }
                 _ => fetch.push((pgno, loc)),
             }
@@ -380,15 +385,11 @@ impl Hydration {
             })?;
             for ((r, bytes), name) in batch.iter().zip(bodies).zip(names) {
                 for (pgno, l) in &r.run {
-                    let at = (l.offset - r.start) as usize;
-                    let frame = bytes
-                        .get(at..at + l.size as usize)
-                        .ok_or_else(|| ltx::LtxError::truncated(format!("frame of page {pgno}")))
-                        .and_then(|f| ltx::decode_page_frame(f, snap.page_size, *pgno))
+                    let frame = super::page_in(&bytes, r.start, *l, snap.page_size, *pgno)
                         .map_err(|e| Error::corrupt(name.clone(), e))?;
                     file.write_all_at(&frame, (*pgno as u64 - 1) * ps)
                         .map_err(|e| io("writing", e))?;
-                    mark(&mut done, *pgno);
+                    set_page(&mut done, *pgno);
                 }
                 self.fetched
                     .fetch_add(r.run.len() as u64, Ordering::Relaxed);

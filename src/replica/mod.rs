@@ -285,9 +285,11 @@ impl Replica {
                 Some(disk.get(&w.meta, w.key.1)?.into())
             });
             if let Some(page) = page {
-                self.retention.keep(w.key, page, w.epoch);
+                self.retention
+                    .keep(w.key, retain::Kept::Page(page), w.epoch);
             } else if let Some((meta, loc)) = self.same_version_in(&w, next) {
-                self.retention.keep_elsewhere(w.key, meta, loc, w.epoch);
+                self.retention
+                    .keep(w.key, retain::Kept::Elsewhere { meta, loc }, w.epoch);
             } else if w.gone {
                 self.retention.defer(w);
             } else {
@@ -305,7 +307,7 @@ impl Replica {
         let task = async move {
             for (mut w, page) in fetch_frames(&store, fetch).await {
                 match page {
-                    Ok(page) => retention.keep(w.key, page, w.epoch),
+                    Ok(page) => retention.keep(w.key, retain::Kept::Page(page), w.epoch),
                     Err(e) => {
                         crate::log_debug!(
                             "keeping page {} of {} for a pinned read transaction: {e}",
@@ -612,7 +614,7 @@ impl Replica {
             let range = loc.offset..loc.offset + loc.size as u64;
             let bytes = self.store.read_range_blocking(&meta.info, range)?;
             meter::charge(1, bytes.len() as u64, started.elapsed());
-            let page: Arc<[u8]> = ltx::decode_page_frame(&bytes, page_size, pgno)
+            let page: Arc<[u8]> = page_in(&bytes, loc.offset, loc, page_size, pgno)
                 .map_err(|e| Error::corrupt(self.store.describe(&meta.info), e))?
                 .into();
             self.cache.insert((loc.file, pgno), page.clone());
@@ -755,11 +757,7 @@ impl Replica {
     ) -> Option<std::result::Result<Arc<[u8]>, ltx::LtxError>> {
         let mut first = None;
         for (pgno, l) in run {
-            let frame = (l.offset.checked_sub(start))
-                .and_then(|at| bytes.get(at as usize..at as usize + l.size as usize))
-                .ok_or_else(|| ltx::LtxError::truncated(format!("frame of page {pgno}")));
-            let page = frame.and_then(|f| ltx::decode_page_frame(f, page_size, *pgno));
-            let page = page.map(|p| -> Arc<[u8]> { p.into() });
+            let page = page_in(bytes, start, *l, page_size, *pgno).map(Arc::<[u8]>::from);
             if let Ok(p) = &page {
                 self.prefetcher.observe(*pgno, p);
                 self.cache.insert((meta.id, *pgno), p.clone());
@@ -819,52 +817,51 @@ fn replaced(prev: &Snapshot, next: &Snapshot) -> Vec<Moved> {
         .collect()
 }
 
-/// Fetches the frames of `wanted`, one ranged read per run of adjacent frames of a file.
+/// Fetches the frames of `wanted` in coalesced ranged reads (one per run of nearby frames
+/// of a file).
 async fn fetch_frames(
     store: &Store,
-    mut wanted: Vec<retain::Wanted>,
+    wanted: Vec<retain::Wanted>,
 ) -> Vec<(retain::Wanted, Result<Arc<[u8]>>)> {
-    wanted.sort_by_key(|w| (w.meta.id, w.loc.offset));
-    let mut out = Vec::with_capacity(wanted.len());
-    let mut rest = wanted.into_iter().peekable();
-    while let Some(first) = rest.next() {
-        let mut run = vec![first];
-        while let Some(next) = rest.peek() {
-            let last = &run[run.len() - 1];
-            let end = last.loc.offset + last.loc.size as u64;
-            if next.meta.id != last.meta.id
-                || next.loc.offset != end
-                || end - run[0].loc.offset >= READ_AHEAD_BYTES
-            {
-                break;
-            }
-            run.extend(rest.next());
-        }
-        let meta = run[0].meta.clone();
-        let start = run[0].loc.offset;
-        let last = &run[run.len() - 1];
-        let bytes = store
-            .read_range(&meta.info, start..last.loc.offset + last.loc.size as u64)
-            .await
-            .map_err(Arc::new);
-        for w in run {
+    let mut by_key: HashMap<cache::PageKey, retain::Wanted> =
+        wanted.into_iter().map(|w| (w.key, w)).collect();
+    let frames = by_key.values().map(|w| (w.key.1, w.loc)).collect();
+    let mut out = Vec::with_capacity(by_key.len());
+    for r in prefetch::coalesce(frames, READ_AHEAD_BYTES) {
+        let Some(meta) = r.run.first().and_then(|(p, _)| by_key.get(&(r.file, *p))) else {
+            continue;
+        };
+        let meta = meta.meta.clone();
+        let bytes = store.read_range(&meta.info, r.start..r.end).await;
+        let bytes = bytes.map_err(Arc::new);
+        for (pgno, loc) in r.run {
+            let Some(w) = by_key.remove(&(loc.file, pgno)) else {
+                continue;
+            };
             let page = match &bytes {
-                Ok(bytes) => {
-                    let at = (w.loc.offset - start) as usize;
-                    let frame = bytes.get(at..at + w.loc.size as usize).ok_or_else(|| {
-                        ltx::LtxError::truncated(format!("frame of page {}", w.key.1))
-                    });
-                    frame
-                        .and_then(|f| ltx::decode_page_frame(f, meta.header.page_size, w.key.1))
-                        .map(|p| -> Arc<[u8]> { p.into() })
-                        .map_err(|e| Error::corrupt(store.describe(&meta.info), e))
-                }
+                Ok(bytes) => page_in(bytes, r.start, loc, meta.header.page_size, pgno)
+                    .map(Arc::from)
+                    .map_err(|e| Error::corrupt(store.describe(&meta.info), e)),
                 Err(e) => Err(Error::Again(e.clone())),
             };
             out.push((w, page));
         }
     }
     out
+}
+
+/// The page in the frame at `loc`, out of `bytes` read from its file from offset `start`.
+fn page_in(
+    bytes: &[u8],
+    start: u64,
+    loc: Loc,
+    page_size: u32,
+    pgno: u32,
+) -> std::result::Result<Vec<u8>, ltx::LtxError> {
+    let frame = (loc.offset.checked_sub(start))
+        .and_then(|at| bytes.get(at as usize..(at + loc.size as u64) as usize))
+        .ok_or_else(|| ltx::LtxError::truncated(format!("frame of page {pgno}")))?;
+    ltx::decode_page_frame(frame, page_size, pgno)
 }
 
 /// How many page-index entries (16 bytes each) the index cache keeps: 32 MiB.

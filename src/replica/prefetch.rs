@@ -131,7 +131,8 @@ pub(super) struct Range {
 /// under `max_range`.
 pub(super) fn coalesce(mut pages: Vec<(u32, Loc)>, max_range: u64) -> Vec<Range> {
     pages.sort_by_key(|(p, l)| (l.file, l.offset, *p));
-    pages.dedup_by_key(|(p, _)| *p);
+    // The same frame asked twice is read once (one page number may sit in several files).
+    pages.dedup_by_key(|(p, l)| (l.file, *p));
     let mut ranges: Vec<Range> = Vec::new();
     for (p, l) in pages {
         let end = l.offset + l.size as u64;
@@ -350,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn coalesces_nearby_frames_of_one_file() {
+    fn coalesces_nearby_frames_of_a_file_once_each() {
         let l = |file, offset| Loc {
             file,
             size: 1000,
@@ -361,8 +362,11 @@ mod tests {
                 (5, l(1, 3000)),
                 (3, l(1, 100)),
                 (4, l(1, 1100)),
-                (9, l(2, 100)),
+                (9, l(2, 1000)),
                 (6, l(1, 100_000)),
+                // The same page number in another file (another version): read too.
+                (6, l(2, 0)),
+                (4, l(1, 1100)),
             ],
             MAX_RANGE,
         );
@@ -382,7 +386,7 @@ mod tests {
             vec![
                 (1, 100, 4000, vec![3, 4, 5]),
                 (1, 100_000, 101_000, vec![6]),
-                (2, 100, 1100, vec![9]),
+                (2, 0, 2000, vec![6, 9]),
             ]
         );
     }

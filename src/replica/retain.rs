@@ -23,9 +23,10 @@
 //! finds its file deleted fails with [`crate::error::Error::SnapshotTooOld`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use super::cache::PageKey;
 use super::index::{FileId, Loc};
@@ -74,6 +75,9 @@ pub struct Outcome {
 
 pub struct Retention {
     inner: Mutex<Inner>,
+    /// Entries in `kept`, readable without the lock: a page read (a cache miss, a prefetch
+    /// candidate) asks only when something is kept, which is rare.
+    kept_len: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -114,7 +118,16 @@ impl Retention {
                 budget,
                 ..Inner::default()
             }),
+            kept_len: AtomicUsize::new(0),
         }
+    }
+
+    /// Runs `f` on the state, then publishes how many entries are kept.
+    fn with<T>(&self, f: impl FnOnce(&mut MutexGuard<'_, Inner>) -> T) -> T {
+        let mut inner = self.inner.lock();
+        let out = f(&mut inner);
+        self.kept_len.store(inner.kept.len(), Ordering::Release);
+        out
     }
 
     /// Pins the state `current` returns, and returns it with its epoch. `current` runs
@@ -129,14 +142,15 @@ impl Retention {
     }
 
     pub fn unpin(&self, epoch: u64) {
-        let mut inner = self.inner.lock();
-        if let Some(n) = inner.pins.get_mut(&epoch) {
-            *n -= 1;
-            if *n == 0 {
-                inner.pins.remove(&epoch);
+        self.with(|inner| {
+            if let Some(n) = inner.pins.get_mut(&epoch) {
+                *n -= 1;
+                if *n == 0 {
+                    inner.pins.remove(&epoch);
+                }
             }
-        }
-        inner.collect();
+            inner.collect();
+        })
     }
 
     /// Publishes `next` (through `swap`, under the pin lock) after `prev`, which it
@@ -149,71 +163,18 @@ impl Retention {
         moved: &[Moved],
         swap: impl FnOnce(),
     ) -> Outcome {
-        let mut inner = self.inner.lock();
-        swap();
-        inner.epoch += 1;
-        let epoch = inner.epoch;
-        let mut out = Outcome::default();
-        for m in moved {
-            let key = (m.from.file, m.pgno);
-            // A location of a file applied and replaced within this publish was never
-            // visible: no pin reads it.
-            let Some(from) = prev.file(m.from.file) else {
-                if m.to.is_none() {
-                    out.unneeded.push(key);
-                }
-                continue;
-            };
-            let born = inner.born.get(&m.from.file).copied().unwrap_or(0);
-            // A pin sees this location if it holds a state from `born` on (every pin holds
-            // a state older than `epoch`).
-            if inner.pins.range(born..).next().is_none() {
-                if m.to.is_none() {
-                    out.unneeded.push(key);
-                }
-                continue;
-            }
-            match m.to {
-                Some(to) => {
-                    let Some(meta) = next.file(to.file) else {
-                        continue;
-                    };
-                    // The redirect makes pins from `born` on read the target: it must be
-                    // kept for them in turn when it leaves the newest state.
-                    let b = inner.born.entry(to.file).or_insert(epoch);
-                    *b = (*b).min(born);
-                    let kept = Kept::Elsewhere {
-                        meta: meta.clone(),
-                        loc: to,
-                    };
-                    inner.insert(key, kept, epoch);
-                }
-                None => out.superseded.push(Wanted {
-                    key,
-                    meta: from.clone(),
-                    loc: m.from,
-                    until: m.until,
-                    epoch,
-                    gone: false,
-                }),
-            }
-        }
-        for id in next.files.keys() {
-            inner.born.entry(*id).or_insert(epoch);
-        }
-        inner.born.retain(|id, _| next.files.contains_key(id));
-        inner.evict();
-        out
+        self.with(|inner| inner.publish(prev, next, moved, swap))
     }
 
-    /// Keeps a superseded version, unless no pin needs it any more.
-    pub fn keep(&self, key: PageKey, page: Arc<[u8]>, epoch: u64) {
-        let mut inner = self.inner.lock();
-        if inner.pins.range(..epoch).next().is_none() {
-            return;
-        }
-        inner.insert(key, Kept::Page(page), epoch);
-        inner.evict();
+    /// Keeps a superseded version (its bytes, or where a compacted file holds it), unless
+    /// no pin needs it any more.
+    pub fn keep(&self, key: PageKey, kept: Kept, epoch: u64) {
+        self.with(|inner| {
+            if inner.pins.range(..epoch).next().is_some() {
+                inner.insert(key, kept, epoch);
+                inner.evict();
+            }
+        })
     }
 
     /// Holds the bytes of a small file the newest state now reads (read whole to apply it).
@@ -256,16 +217,6 @@ impl Retention {
         }
     }
 
-    /// Keeps a redirect found for a superseded version (a compacted file holds it).
-    pub fn keep_elsewhere(&self, key: PageKey, meta: Arc<FileMeta>, loc: Loc, epoch: u64) {
-        let mut inner = self.inner.lock();
-        if inner.pins.range(..epoch).next().is_none() {
-            return;
-        }
-        inner.insert(key, Kept::Elsewhere { meta, loc }, epoch);
-        inner.evict();
-    }
-
     /// A version that could not be kept now (its file is gone, or the store failed):
     /// tried again at the next publish, while a pin may need it.
     pub fn defer(&self, w: Wanted) {
@@ -285,17 +236,21 @@ impl Retention {
     }
 
     pub fn has(&self, key: PageKey) -> bool {
-        self.inner.lock().kept.contains_key(&key)
+        self.kept_len.load(Ordering::Acquire) > 0 && self.inner.lock().kept.contains_key(&key)
     }
 
     pub fn get(&self, key: PageKey) -> Option<Kept> {
+        if self.kept_len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         self.inner.lock().kept.get(&key).map(|(k, _)| k.clone())
     }
 
     pub fn set_budget(&self, bytes: u64) {
-        let mut inner = self.inner.lock();
-        inner.budget = bytes;
-        inner.evict();
+        self.with(|inner| {
+            inner.budget = bytes;
+            inner.evict();
+        })
     }
 
     pub fn usage(&self) -> Usage {
@@ -311,6 +266,70 @@ impl Retention {
 }
 
 impl Inner {
+    /// See [`Retention::publish`].
+    fn publish(
+        &mut self,
+        prev: &Snapshot,
+        next: &Snapshot,
+        moved: &[Moved],
+        swap: impl FnOnce(),
+    ) -> Outcome {
+        swap();
+        self.epoch += 1;
+        let epoch = self.epoch;
+        let mut out = Outcome::default();
+        for m in moved {
+            let key = (m.from.file, m.pgno);
+            // A location of a file applied and replaced within this publish was never
+            // visible: no pin reads it.
+            let Some(from) = prev.file(m.from.file) else {
+                if m.to.is_none() {
+                    out.unneeded.push(key);
+                }
+                continue;
+            };
+            let born = self.born.get(&m.from.file).copied().unwrap_or(0);
+            // A pin sees this location if it holds a state from `born` on (every pin holds
+            // a state older than `epoch`).
+            if self.pins.range(born..).next().is_none() {
+                if m.to.is_none() {
+                    out.unneeded.push(key);
+                }
+                continue;
+            }
+            match m.to {
+                Some(to) => {
+                    let Some(meta) = next.file(to.file) else {
+                        continue;
+                    };
+                    // The redirect makes pins from `born` on read the target: it must be
+                    // kept for them in turn when it leaves the newest state.
+                    let b = self.born.entry(to.file).or_insert(epoch);
+                    *b = (*b).min(born);
+                    let kept = Kept::Elsewhere {
+                        meta: meta.clone(),
+                        loc: to,
+                    };
+                    self.insert(key, kept, epoch);
+                }
+                None => out.superseded.push(Wanted {
+                    key,
+                    meta: from.clone(),
+                    loc: m.from,
+                    until: m.until,
+                    epoch,
+                    gone: false,
+                }),
+            }
+        }
+        for id in next.files.keys() {
+            self.born.entry(*id).or_insert(epoch);
+        }
+        self.born.retain(|id, _| next.files.contains_key(id));
+        self.evict();
+        out
+    }
+
     fn insert(&mut self, key: PageKey, kept: Kept, epoch: u64) {
         let cost = cost_of(&kept);
         if let Some((old, _)) = self.kept.insert(key, (kept, epoch)) {
@@ -390,7 +409,7 @@ mod tests {
         let out = r.publish(cur, &next, &moved, || {});
         let n = out.superseded.len();
         for w in out.superseded {
-            r.keep(w.key, page(w.key.0 as u8), w.epoch);
+            r.keep(w.key, Kept::Page(page(w.key.0 as u8)), w.epoch);
         }
         *cur = next;
         n

@@ -66,20 +66,7 @@ pub fn config(params: &dyn Params, env: &dyn Fn(&str) -> Option<String>) -> Resu
 mod tests {
     use super::*;
 
-    struct Uri(&'static [(&'static str, &'static str)]);
-
-    impl Params for Uri {
-        fn get(&self, name: &str) -> Option<String> {
-            self.0
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
-        fn keys(&self) -> Vec<String> {
-            self.0.iter().map(|(k, _)| k.to_string()).collect()
-        }
-    }
-
+    const NONE: [(&str, &str); 0] = [];
     const MAIN: OpenKind = OpenKind {
         main_db: true,
         wal: false,
@@ -90,25 +77,19 @@ mod tests {
     };
     const URL: (&str, &str) = ("replica_url", "file:///tmp/r");
 
-    fn go(path: Option<&str>, kind: OpenKind, uri: &'static [(&str, &str)]) -> Route {
+    fn go(path: Option<&str>, kind: OpenKind, uri: &dyn Params) -> Route {
         let primary_wal = |p: &Path| p == Path::new("/db/app.db-wal");
-        route(
-            path.map(Path::new),
-            kind,
-            &Uri(uri),
-            &|_| None,
-            &primary_wal,
-        )
+        route(path.map(Path::new), kind, uri, &|_| None, &primary_wal)
     }
 
     #[test]
     fn each_open_goes_where_the_table_says() {
         assert!(matches!(
-            go(Some("/db/app.db-wal"), WAL, &[]),
+            go(Some("/db/app.db-wal"), WAL, &NONE),
             Route::PrimaryWal(_)
         ));
         assert!(matches!(
-            go(Some("/db/other.db-wal"), WAL, &[]),
+            go(Some("/db/other.db-wal"), WAL, &NONE),
             Route::Base
         ));
         assert!(matches!(
@@ -116,7 +97,7 @@ mod tests {
             Route::Base
         ));
         assert!(
-            matches!(go(Some("/db/copy.db"), MAIN, &[]), Route::Base),
+            matches!(go(Some("/db/copy.db"), MAIN, &NONE), Route::Base),
             "VACUUM INTO"
         );
         assert!(
@@ -147,7 +128,7 @@ mod tests {
     #[test]
     fn the_environment_alone_names_a_replica() {
         let env = |k: &str| (k == "LITESTREAM_REPLICA_URL").then(|| "file:///tmp/r".to_string());
-        let r = route(Some(Path::new("app.db")), MAIN, &Uri(&[]), &env, &|_| false);
+        let r = route(Some(Path::new("app.db")), MAIN, &NONE, &env, &|_| false);
         assert!(matches!(r, Route::Replica(_)));
     }
 }

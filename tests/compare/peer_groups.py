@@ -123,6 +123,13 @@ class World:
         self.w = create_source_db(self.src, rows=rows, overflow_rows=0)
         return self.w
 
+    def replicated(self, rows=200, url=None, **kw):
+        """The source database with `rows` orders, replicated and synced: its Litestream."""
+        self.source(rows)
+        ls = self.litestream(url, **kw)
+        ls.wait_synced()
+        return ls
+
     def litestream(self, url=None, **kw):
         ls = Litestream(self.src, url or self.url, workdir=self.dir, **kw).start()
         self.stack.append(ls)
@@ -147,9 +154,7 @@ class World:
 
 def read_and_follow(w, ext):
     """TestVFS_Simple, TestVFS_Updating: reads, then follows new commits."""
-    w.source()
-    ls = w.litestream()
-    ls.wait_synced()
+    ls = w.replicated()
     r = Reader(ext, w.url, [q(COUNT)] + polled(6))
     r.start()
     time.sleep(2)
@@ -165,9 +170,7 @@ def read_and_follow(w, ext):
 def active_read_transaction(w, ext):
     """TestVFS_ActiveReadTransaction: a read transaction keeps its state while new files
     land; the next one sees them."""
-    w.source()
-    ls = w.litestream()
-    ls.wait_synced()
+    ls = w.replicated()
     r = Reader(ext, w.url, [q("BEGIN"), q(COUNT), sleep(5), q(COUNT), q("COMMIT"), sleep(2.5),
                             q(COUNT)])
     r.start()
@@ -183,9 +186,7 @@ def active_read_transaction(w, ext):
 
 def outage(held, fault):
     def group(w, ext):
-        w.source()
-        ls = w.litestream()
-        ls.wait_synced()
+        ls = w.replicated()
         proxy = w.proxy()
         r = Reader(ext, w.via(proxy), [q(COUNT)] + polled(held + 12))
         r.start()
@@ -217,9 +218,7 @@ def long_transactions_under_retention(w, ext):
     """TestVFS_LongRunningTxnStress with fast compaction: four readers hold transactions of
     1.5 s while Litestream compacts every 2 s and deletes L0 files 2 s later; the store
     answers 503, resets and truncates now and then."""
-    w.source(rows=500)
-    ls = w.litestream(config=harness.FAST_COMPACTION)
-    ls.wait_synced()
+    ls = w.replicated(500, config=harness.FAST_COMPACTION)
     proxy = w.proxy(seed=11)
     proxy.add("status", rate=0.05)
     proxy.add("reset", rate=0.02)
@@ -261,10 +260,8 @@ def rfc3339_ms(ms: int) -> str:
 def time_travel_exact(w, ext):
     """TestVFS_TimeTravel: at each file's own timestamp and a millisecond after, the state
     `litestream restore -timestamp` restores."""
-    w.source(rows=10)
     url = (w.dir / "replica").as_uri()
-    ls = w.litestream(url)
-    ls.wait_synced()
+    ls = w.replicated(10, url=url)
     for k in range(4):
         insert_orders(w.w, 11 + 10 * k, 10)
         ls.wait_synced()
@@ -297,8 +294,7 @@ def time_travel_exact(w, ext):
 
 def write_enabled_pragma(w, ext):
     """TestVFS_WriteEnabled (on a read replica): reads 0; other values refused."""
-    w.source(rows=10)
-    w.litestream().wait_synced()
+    w.replicated(10)
     res, _ = Reader(ext, w.url, [q("PRAGMA litestream_write_enabled", continue_on_error=True),
                                  q("PRAGMA litestream_write_enabled = 'bogus'",
                                    continue_on_error=True)]).run_now()
@@ -312,8 +308,7 @@ def write_enabled_pragma(w, ext):
 def hydration_short_sessions(w, ext):
     """hydration_e2e_test: two short sessions with LITESTREAM_HYDRATION_ENABLED/_PATH leave
     the complete database at the path."""
-    w.source(rows=3000)
-    w.litestream().wait_synced()
+    w.replicated(3000)
     copy = w.dir / "hydrated.db"
     env = {"LITESTREAM_HYDRATION_ENABLED": "true", "LITESTREAM_HYDRATION_PATH": str(copy)}
     for _ in range(2):
@@ -343,8 +338,7 @@ def waits_for_first_snapshot(w, ext):
 
 def empty_first_listing(w, ext):
     """TestVFS_S3EventualConsistency: the first listings come back empty."""
-    w.source(rows=100)
-    w.litestream().wait_synced()
+    w.replicated(100)
     proxy = w.proxy()
     proxy.add("empty", method="LIST", count=3)
     res, _ = Reader(ext, w.via(proxy), [q(COUNT)]).run_now()
@@ -367,10 +361,8 @@ def run_while_appending(w, reader, first_id, pause):
 def descriptor_budget(w, ext):
     """TestVFS_FileDescriptorBudget: 8 connections reading while the writer commits and
     Litestream compacts; descriptors stay under 64 more than before, and go back on close."""
-    w.source(rows=200)
     url = (w.dir / "replica").as_uri()
-    ls = w.litestream(url, config=harness.FAST_COMPACTION)
-    ls.wait_synced()
+    ls = w.replicated(200, url=url, config=harness.FAST_COMPACTION)
     names = [f"c{i}" for i in range(8)]
     steps = [{"op": "fds"}]
     steps += [{"op": "open", "name": n, "uri": URI} for n in names]
@@ -388,9 +380,8 @@ def descriptor_budget(w, ext):
 
 def cache_spill_miss_storm(w, ext):
     """TestVFS_CacheMissStorm: SQLite's cache at 64 KiB with spilling, while commits land."""
-    w.source(rows=3000)
     url = (w.dir / "replica").as_uri()
-    w.litestream(url).wait_synced()
+    w.replicated(3000, url=url)
     steps = [q("PRAGMA cache_size = -64"), q("PRAGMA cache_spill = ON")]
     steps += [q(CONSISTENT, continue_on_error=True) for _ in range(100)]
     res = run_while_appending(w, Reader(ext, url, steps), 3001, 0.02)
@@ -439,10 +430,8 @@ def truncated_file(w, ext):
     """The newest L0 file cut in half (the issue's "panics on truncated files"; the peer's
     TestVFS_PartialLTXUpload injects one short read, which our store retries). A clear error
     or the rows of a complete state; never a crash or a wrong row."""
-    w.source(rows=100)
     url = (w.dir / "replica").as_uri()
-    ls = w.litestream(url)
-    ls.wait_synced()
+    ls = w.replicated(100, url=url)
     insert_orders(w.w, 101, 20)
     ls.wait_synced()
     ls.stop()

@@ -166,6 +166,17 @@ def expected_digest(n: int) -> str:
 ORDERS = "SELECT * FROM orders ORDER BY id"
 
 
+def fast_compacting(s3_server, tmp_path, litestream, rows, stem):
+    """A source of `rows` orders replicated to a new bucket under fast compaction and 2 s L0
+    retention, synced (Litestream runs until the test ends): (source path, replica URL)."""
+    src = tmp_path / "src.db"
+    w = create_source_db(src, rows=rows, overflow_rows=0)
+    url = s3_server.replica_url(s3_server.new_bucket(stem), "db")
+    litestream(src, url, config=harness.FAST_COMPACTION).wait_synced()
+    w.close()
+    return src, url
+
+
 def l0_files(url) -> set:
     return {(f.min_txid, f.max_txid) for f in list_ltx(url) if f.level == 0}
 
@@ -203,12 +214,7 @@ def test_a_read_transaction_outlives_the_files_it_reads(retain, s3_server, tmp_p
     state. With nothing kept (retain_size=1) a read of a deleted file fails with
     SQLITE_BUSY_SNAPSHOT ("snapshot too old"), never an I/O error, and the next transaction
     reads the newest state."""
-    src = tmp_path / "src.db"
-    w = create_source_db(src, rows=300, overflow_rows=0)
-    bucket = s3_server.new_bucket("retain")
-    url = s3_server.replica_url(bucket, "db")
-    ls = litestream(src, url, config=harness.FAST_COMPACTION)
-    ls.wait_synced()
+    src, url = fast_compacting(s3_server, tmp_path, litestream, 300, "retain")
     params = {"poll_interval": "200ms", "cache_size": "64KB"}
     if retain == "none":
         params["retain_size"] = "1"
@@ -258,19 +264,15 @@ def test_eight_readers_with_long_transactions_under_fast_retention_and_faults(
     the readers' store answers 503, resets and truncates now and then. No read fails, and
     each transaction sees one consistent state: ids 1..n exactly, the same before and after
     its wait; states never go back."""
-    src = tmp_path / "src.db"
-    w = create_source_db(src, rows=500, overflow_rows=0)
-    bucket = s3_server.new_bucket("readers")
-    url = s3_server.replica_url(bucket, "db")
-    ls = litestream(src, url, config=harness.FAST_COMPACTION)
-    ls.wait_synced()
+    src, url = fast_compacting(s3_server, tmp_path, litestream, 500, "readers")
     first_l0 = l0_files(url)
     with FaultProxy(s3_server.endpoint, seed=11) as proxy:
         proxy.add("status", rate=0.05)
         proxy.add("reset", rate=0.02)
         proxy.add("truncate", rate=0.02, method="GET")
-        via = f"s3://{bucket}/db?endpoint={proxy.endpoint}&force-path-style=true"
-        uri = vfs_uri(via, poll_interval="200ms", cache_size="256KB", log_level=os.environ.get("T_LOG", "warn"))
+        via = url.replace(s3_server.endpoint, proxy.endpoint)
+        uri = vfs_uri(via, poll_interval="200ms", cache_size="256KB",
+                      log_level=os.environ.get("T_LOG", "warn"))
         a = Appender(src, 501, pause=0.05)
         errors, seen = [], {}
         stop = threading.Event()
@@ -345,7 +347,8 @@ c = sqlite3.connect(sys.argv[2], uri=True)
 deadline = time.time() + 120
 while True:
     s = json.loads(c.execute("PRAGMA litestream_stats").fetchone()[0])
-    if s["hydration"]["state"] != "hydrating" or time.time() > deadline:
+    state = s["hydration"]["state"]
+    if state == "ready" or state.startswith("failed") or time.time() > deadline:
         break
     time.sleep(0.05)
 print(json.dumps(s))
@@ -354,7 +357,8 @@ print(json.dumps(s))
 
 def hydrate_in_child(uri) -> int:
     """Opens `uri` in a process of its own (one replica, its own counters), waits for the
-    hydration to complete, and returns how many pages it fetched."""
+    hydration to complete (written here, or by another process and adopted), and returns
+    how many pages it fetched."""
     out = subprocess.run([harness.child_python(), "-c", HYDRATE, str(harness.ext_path()), uri],
                          capture_output=True, text=True, timeout=180, env=harness.child_env())
     assert out.returncode == 0, out.stderr
@@ -444,6 +448,37 @@ def test_hydration_goes_on_across_short_sessions(s3_server, tmp_path, litestream
         assert s["hydration"]["pages_served"] > 0, s["hydration"]
         assert s["hydration"]["pages_fetched"] == 0, s["hydration"]
         assert 0 < s["hydration"]["pages_current"] < s["pages"], s["hydration"]
+
+
+def test_two_processes_hydrating_one_copy_fetch_it_once(s3_server, tmp_path, litestream):
+    """Two processes open the replica with one hydration_path at once (every GET takes
+    0.2 s): one writes the copy, holding a lock on it; the other finds it locked, waits,
+    then adopts the complete copy. Between them the pages are fetched once, and the copy
+    is the database, byte for byte."""
+    src = tmp_path / "src.db"
+    create_source_db(src, rows=6000, overflow_rows=0)
+    bucket = s3_server.new_bucket("hydrate2")
+    ls = litestream(src, s3_server.replica_url(bucket, "db"))
+    ls.wait_synced()
+    ls.stop()
+    copy = tmp_path / "shared.db"
+    with LatencyProxy(s3_server.endpoint, delay=0.2) as proxy:
+        url = f"s3://{bucket}/db?endpoint={proxy.endpoint}&force-path-style=true"
+        params = dict(hydration_enabled="true", hedge_after="0", poll_interval="100ms")
+        uri = vfs_uri(url, hydration_path=str(copy), **params)
+        fetched = []
+        both = [threading.Thread(target=lambda: fetched.append(hydrate_in_child(uri)))
+                for _ in range(2)]
+        for t in both:
+            t.start()
+        for t in both:
+            t.join()
+        whole = hydrate_in_child(vfs_uri(url, hydration_path=str(tmp_path / "whole.db"),
+                                         **params))
+    print(f"fetched by the two processes: {sorted(fetched)}; a whole hydration: {whole}")
+    assert sorted(fetched) == [0, whole], (fetched, whole)
+    assert harness.image_digest(copy.read_bytes()) == harness.image_digest(
+        harness.db_image(src))
 
 
 # ---------------------------------------------------------------------------------------------
