@@ -75,7 +75,7 @@ pub const PARAMS: &[Param] = &[
     param("sync_timeout", "30s", Twin::None),
     param("restore", "if-missing", Twin::None),
     param("checksum", "off", Twin::None),
-    param("sync_interval", "0 (at once)", Twin::None),
+    param("sync_interval", "100ms", Twin::None),
     param("shutdown_timeout", "10s", Twin::None),
     param("levels", "30s,5m,1h", Twin::None),
     param("snapshot_interval", "24h", Twin::None),
@@ -160,8 +160,12 @@ pub struct PrimaryConfig {
     /// Litestream 0.5.17's own restore rejects files that carry them ("validate trailer:
     /// post-apply checksum not allowed"), and its files never do.
     pub checksum: bool,
-    /// Least time between two uploads (the Go extension's `sync_interval`); commits in
-    /// between are merged into one file.
+    /// Least time between the starts of two uploads (the Go extension's `sync_interval`):
+    /// a commit after a quiet spell ships at once, commits that keep coming merge into one
+    /// file per interval (0: every round of the shipper uploads what is new). Not 0 by
+    /// default because each upload is a file and a claim: a busy database shipping "at
+    /// once" makes hundreds of PUTs a second (dollars a day on S3) and spends CPU its
+    /// writers need.
     pub sync_interval: Duration,
     /// How long closing the last connection waits for pending files to ship.
     pub shutdown_timeout: Duration,
@@ -205,7 +209,7 @@ impl Default for PrimaryConfig {
             sync: SyncMode::Local,
             restore: RestoreMode::IfMissing,
             checksum: false,
-            sync_interval: Duration::ZERO,
+            sync_interval: Duration::from_millis(100),
             shutdown_timeout: Duration::from_secs(10),
             sync_timeout: Duration::from_secs(30),
             meta_dir: None,
@@ -350,7 +354,7 @@ impl Config {
             primary.checksum = boolean(&src, &v)?;
         }
         if let Some((src, v)) = lookup("sync_interval") {
-            primary.sync_interval = positive_duration(&src, &v)?;
+            primary.sync_interval = duration(&src, &v)?;
         }
         if let Some((src, v)) = lookup("shutdown_timeout") {
             primary.shutdown_timeout = positive_duration(&src, &v)?;

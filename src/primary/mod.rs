@@ -226,7 +226,7 @@ impl Primary {
             return;
         }
         if !self.is_leader() {
-            wake::send(&self.meta_dir);
+            wake::send(&self.meta_dir, wake::Wake::Copy);
             return;
         }
         if let Err(e) = self.flush() {
@@ -294,7 +294,7 @@ impl Primary {
             if Instant::now() >= deadline {
                 return false;
             }
-            wake::send(&self.meta_dir);
+            wake::send(&self.meta_dir, wake::Wake::Copy);
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(5));
         }
@@ -336,7 +336,7 @@ impl Primary {
                 return Err(waited_too_long(&p, timeout));
             }
             if last_wake.is_none_or(|t| t.elapsed() > Duration::from_millis(100)) {
-                wake::send(&self.meta_dir);
+                wake::send(&self.meta_dir, wake::Wake::Ship);
                 last_wake = Some(Instant::now());
             }
             std::thread::sleep(Duration::from_millis(2));

@@ -923,7 +923,8 @@ impl Pin {
     }
 }
 
-/// Wake-ups from other processes: copy now, and ship without the `sync_interval` pause.
+/// Wake-ups from other processes: copy now, and for a waiting commit ship without the
+/// `sync_interval` pause.
 async fn wake_loop(weak: Weak<Primary>, sock: std::os::unix::net::UnixDatagram) {
     let Ok(sock) = tokio::net::UnixDatagram::from_std(sock) else {
         return;
@@ -932,9 +933,9 @@ async fn wake_loop(weak: Weak<Primary>, sock: std::os::unix::net::UnixDatagram) 
     loop {
         let got = tokio::time::timeout(Duration::from_secs(1), sock.recv(&mut buf)).await;
         let Some(p) = weak.upgrade() else { return };
-        if got.is_ok() {
-            if let Some(l) = p.leader.get() {
-                l.wake.notify_one();
+        if let (Ok(Ok(n)), Some(l)) = (got, p.leader.get()) {
+            l.wake.notify_one();
+            if super::wake::Wake::of(&buf[..n]) == super::wake::Wake::Ship {
                 l.hurry.notify_one();
             }
         }
@@ -948,6 +949,7 @@ async fn run(weak: Weak<Primary>, mut sh: Shipper) {
         let Some(l) = p.leader.get().cloned() else {
             return;
         };
+        let started = tokio::time::Instant::now();
         match sh.round(&p, &l).await {
             Ok(None) => backoff = FIRST_RETRY,
             Ok(Some(lost)) => {
@@ -968,18 +970,27 @@ async fn run(weak: Weak<Primary>, mut sh: Shipper) {
         }
         let interval = p.config.primary.sync_interval;
         let (copied, hurry) = (l.copied.clone(), l.hurry.clone());
-        let waiting = l.waiting.load(Ordering::SeqCst) > 0;
         // A round may stop early (the first file after a takeover ends where the last
         // leader's upload did): go on at once with what the mirrors still hold.
         let more = l.mirrors.lock().has_more(sh.cursor);
+        // Hold no strong reference while waiting, so the last connection's close ends the
+        // task (and the lease with the leader).
+        let weak_leader = Arc::downgrade(&l);
         drop((p, l));
         if !more {
             // Everything copied so far has shipped: wait for the copier's next round.
             copied.notified().await;
         }
-        if !interval.is_zero() && !waiting {
+        // `sync_interval` apart from the last round's start: a commit after a quiet spell
+        // ships at once, commits that keep coming merge into one file per interval. A
+        // waiting commit (here, or another process's wake-up) cuts the pause short.
+        let due = started + interval;
+        let waiting = weak_leader
+            .upgrade()
+            .is_some_and(|l| l.waiting.load(Ordering::SeqCst) > 0);
+        if !waiting && due > tokio::time::Instant::now() {
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep_until(due) => {}
                 _ = hurry.notified() => {}
             }
         }

@@ -1,7 +1,8 @@
 //! Waking the leader from another process: a datagram on an abstract unix socket named
-//! after the primary's folder. Sent when a process needs the leader now (a `sync=remote`
-//! commit, a WAL restart waiting for the copy, a close); between wake-ups the leader polls
-//! the wal-index, so a lost datagram only costs latency.
+//! after the primary's folder. Sent when a process needs the leader now: to copy (a WAL
+//! restart waiting for the copy, a close) or to ship as well (a `sync=remote` commit, which
+//! cuts the `sync_interval` pause short); between wake-ups the leader polls the wal-index,
+//! so a lost datagram only costs latency.
 
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -24,12 +25,31 @@ pub fn listen(meta_dir: &Path) -> Option<UnixDatagram> {
     Some(sock)
 }
 
+/// What a wake-up asks of the leader (the datagram's one byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Copy what is committed now.
+    Copy = 1,
+    /// Copy, and ship without waiting for `sync_interval`.
+    Ship = 2,
+}
+
+impl Wake {
+    /// The wake-up a received datagram asks for (an unknown byte is a copy).
+    pub fn of(datagram: &[u8]) -> Wake {
+        match datagram.first() {
+            Some(2) => Wake::Ship,
+            _ => Wake::Copy,
+        }
+    }
+}
+
 /// Wakes the leader of `meta_dir`, if one listens. Never blocks, never fails.
-pub fn send(meta_dir: &Path) {
+pub fn send(meta_dir: &Path, wake: Wake) {
     let Ok(addr) = address(meta_dir) else { return };
     if let Ok(sock) = UnixDatagram::unbound() {
         let _ = sock.set_nonblocking(true);
-        let _ = sock.send_to_addr(&[1], &addr);
+        let _ = sock.send_to_addr(&[wake as u8], &addr);
     }
 }
 
@@ -47,13 +67,15 @@ mod tests {
         rt.block_on(async {
             let l = tokio::net::UnixDatagram::from_std(listen(dir.path()).expect("bind")).unwrap();
             assert!(listen(dir.path()).is_none(), "one listener per folder");
-            send(dir.path());
             let mut buf = [0u8; 8];
-            let n = tokio::time::timeout(std::time::Duration::from_secs(5), l.recv(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(&buf[..n], &[1]);
+            for wake in [Wake::Ship, Wake::Copy] {
+                send(dir.path(), wake);
+                let n = tokio::time::timeout(std::time::Duration::from_secs(5), l.recv(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(Wake::of(&buf[..n]), wake);
+            }
         });
     }
 }

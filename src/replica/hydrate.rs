@@ -3,8 +3,8 @@
 //! the replica keeps following the primary.
 //!
 //! The copy is the state at one TXID `h` (a plain SQLite file, exactly what
-//! `litestream_restore` writes). Pages are read in large coalesced ranges, 16 in flight, and
-//! written in place; the file is synced and renamed to `hydration_path` when complete.
+//! `litestream_restore` writes), brought by the cold-start engine (`restore.rs`) and written
+//! in place; the file is synced and renamed to `hydration_path` when complete.
 //!
 //! Serving: one bit a page says "unchanged since `h` in every state published since". A read
 //! of page p in a state at TXID t is served from the copy when t >= h and p's bit is set.
@@ -32,14 +32,9 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use super::copy_record::{has_page, record_path, set_page, CopyRecord};
-use super::{prefetch, Moved, Replica, Snapshot};
+use super::{restore, Moved, Replica, Snapshot};
 use crate::error::{Error, Result};
 use crate::ltx::Txid;
-
-/// One hydration read covers at most this much of an LTX file.
-const RANGE: u64 = 8 << 20;
-/// Hydration reads in flight at once.
-const PARALLEL: usize = 16;
 
 pub struct Hydration {
     path: PathBuf,
@@ -292,7 +287,11 @@ impl Hydration {
     /// returns the file, open. The file is locked while written (None: another process
     /// holds it), and its record says after each batch which pages are in, so that a
     /// session that ends early leaves a copy the next one finishes.
-    fn write_copy(&self, replica: &Arc<Replica>, snap: &Snapshot) -> Result<Option<std::fs::File>> {
+    fn write_copy(
+        &self,
+        replica: &Arc<Replica>,
+        snap: &Arc<Snapshot>,
+    ) -> Result<Option<std::fs::File>> {
         let ps = snap.page_size as u64;
         let mut tmp = self.path.as_os_str().to_owned();
         tmp.push(".hydrating");
@@ -365,37 +364,30 @@ impl Hydration {
                 _ => fetch.push((pgno, loc)),
             }
         }
-        let ranges = prefetch::coalesce(fetch, RANGE);
-        for batch in ranges.chunks(PARALLEL) {
-            let mut jobs = Vec::with_capacity(batch.len());
-            for r in batch {
-                let meta = snap
-                    .file(r.file)
-                    .ok_or_else(|| Error::Internal("a page points to an unknown file".into()))?;
-                jobs.push((meta.info.clone(), r.start..r.end));
-            }
-            let names: Vec<String> = jobs.iter().map(|j| replica.store.describe(&j.0)).collect();
-            let store = replica.store.clone();
-            let bodies = crate::runtime::block_on(async move {
-                futures::future::try_join_all(
-                    jobs.iter()
-                        .map(|(info, range)| store.read_range(info, range.clone())),
-                )
-                .await
-            })?;
-            for ((r, bytes), name) in batch.iter().zip(bodies).zip(names) {
-                for (pgno, l) in &r.run {
-                    let frame = super::page_in(&bytes, r.start, *l, snap.page_size, *pgno)
-                        .map_err(|e| Error::corrupt(name.clone(), e))?;
-                    file.write_all_at(&frame, (*pgno as u64 - 1) * ps)
-                        .map_err(|e| io("writing", e))?;
-                    set_page(&mut done, *pgno);
+        // Fetched by the cold-start engine; the record is saved every `PARALLEL` ranges.
+        let mut ranges = 0;
+        let fetched = &self.fetched;
+        let done = std::cell::RefCell::new(done);
+        restore::fetch_pages(
+            replica,
+            snap,
+            "hydration".into(),
+            fetch,
+            |pgno, page| {
+                file.write_all_at(page, (pgno as u64 - 1) * ps)
+                    .map_err(|e| io("writing", e))?;
+                set_page(&mut done.borrow_mut(), pgno);
+                fetched.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            },
+            || {
+                ranges += 1;
+                if ranges % restore::PARALLEL == 0 {
+                    save(&mut record, &done.borrow())?;
                 }
-                self.fetched
-                    .fetch_add(r.run.len() as u64, Ordering::Relaxed);
-            }
-            save(&mut record, &done)?;
-        }
+                Ok(())
+            },
+        )?;
         file.sync_all().map_err(|e| io("syncing", e))?;
         std::fs::rename(&tmp, &self.path)
             .map_err(|e| Error::io(format!("renaming to {}", self.path.display()), e))?;

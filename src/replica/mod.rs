@@ -74,6 +74,8 @@ pub struct Replica {
     pub disk: Option<disk_cache::DiskCache>,
     /// A full local copy restored in the background (`hydration_enabled`).
     pub hydration: Option<Arc<hydrate::Hydration>>,
+    /// How far the newest cold start (restore or hydration) got.
+    pub progress: restore::Progress,
     /// Headers of files met while time travelling (immutable, small).
     headers: Mutex<HashMap<FileInfo, crate::ltx::Header>>,
     /// Page indexes of files used by past states (time travel).
@@ -162,6 +164,7 @@ impl Replica {
                     path.unwrap_or_else(|| hydrate::Hydration::default_path(&config.replica_url));
                 Arc::new(hydrate::Hydration::new(path, &config.replica_url))
             }),
+            progress: restore::Progress::default(),
             headers: Mutex::new(HashMap::new()),
             indexes: Mutex::new(files::IndexCache::new(INDEX_CACHE_ENTRIES)),
         });

@@ -147,6 +147,9 @@ pub fn stats(file: &ReplicaFile) -> Result<Value> {
         "connection": file.meters.connection.json(),
         "statement": file.meters.statement.json(),
         "prefetch": replica.prefetcher.limit(),
+        // The newest cold start of this replica (`litestream_restore`, hydration): pages
+        // and bytes done of the total, rate and time left, pollable from any connection.
+        "restore": replica.progress.to_json(),
         "hydration": replica.hydration.as_ref().map(|h| {
             let (state, txid, current) = h.status();
             serde_json::json!({

@@ -275,7 +275,10 @@ def ids(conn) -> list:
 def test_sigkill_mid_workload(sync, ext_path, replica_url, tmp_path):
     url = replica_url("s3")
     db = tmp_path / "app.db"
-    committed = kill_writer_after(primary_uri(db, url, sync=sync), tmp_path / "log", ext_path, 150)
+    # sync_interval=0: an upload after every round of the shipper, so that the kill lands
+    # while files are being shipped, whichever the sync mode.
+    committed = kill_writer_after(primary_uri(db, url, sync=sync, sync_interval="0"),
+                                  tmp_path / "log", ext_path, 150)
     # The replica is restorable and holds a prefix of the committed transactions; with
     # sync=remote, every transaction whose COMMIT returned.
     shipped = ids(restored(url, tmp_path, "after-kill.db"))
@@ -512,7 +515,9 @@ def test_a_wal_that_is_not_the_shipped_one_ships_the_whole_database(ext_path, re
     url = replica_url("file")
     db = tmp_path / "app.db"
     # No checkpoint: a kill right after a TRUNCATE would leave no WAL to disagree with.
-    kill_writer_after(primary_uri(db, url), tmp_path / "log", ext_path, 30, checkpoint_every=0)
+    # sync_interval=0: the state names a shipped WAL position before the kill.
+    kill_writer_after(primary_uri(db, url, sync_interval="0"), tmp_path / "log", ext_path, 30,
+                      checkpoint_every=0)
     state = read_state(db)
     # The WAL on disk is of another generation than the state's (and than the upload in
     # flight's, if the kill left one), and not its successor.

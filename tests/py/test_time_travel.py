@@ -5,6 +5,7 @@ phrases and ATTACH; LATEST follows the replica again; the past is read-only; an 
 before the first state is a clear error; litestream_restore and VACUUM INTO produce the
 database that `litestream restore -timestamp` produces."""
 
+import json
 import datetime as dt
 import math
 import sqlite3
@@ -153,10 +154,21 @@ def test_restore_and_vacuum_into_match_litestream_restore(history, ext_path, tmp
     theirs = tmp_path / "theirs.db"
     ls.restore(theirs, timestamp=rfc3339(t))
     r = connect(vfs_uri(url, name="restore.db"), ext=ext_path)
+    before = json.loads(r.execute("SELECT litestream_stats()").fetchone()[0])
+    assert before["restore"] is None, "no cold start yet"
     ours = tmp_path / "ours.db"
     pages = r.execute("SELECT litestream_restore(?, ?)", (str(ours), rfc3339(t))).fetchone()[0]
     assert ours.read_bytes() == theirs.read_bytes(), "page-exact with litestream restore"
     assert pages * 4096 == ours.stat().st_size
+    # It went through the cold-start engine: progress reached the end, in a few ranged
+    # reads (not one a page), and the page cache readers share was not touched.
+    after = json.loads(r.execute("SELECT litestream_stats()").fetchone()[0])
+    p = after["restore"]
+    assert p["state"] == "done" and p["percent"] == 100.0, p
+    assert p["pages_done"] == p["pages_total"] > 0 and p["bytes_done"] == p["bytes_total"], p
+    assert p["what"] == f"restore {ours}", p
+    assert 0 < p["gets"] < p["pages_total"] / 4, p
+    assert after["cache"]["entries"] == before["cache"]["entries"], (before["cache"], after["cache"])
     # The shown state, restored without naming an instant, and VACUUM INTO.
     r.execute("PRAGMA litestream_time = ?".replace("?", f"'{rfc3339(t)}'")).fetchall()
     shown = tmp_path / "shown.db"
