@@ -6,16 +6,32 @@
 **   cc -Iinclude c/query_replica.c -Ltarget/release -llitestream -lsqlite3 -o query_replica
 **   LD_LIBRARY_PATH=target/release ./query_replica file:///path/to/replica "SELECT count(*) FROM t"
 **   LD_LIBRARY_PATH=target/release ./query_replica s3://bkt/app "SELECT ..." 2026-11-21T09:30:00Z
+**
+** Restores report their progress on stderr ("SELECT litestream_restore('/tmp/copy.db')");
+** with QUERY_REPLICA_STOP_AT=<bytes> in the environment, a restore is cancelled once that
+** much is done.
 */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "litestream.h"
+
+static int progress(void *stop_at, const char *what, sqlite3_uint64 done,
+                    sqlite3_uint64 total) {
+  fprintf(stderr, "progress: %s %llu/%llu\n", what, (unsigned long long)done,
+          (unsigned long long)total);
+  return stop_at && done >= *(sqlite3_uint64 *)stop_at;
+}
 
 int main(int argc, char **argv) {
   if (argc != 3 && argc != 4) {
     fprintf(stderr, "usage: %s REPLICA_URL SQL [TIME]\n", argv[0]);
     return 2;
   }
+  const char *stop = getenv("QUERY_REPLICA_STOP_AT");
+  static sqlite3_uint64 stop_at;
+  if (stop) stop_at = strtoull(stop, 0, 10);
+  litestream_set_progress(progress, stop ? &stop_at : 0);
   /* litestream_open registers the VFS and escapes the values into the URI. */
   litestream_config cfg = {.replica_url = argv[1], .time = argc == 4 ? argv[3] : 0};
   sqlite3 *db = 0;

@@ -42,6 +42,16 @@ int sqlite3_litestreamvfs_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_r
 ** sqlite3_auto_extension(), never the entry point above. */
 int sqlite3_litestream_autoinit(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi);
 
+/* Progress of cold starts (litestream_restore(), a primary's restore at open, hydration), for
+** programs that link the library: `cb` is called after each part fetched, from the thread
+** doing the work, with what runs ("restore <path>" or "hydration"), the bytes done and the
+** total. Returning non-zero cancels: a restore then fails with SQLITE_INTERRUPT and leaves
+** nothing under its target name. One callback per process; NULL removes it. The same
+** figures are in litestream_stats()' "restore" object, for any connection to poll. */
+typedef int (*litestream_progress_fn)(void *ctx, const char *what, sqlite3_uint64 done,
+                                      sqlite3_uint64 total);
+void litestream_set_progress(litestream_progress_fn cb, void *ctx);
+
 /* For programs that link the library: registers the automatic extension, so every connection
 ** opened afterwards gets the VFS and the SQL functions. (A program linked against libsqlite3
 ** has no sqlite3_api_routines pointer of its own; SQLite passes one to automatic

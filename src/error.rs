@@ -88,6 +88,11 @@ pub enum Error {
     #[error("litestream: {db}: committed locally but not confirmed in the replica: {why}")]
     NotReplicated { db: String, why: String },
 
+    /// A long operation (a restore) was cancelled: `sqlite3_interrupt` on its connection,
+    /// or the program's progress callback asked to stop.
+    #[error("litestream: {what}: interrupted")]
+    Interrupted { what: String },
+
     /// SQLite itself refused something the extension asked of it.
     #[error("litestream: {what}: SQLite error {code}")]
     Sqlite { code: i32, what: String },
@@ -120,6 +125,7 @@ impl Error {
             Error::ReadOnly(_) => code::SQLITE_READONLY,
             Error::Io { .. } => code::SQLITE_IOERR,
             Error::NotReplicated { .. } => code::SQLITE_IOERR_VNODE,
+            Error::Interrupted { .. } => code::SQLITE_INTERRUPT,
             Error::Sqlite { code, .. } => *code,
             Error::Internal(_) => code::SQLITE_INTERNAL,
             Error::Again(e) => e.sqlite_code(),

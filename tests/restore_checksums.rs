@@ -92,7 +92,7 @@ fn restore_verifies_database_checksums() {
     let (dir, expected) = replica(false);
     let r = open(dir.path());
     let out = dir.path().join("restored.db");
-    let pages = restore::write_database(&r, &r.current(), &out).unwrap();
+    let pages = restore::write_database(&r, &r.current(), &out, &|| false).unwrap();
     assert_eq!(pages, 3);
     assert_eq!(std::fs::read(&out).unwrap(), expected);
 }
@@ -102,9 +102,26 @@ fn restore_refuses_pages_that_do_not_match_the_checksum() {
     let (dir, _) = replica(true);
     let r = open(dir.path());
     let out = dir.path().join("restored.db");
-    let err = restore::write_database(&r, &r.current(), &out).unwrap_err();
+    let err = restore::write_database(&r, &r.current(), &out, &|| false).unwrap_err();
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
     assert!(!out.exists(), "nothing is renamed into place");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "the temporary file is removed");
+}
+
+#[test]
+fn an_interrupted_restore_leaves_nothing() {
+    let (dir, _) = replica(false);
+    let r = open(dir.path());
+    let out = dir.path().join("restored.db");
+    let err = restore::write_database(&r, &r.current(), &out, &|| true).unwrap_err();
+    assert_eq!(err.sqlite_code(), libsqlite3_sys::SQLITE_INTERRUPT, "{err}");
+    assert!(err.to_string().contains("interrupted"), "{err}");
+    assert!(!out.exists());
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())

@@ -99,6 +99,8 @@ pub struct Primary {
     pub(crate) held_write: AtomicUsize,
     pub(crate) held_checkpoint: AtomicUsize,
     pub opened_at: SystemTime,
+    /// What the restore at open did (the cold-start engine's figures), if there was one.
+    pub restored: Mutex<Option<serde_json::Value>>,
 }
 
 impl Primary {

@@ -79,6 +79,7 @@ fn start(db_path: &Path, config: &Config, open_db: DbOpener) -> Result<Arc<Prima
         held_write: AtomicUsize::new(0),
         held_checkpoint: AtomicUsize::new(0),
         opened_at: std::time::SystemTime::now(),
+        restored: Mutex::new(None),
     });
     // While a process starts up as the leader, the others wait: it may be restoring the
     // database file they are about to open.

@@ -231,7 +231,8 @@ pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()>
         Start::Restore => {
             *p.db.lock() = None;
             p.pinned.store(false, std::sync::atomic::Ordering::Release);
-            let pos = restore(&p.db_path, config)?;
+            let (pos, progress) = restore(&p.db_path, config)?;
+            *p.restored.lock() = progress;
             Some(pos)
         }
         _ => None,
@@ -420,8 +421,9 @@ fn prepare(
     Ok((leader, sh))
 }
 
-/// Replaces the local database (and its WAL) with the replica's newest state.
-fn restore(db_path: &Path, config: &Config) -> Result<Position> {
+/// Replaces the local database (and its WAL) with the replica's newest state; also returns
+/// the cold-start engine's figures.
+fn restore(db_path: &Path, config: &Config) -> Result<(Position, Option<serde_json::Value>)> {
     let mut rc = config.clone();
     rc.role = Role::Replica;
     rc.time = None;
@@ -436,18 +438,19 @@ fn restore(db_path: &Path, config: &Config) -> Result<Position> {
             _ => {}
         }
     }
-    crate::replica::restore::write_database(&replica, &snap, db_path)?;
+    crate::replica::restore::write_database(&replica, &snap, db_path, &|| false)?;
     crate::log_info!(
         "litestream: restored {} from {} at TXID {}",
         db_path.display(),
         config.replica_url,
         snap.txid
     );
-    Ok(Position {
+    let position = Position {
         txid: snap.txid.get(),
         checksum: snap.checksum.unwrap_or(0),
         wal: None,
-    })
+    };
+    Ok((position, replica.progress.to_json()))
 }
 
 fn random_u64() -> u64 {

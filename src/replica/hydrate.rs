@@ -372,6 +372,7 @@ impl Hydration {
             replica,
             snap,
             "hydration".into(),
+            &|| false,
             fetch,
             |pgno, page| {
                 file.write_all_at(page, (pgno as u64 - 1) * ps)

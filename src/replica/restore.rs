@@ -36,6 +36,23 @@ pub(super) const RANGE: u64 = 8 << 20;
 /// Reads in flight at once.
 pub(super) const PARALLEL: usize = 16;
 
+/// A program's own view of cold starts (the C API's `litestream_set_progress`): called
+/// after each part with what runs, the bytes done and the total; true asks to stop.
+pub type Observer = Arc<dyn Fn(&str, u64, u64) -> bool + Send + Sync>;
+
+static OBSERVER: std::sync::RwLock<Option<Observer>> = std::sync::RwLock::new(None);
+
+/// Sets (or with None removes) the process's observer of cold starts.
+pub fn observe(observer: Option<Observer>) {
+    if let Ok(mut o) = OBSERVER.write() {
+        *o = observer;
+    }
+}
+
+fn observer() -> Option<Observer> {
+    OBSERVER.read().ok().and_then(|o| o.clone())
+}
+
 /// How far the cold start running on a replica has got (`litestream_stats`' `restore`).
 #[derive(Default)]
 pub struct Progress {
@@ -108,11 +125,13 @@ impl Progress {
 /// Fetches the frames of `pages` (each the newest version of its page in `snap`) and hands
 /// every decoded page to `put`, in the calling thread, as its range arrives; `range_done`
 /// follows each range's pages (hydration records its progress there). Reports to
-/// `replica.progress` as `what`.
+/// `replica.progress` and the observer as `what`; stops with `Error::Interrupted` when
+/// `interrupted` or the observer says so.
 pub(super) fn fetch_pages(
     replica: &Arc<Replica>,
     snap: &Arc<Snapshot>,
     what: String,
+    interrupted: &dyn Fn() -> bool,
     pages: Vec<(u32, Loc)>,
     mut put: impl FnMut(u32, &[u8]) -> Result<()>,
     mut range_done: impl FnMut() -> Result<()>,
@@ -147,6 +166,8 @@ pub(super) fn fetch_pages(
             }
         }
     });
+    let observer = observer();
+    let total = progress.bytes_total.load(Ordering::Relaxed);
     let outcome = (|| {
         for _ in 0..ranges.len() {
             let (i, bytes) = rx
@@ -188,10 +209,15 @@ pub(super) fn fetch_pages(
             progress
                 .pages_done
                 .fetch_add(r.run.len() as u64, Ordering::Relaxed);
-            progress
+            let done = progress
                 .bytes_done
-                .fetch_add(r.end - r.start, Ordering::Relaxed);
+                .fetch_add(r.end - r.start, Ordering::Relaxed)
+                + (r.end - r.start);
             range_done()?;
+            let stop = observer.as_ref().is_some_and(|o| o(&what, done, total));
+            if stop || interrupted() {
+                return Err(Error::Interrupted { what: what.clone() });
+            }
         }
         Ok(())
     })();
@@ -204,8 +230,14 @@ pub(super) fn fetch_pages(
     outcome
 }
 
-/// Writes the state `snap` to `path` as a database file. Returns the number of pages.
-pub fn write_database(replica: &Arc<Replica>, snap: &Arc<Snapshot>, path: &Path) -> Result<u32> {
+/// Writes the state `snap` to `path` as a database file. Returns the number of pages. An
+/// interrupted restore leaves nothing under `path` nor its temporary name.
+pub fn write_database(
+    replica: &Arc<Replica>,
+    snap: &Arc<Snapshot>,
+    path: &Path,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<u32> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".litestream-tmp");
     let tmp = std::path::PathBuf::from(tmp);
@@ -222,6 +254,7 @@ pub fn write_database(replica: &Arc<Replica>, snap: &Arc<Snapshot>, path: &Path)
             replica,
             snap,
             format!("restore {}", path.display()),
+            interrupted,
             pages,
             |pgno, page| {
                 checksum.add(pgno, page);

@@ -35,6 +35,21 @@ pub fn version() -> c_int {
     }
 }
 
+/// Whether `sqlite3_interrupt` was called on `db` during the running statement. Always
+/// false on hosts before SQLite 3.41, whose routine table has no `is_interrupted` (reading
+/// past the end of their shorter table would be undefined).
+pub fn is_interrupted(db: *mut ffi::sqlite3) -> bool {
+    if db.is_null() || version() < 3_041_000 {
+        return false;
+    }
+    match get().and_then(|a| a.is_interrupted) {
+        // SAFETY: db is the live connection of the running call; the host is 3.41 or later,
+        // so its table has this routine.
+        Some(f) => unsafe { f(db) != 0 },
+        None => false,
+    }
+}
+
 /// Copies `s` into memory from sqlite3_malloc, as SQLite requires of strings it will free
 /// (pragma results, error messages). Interior NULs end the string early.
 pub fn sqlite_string(s: &str) -> *mut c_char {

@@ -113,6 +113,27 @@ fn missing(name: &'static str) -> impl Fn() -> Error {
 ///
 /// # Safety
 /// Called by SQLite with a valid connection and routine table.
+/// The C API's progress callback of cold starts (`litestream_set_progress` in
+/// `include/litestream.h`).
+type ProgressFn = unsafe extern "C" fn(*mut c_void, *const c_char, u64, u64) -> c_int;
+
+/// Sets (or with NULL removes) the program's progress callback of cold starts.
+#[no_mangle]
+pub unsafe extern "C" fn litestream_set_progress(cb: Option<ProgressFn>, ctx: *mut c_void) {
+    let ctx = ctx as usize;
+    let observer = cb.map(|cb| -> crate::replica::restore::Observer {
+        std::sync::Arc::new(move |what: &str, done: u64, total: u64| {
+            let what = CString::new(what).unwrap_or_default();
+            // SAFETY: the program promised a callback valid until it is replaced, taking its
+            // own context pointer and a string valid during the call.
+            guard(0, || unsafe {
+                cb(ctx as *mut c_void, what.as_ptr(), done, total)
+            }) != 0
+        })
+    });
+    crate::replica::restore::observe(observer);
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn sqlite3_litestream_autoinit(
     db: *mut ffi::sqlite3,
@@ -569,7 +590,14 @@ unsafe extern "C" fn call_function(
                         .unwrap_or("main")
                         .to_string();
                     match (file_of(db, &schema), primary_of(db, &schema)) {
-                        (Some(file), _) => (function.call)(file, &args),
+                        (Some(file), _) => {
+                            let interrupted = || api::is_interrupted(db);
+                            let call = sql::Call {
+                                args: &args,
+                                interrupted: &interrupted,
+                            };
+                            (function.call)(file, &call)
+                        }
                         (None, Some(primary)) => sql::primary_function(primary, function.name),
                         (None, None) => Err(Error::config(
                             function.name,

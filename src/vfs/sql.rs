@@ -60,7 +60,12 @@ pub fn set_time(file: &mut ReplicaFile, value: &str) -> Result<Value> {
 /// `litestream_restore(path [, instant])`: writes the database file exactly as of the state
 /// shown (or the given instant): every page, at its size, to a temporary name then renamed.
 /// Returns the number of pages written.
-pub fn restore(file: &ReplicaFile, path: &str, instant: Option<&str>) -> Result<Value> {
+pub fn restore(
+    file: &ReplicaFile,
+    path: &str,
+    instant: Option<&str>,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<Value> {
     let replica = file.replica()?;
     let snap = match instant {
         None => file.snapshot()?,
@@ -69,7 +74,7 @@ pub fn restore(file: &ReplicaFile, path: &str, instant: Option<&str>) -> Result<
             clock::Instant::At(ns) => replica.snapshot_at(ns)?,
         },
     };
-    crate::replica::restore::write_database(replica, &snap, std::path::Path::new(path))
+    crate::replica::restore::write_database(replica, &snap, std::path::Path::new(path), interrupted)
         .map(|pages| Value::Int(pages as i64))
 }
 
@@ -180,7 +185,15 @@ pub struct SqlFunction {
     pub name: &'static str,
     pub arities: &'static [i32],
     pub schema_arg: usize,
-    pub call: fn(&mut ReplicaFile, &[Option<String>]) -> Result<Value>,
+    pub call: fn(&mut ReplicaFile, &Call) -> Result<Value>,
+}
+
+/// One call of a SQL function: its arguments as text, and whether the statement was
+/// interrupted meanwhile (`sqlite3_interrupt`; never, on hosts before SQLite 3.41, which
+/// cannot say).
+pub struct Call<'a> {
+    pub args: &'a [Option<String>],
+    pub interrupted: &'a dyn Fn() -> bool,
 }
 
 /// Argument `i` of a call, if given and not NULL.
@@ -218,7 +231,7 @@ pub const FUNCTIONS: &[SqlFunction] = &[
         name: "litestream_set_time",
         arities: &[1, 2],
         schema_arg: 1,
-        call: |f, a| match arg(a, 0) {
+        call: |f, c| match arg(c.args, 0) {
             Some(v) => set_time(f, v),
             None => Err(Error::config(
                 "litestream_set_time",
@@ -230,8 +243,8 @@ pub const FUNCTIONS: &[SqlFunction] = &[
         name: "litestream_restore",
         arities: &[1, 2, 3],
         schema_arg: 2,
-        call: |f, a| match arg(a, 0) {
-            Some(path) => restore(f, path, arg(a, 1)),
+        call: |f, c| match arg(c.args, 0) {
+            Some(path) => restore(f, path, arg(c.args, 1), c.interrupted),
             None => Err(Error::config(
                 "litestream_restore",
                 "a file path is required",
@@ -391,6 +404,7 @@ pub fn primary_stats(p: &Primary, sync: SyncMode) -> Result<Value> {
             "stalled_seconds": c.stalled_since_ms.map(|t| (crate::clock::now_ms() - t).max(0) / 1000),
             "resyncs": c.resyncs,
             "stopped": c.stopped,
+            "restore": p.restored.lock().clone(),
             "sync": sync_name(sync),
             "pinned": p.holds_pin(),
             "wal": {

@@ -67,3 +67,30 @@ def test_c_helper_escapes_the_replica_url(query_replica, ext_path, tmp_path):
     res = run(query_replica, ext_path, url, "SELECT litestream_txid()")
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "0000000000000004"
+
+
+def test_c_program_sees_restore_progress_and_can_cancel(query_replica, ext_path, tmp_path):
+    root = tmp_path / "replica"
+    shutil.copytree(FIXTURE / "replica", root)
+    out = tmp_path / "copy.db"
+    sql = f"SELECT litestream_restore('{out}')"
+    res = run(query_replica, ext_path, root.as_uri(), sql)
+    assert res.returncode == 0, res.stderr
+    lines = [line.split() for line in res.stderr.splitlines() if line.startswith("progress:")]
+    assert lines, res.stderr
+    assert all(w[1:3] == ["restore", str(out)] for w in lines), lines
+    done, total = map(int, lines[-1][3].split("/"))
+    assert done == total > 0, lines
+    want = FIXTURE / "restored-0000000000000004.db"
+    assert out.read_bytes() == want.read_bytes()
+
+    # The callback asks to stop: the restore fails as interrupted, and leaves no file.
+    out.unlink()
+    env_run = harness.child_env({"LD_LIBRARY_PATH": str(ext_path.parent),
+                                 "QUERY_REPLICA_STOP_AT": "1"})
+    res = subprocess.run([str(query_replica), root.as_uri(), sql], capture_output=True,
+                         text=True, env=env_run, timeout=60)
+    assert res.returncode == 1
+    assert "interrupted" in res.stderr, res.stderr
+    assert not out.exists()
+    assert list(tmp_path.glob("copy.db*")) == []

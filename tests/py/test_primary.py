@@ -194,12 +194,16 @@ def test_missing_local_database_is_restored_and_disagreement_is_an_error(replica
     a = open_primary(tmp_path / "a.db", url)
     a.execute("CREATE TABLE t(x)")
     a.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(100)])
-    wait_shipped(a)
+    assert wait_shipped(a)["restore"] is None, "nothing restored at this open"
     a.close()
 
     # b.db does not exist: it is restored from the replica, then continues it.
     b = open_primary(tmp_path / "b.db", url)
     assert b.execute("SELECT count(*) FROM t").fetchone()[0] == 100
+    # Through the cold-start engine, every page fetched, in ranged reads.
+    r = stats(b)["restore"]
+    assert r["state"] == "done" and r["what"] == f"restore {tmp_path / 'b.db'}", r
+    assert r["pages_done"] == r["pages_total"] > 0 and 0 < r["gets"] <= r["pages_total"], r
     before = int(stats(b)["shipped_txid"], 16)
     b.execute("INSERT INTO t VALUES (100)")
     assert int(wait_shipped(b)["shipped_txid"], 16) == before + 1

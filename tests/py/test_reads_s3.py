@@ -269,6 +269,11 @@ def test_hydration_serves_the_copy_and_follows_the_replica(s3_server, tmp_path, 
                            message="hydration")
         assert stats()["hydration"]["state"] == "ready", stats()["hydration"]
         assert harness.image_digest(copy.read_bytes()) == harness.image_digest(harness.db_image(src))
+        # Brought by the cold-start engine: its progress reached the end, in ranged reads.
+        p = stats()["restore"]
+        assert p["what"] == "hydration" and p["state"] == "done", p
+        assert p["pages_done"] == p["pages_total"] == stats()["hydration"]["pages_fetched"], p
+        assert 0 < p["gets"] < p["pages_total"] / 4, p
         native = sqlite3.connect(str(src))
         before = conn.execute(TREE_SCAN).fetchall()
         assert before == native.execute(TREE_SCAN).fetchall()
