@@ -96,7 +96,15 @@ pub const PARAMS: &[Param] = &[
     ),
     // Page versions kept for read transactions whose files Litestream deletes.
     param("retain_size", "64MB", Twin::ReadSet),
+    // age encryption of every object (public keys; the secret ones come from a file or
+    // LITESTREAM_AGE_IDENTITY, never from the URI).
+    param("age_recipients", "(none)", Twin::None),
+    param("age_identity_file", "(none)", Twin::None),
 ];
+
+/// The environment variable that holds age identities as text (no URI twin: a secret in a
+/// database name would end up in logs and shell histories).
+pub const AGE_IDENTITY_ENV: &str = "LITESTREAM_AGE_IDENTITY";
 
 /// Where parameter values come from. The FFI layer implements it over
 /// `sqlite3_uri_parameter`; tests implement it over a map.
@@ -247,6 +255,9 @@ pub struct Config {
     pub retain_size: u64,
     /// `log_level`: the process's log level, which the open applies (parsing has no effects).
     pub log_level: Option<LogLevel>,
+    /// `age_recipients`, `age_identity_file`, LITESTREAM_AGE_IDENTITY: the replica's objects
+    /// are age-encrypted with these keys.
+    pub age: Option<std::sync::Arc<crate::storage::crypt::Keys>>,
 }
 
 impl Config {
@@ -433,6 +444,7 @@ impl Config {
             Some((src, v)) => size(&src, &v)?,
             None => DEFAULT_RETAIN_SIZE,
         };
+        let age = age_keys(&lookup, env, role)?;
         Ok(Config {
             replica_url,
             poll_interval,
@@ -449,8 +461,43 @@ impl Config {
             hydration,
             retain_size,
             log_level,
+            age,
         })
     }
+}
+
+/// The age keys of an open: recipients to encrypt with (a primary), identities to decrypt
+/// with (from `age_identity_file` and LITESTREAM_AGE_IDENTITY, all of them kept, for files
+/// written before a key rotation).
+fn age_keys(
+    lookup: &dyn Fn(&str) -> Option<(String, String)>,
+    env: &dyn Fn(&str) -> Option<String>,
+    role: Role,
+) -> Result<Option<std::sync::Arc<crate::storage::crypt::Keys>>> {
+    let recipients = lookup("age_recipients");
+    let mut identities = Vec::new();
+    if let Some((src, path)) = lookup("age_identity_file") {
+        let text = std::fs::read_to_string(path.trim()).map_err(|e| {
+            Error::config(&src, format!("cannot read the identity file {path:?}: {e}"))
+        })?;
+        identities.push((src, text));
+    }
+    if let Some(text) = env(AGE_IDENTITY_ENV).filter(|t| !t.trim().is_empty()) {
+        identities.push((AGE_IDENTITY_ENV.to_string(), text));
+    }
+    let keys = crate::storage::crypt::Keys::parse(
+        recipients.as_ref().map(|(s, v)| (s.as_str(), v.as_str())),
+        &identities,
+    )?;
+    if let Some(k) = &keys {
+        if role == Role::Primary && !(k.encrypts() && k.decrypts()) {
+            return Err(Error::config(
+                "age_recipients",
+                "an encrypted primary needs both its recipients (age_recipients) and an identity (age_identity_file or LITESTREAM_AGE_IDENTITY): it reads back what it compacts",
+            ));
+        }
+    }
+    Ok(keys)
 }
 
 /// Whether a main-database open through the VFS is a replica. `VACUUM INTO 'x.db'` and a

@@ -88,6 +88,15 @@ pub enum Error {
     #[error("litestream: {db}: committed locally but not confirmed in the replica: {why}")]
     NotReplicated { db: String, why: String },
 
+    /// An encrypted object cannot be read with the keys given (none, the wrong ones), or an
+    /// object is plaintext in a replica configured as encrypted. `reason` never holds a key.
+    #[error("litestream: {file} {reason}")]
+    Crypt { file: String, reason: String },
+
+    /// An age-encrypted object fails authentication: it was changed or cut short.
+    #[error("litestream: {file}: {reason}")]
+    Tampered { file: String, reason: String },
+
     /// A long operation (a restore) was cancelled: `sqlite3_interrupt` on its connection,
     /// or the program's progress callback asked to stop.
     #[error("litestream: {what}: interrupted")]
@@ -115,8 +124,9 @@ impl Error {
             Error::Config { .. }
             | Error::BadUrl { .. }
             | Error::NoState { .. }
-            | Error::Gap { .. } => code::SQLITE_CANTOPEN,
-            Error::Corrupt { .. } => code::SQLITE_CORRUPT,
+            | Error::Gap { .. }
+            | Error::Crypt { .. } => code::SQLITE_CANTOPEN,
+            Error::Corrupt { .. } | Error::Tampered { .. } => code::SQLITE_CORRUPT,
             Error::NotFound { .. }
             | Error::Storage { .. }
             | Error::Timeout { .. }

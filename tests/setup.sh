@@ -34,6 +34,8 @@ PKGS=(
   ca-certificates gcc libc6-dev pkg-config
   # packaging tests (tests/py/test_packages.py): gem host, npm binding build, objdump
   ruby ruby-sqlite3 g++ make binutils
+  # encrypted replicas (tests/py/test_encryption.py): the reference age implementation
+  age
 )
 # Node.js for the npm package test: the node on PATH if there is one (e.g. NodeSource's, which
 # Debian's npm cannot be installed next to), else Debian's with npm and the headers

@@ -64,6 +64,7 @@ fn start(db_path: &Path, config: &Config, open_db: DbOpener) -> Result<Arc<Prima
         Timeouts {
             retry_for: config.open_timeout,
         },
+        config.age.clone(),
     )?);
     let p = Arc::new(Primary {
         db_path: db_path.to_path_buf(),

@@ -24,7 +24,7 @@ pub const HEAD_READ: u64 = 64 * 1024;
 pub async fn load(store: &Store, info: &FileInfo, id: FileId, head: u64) -> Result<LoadedFile> {
     let name = store.describe(info);
     let corrupt = |e: LtxError| Error::corrupt(name.clone(), e);
-    let size = info.size;
+    let size = store.plain_size(info).await?;
     if size < (ltx::HEADER_SIZE + ltx::TAIL_SIZE) as u64 {
         return Err(corrupt(LtxError::Truncated {
             what: format!("file is {size} bytes"),

@@ -119,6 +119,7 @@ impl Replica {
             Timeouts {
                 retry_for: config.open_timeout,
             },
+            config.age.clone(),
         )?);
         store.set_hedge_after(config.hedge_after);
         let local = store.is_local();

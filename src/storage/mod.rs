@@ -1,6 +1,9 @@
 //! Object storage: the replica's files by level, listed and read by byte range, with
-//! request and byte counters. Nothing here knows what is inside an LTX file.
+//! request and byte counters. Nothing here knows what is inside an LTX file. With age keys
+//! (`crypt`), every object is encrypted on its way out and decrypted on its way in, a range
+//! at a time: the layers above see plaintext objects and plaintext ranges.
 
+pub mod crypt;
 pub mod layout;
 pub mod url;
 
@@ -87,7 +90,14 @@ pub struct Store {
     hedge_after_ms: AtomicU64,
     /// How long one operation keeps retrying transient failures before it reports one.
     retry_for: Duration,
+    /// age keys: when set, every object is encrypted (see `crypt`).
+    keys: Option<Arc<crypt::Keys>>,
+    /// The layouts of encrypted objects read so far (header and sizes), by file.
+    sealed: parking_lot::Mutex<lru::LruCache<FileInfo, crypt::Layout>>,
 }
+
+/// Layouts of encrypted files kept (a few hundred bytes each).
+const SEALED_LAYOUTS: usize = 4096;
 
 /// The longest one attempt of a request may take before it is abandoned (and retried):
 /// a request that gets no answer must not hold a read, a listing or an upload for the HTTP
@@ -111,14 +121,49 @@ fn is_transient(e: &Error) -> bool {
 }
 
 impl Store {
-    pub fn open(replica_url: &str, timeouts: url::Timeouts) -> Result<Store> {
+    pub fn open(
+        replica_url: &str,
+        timeouts: url::Timeouts,
+        keys: Option<Arc<crypt::Keys>>,
+    ) -> Result<Store> {
         Ok(Store {
             url: replica_url.to_string(),
             backend: url::open(replica_url, timeouts)?,
             stats: StorageStats::default(),
             hedge_after_ms: AtomicU64::new(0),
             retry_for: timeouts.retry_for,
+            keys,
+            sealed: parking_lot::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(SEALED_LAYOUTS).expect("not zero"),
+            )),
         })
+    }
+
+    /// Whether the replica's objects are age-encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// The size of `f`'s plaintext: its listed size, or for an encrypted replica what its
+    /// age header says (read once).
+    pub async fn plain_size(&self, f: &FileInfo) -> Result<u64> {
+        match &self.keys {
+            None => Ok(f.size),
+            Some(_) => Ok(self.layout(f).await?.plain_size),
+        }
+    }
+
+    /// The layout of the encrypted file `f`, from its first bytes (one read, then kept).
+    async fn layout(&self, f: &FileInfo) -> Result<crypt::Layout> {
+        if let Some(l) = self.sealed.lock().get(f) {
+            return Ok(l.clone());
+        }
+        let first = self
+            .read_sealed(f, 0..f.size.min(crypt::HEADER_READ))
+            .await?;
+        let layout = crypt::Layout::parse(&self.describe(f), &first, f.size)?;
+        self.sealed.lock().put(f.clone(), layout.clone());
+        Ok(layout)
     }
 
     /// Runs `op` until it succeeds, fails for good, or `retry_for` has passed: each attempt
@@ -346,8 +391,10 @@ impl Store {
     /// file:// replica is read right on the calling thread with one positional read: a page
     /// miss on a local disk should cost a system call, not two hops between thread pools.
     pub fn read_range_blocking(self: &Arc<Self>, f: &FileInfo, range: Range<u64>) -> Result<Bytes> {
-        if let Some(local) = self.read_range_local(f, range.clone()) {
-            return local;
+        if self.keys.is_none() {
+            if let Some(local) = self.read_range_local(f, range.clone()) {
+                return self.plaintext(f, &range, local?);
+            }
         }
         let (store, f) = (self.clone(), f.clone());
         crate::runtime::block_on(async move { store.read_range(&f, range).await })
@@ -395,7 +442,38 @@ impl Store {
     /// Reads a byte range: hedged when `hedge_after` is set (a second identical GET when the
     /// first has not answered by then; the first successful answer wins), and retried when
     /// it fails in a way that may pass (a body cut short is one: it is never returned).
+    ///
+    /// With age keys, `range` is of the plaintext: the chunks that hold it are read and
+    /// decrypted (the object's header first, once).
     pub async fn read_range(&self, f: &FileInfo, range: Range<u64>) -> Result<Bytes> {
+        let Some(keys) = &self.keys else {
+            let bytes = self.read_sealed(f, range.clone()).await?;
+            return self.plaintext(f, &range, bytes);
+        };
+        if !keys.decrypts() {
+            return Err(crypt::needs_identity(&self.describe(f)));
+        }
+        let layout = self.layout(f).await?;
+        if range.end > layout.plain_size {
+            return Err(self.short_read(f, &range, 0));
+        }
+        let sealed = layout.sealed_range(&range);
+        let chunks = self.read_sealed(f, sealed.clone()).await?;
+        let plain = layout.open(keys, &self.describe(f), range, sealed.start, chunks)?;
+        Ok(Bytes::from(plain))
+    }
+
+    /// A range read from a replica without keys: an age file there is an error that says
+    /// what is missing, not an LTX file with a bad magic number.
+    fn plaintext(&self, f: &FileInfo, range: &Range<u64>, bytes: Bytes) -> Result<Bytes> {
+        if range.start == 0 && bytes.starts_with(crypt::MAGIC) {
+            return Err(crypt::needs_identity(&self.describe(f)));
+        }
+        Ok(bytes)
+    }
+
+    /// Reads a range of the object as stored (retried, hedged).
+    async fn read_sealed(&self, f: &FileInfo, range: Range<u64>) -> Result<Bytes> {
         let what = || format!("reading {} of {}", range.start, self.describe(f));
         self.call(&what, true, || self.read_range_once(f, range.clone()))
             .await
@@ -436,6 +514,13 @@ impl Store {
     pub async fn put_new(&self, rel: &str, bytes: Bytes) -> Result<Created> {
         use object_store::{PutMode, PutOptions, PutPayload};
         let path = join(&self.backend.root, rel);
+        let bytes = match &self.keys {
+            Some(keys) => Bytes::from(
+                keys.seal(&bytes)
+                    .map_err(|e| Error::io(format!("encrypting {path}"), e))?,
+            ),
+            None => bytes,
+        };
         let what = || format!("writing {path} ({})", self.url);
         self.call(&what, false, || async {
             self.stats.put_requests.fetch_add(1, Ordering::Relaxed);
@@ -467,13 +552,35 @@ impl Store {
     /// in a multipart upload (which has no create-only mode, so existence is checked first:
     /// callers that need a single writer claim the name beforehand, as the primary does).
     pub async fn put_file(&self, rel: &str, local: &std::path::Path) -> Result<Created> {
-        use tokio::io::AsyncReadExt;
         let io = |e| Error::io(format!("reading {}", local.display()), e);
         let size = tokio::fs::metadata(local).await.map_err(io)?.len();
         if size <= STREAM_ABOVE {
             let bytes = tokio::fs::read(local).await.map_err(io)?;
             return self.put_new(rel, Bytes::from(bytes)).await;
         }
+        let Some(keys) = self.keys.clone() else {
+            return self.put_stream(rel, local, size).await;
+        };
+        // Encrypted beside the file first (streaming), then uploaded from there.
+        let mut sealed = local.as_os_str().to_owned();
+        sealed.push(".age");
+        let sealed = std::path::PathBuf::from(sealed);
+        let (src, dst) = (local.to_path_buf(), sealed.clone());
+        tokio::task::spawn_blocking(move || keys.seal_file(&src, &dst))
+            .await
+            .map_err(|e| Error::Internal(format!("encrypting {}: {e}", local.display())))?
+            .map_err(|e| Error::io(format!("encrypting {}", local.display()), e))?;
+        let size = tokio::fs::metadata(&sealed).await.map_err(io)?.len();
+        let out = self.put_stream(rel, &sealed, size).await;
+        let _ = tokio::fs::remove_file(&sealed).await;
+        out
+    }
+
+    /// Uploads `local` (`size` bytes, as is) to `rel` in a multipart upload, unless the
+    /// object exists.
+    async fn put_stream(&self, rel: &str, local: &std::path::Path, size: u64) -> Result<Created> {
+        use tokio::io::AsyncReadExt;
+        let io = |e| Error::io(format!("reading {}", local.display()), e);
         let path = join(&self.backend.root, rel);
         match self.backend.store.head(&path).await {
             Ok(_) => return Ok(Created::AlreadyExists),
@@ -565,6 +672,20 @@ impl Store {
 
     /// The whole object at `rel`, or None when there is none.
     pub async fn get(&self, rel: &str) -> Result<Option<Bytes>> {
+        let Some(bytes) = self.get_sealed(rel).await? else {
+            return Ok(None);
+        };
+        let name = format!("{rel} ({})", self.url);
+        match &self.keys {
+            Some(keys) if !keys.decrypts() => Err(crypt::needs_identity(&name)),
+            Some(keys) => Ok(Some(Bytes::from(keys.open_whole(&name, &bytes)?))),
+            None if bytes.starts_with(crypt::MAGIC) => Err(crypt::needs_identity(&name)),
+            None => Ok(Some(bytes)),
+        }
+    }
+
+    /// The whole object at `rel` as stored.
+    async fn get_sealed(&self, rel: &str) -> Result<Option<Bytes>> {
         let path = join(&self.backend.root, rel);
         let what = || format!("reading {path} ({})", self.url);
         self.call(&what, true, || async {

@@ -74,6 +74,7 @@ def main():
             out["times"].append(time.time())
         except Exception as e:  # noqa: BLE001 - report everything to the parent
             err = {"type": type(e).__name__, "message": str(e), "step": i,
+                   "code": getattr(e, "sqlite_errorcode", None),
                    "elapsed": time.monotonic() - t0}
             if step.get("continue_on_error"):
                 out["results"].append({"error": err})
