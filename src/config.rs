@@ -258,6 +258,8 @@ pub struct Config {
     /// `age_recipients`, `age_identity_file`, LITESTREAM_AGE_IDENTITY: the replica's objects
     /// are age-encrypted with these keys.
     pub age: Option<std::sync::Arc<crate::storage::crypt::Keys>>,
+    /// S3 server-side encryption, taken out of the replica URL (`storage::url::take_sse`).
+    pub sse: crate::storage::url::Sse,
 }
 
 impl Config {
@@ -297,6 +299,7 @@ impl Config {
                 ))
             }
         };
+        let (replica_url, sse) = crate::storage::url::take_sse(&replica_url)?;
         let poll_interval = match lookup("poll_interval") {
             Some((src, v)) => positive_duration(&src, &v)?,
             None => DEFAULT_POLL_INTERVAL,
@@ -462,6 +465,7 @@ impl Config {
             retain_size,
             log_level,
             age,
+            sse,
         })
     }
 }

@@ -65,6 +65,7 @@ fn start(db_path: &Path, config: &Config, open_db: DbOpener) -> Result<Arc<Prima
             retry_for: config.open_timeout,
         },
         config.age.clone(),
+        &config.sse,
     )?);
     let p = Arc::new(Primary {
         db_path: db_path.to_path_buf(),

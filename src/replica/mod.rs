@@ -120,6 +120,7 @@ impl Replica {
                 retry_for: config.open_timeout,
             },
             config.age.clone(),
+            &config.sse,
         )?);
         store.set_hedge_after(config.hedge_after);
         let local = store.is_local();

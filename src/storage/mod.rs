@@ -125,10 +125,11 @@ impl Store {
         replica_url: &str,
         timeouts: url::Timeouts,
         keys: Option<Arc<crypt::Keys>>,
+        sse: &url::Sse,
     ) -> Result<Store> {
         Ok(Store {
             url: replica_url.to_string(),
-            backend: url::open(replica_url, timeouts)?,
+            backend: url::open(replica_url, timeouts, sse)?,
             stats: StorageStats::default(),
             hedge_after_ms: AtomicU64::new(0),
             retry_for: timeouts.retry_for,

@@ -30,6 +30,101 @@ impl std::fmt::Debug for Backend {
     }
 }
 
+/// Server-side encryption of an S3 replica, with Litestream's words: `sse-customer-key`
+/// (or `sse-customer-key-path`, a file holding it), `sse-customer-algorithm` (AES256) and
+/// `sse-customer-key-md5` for SSE-C; `sse-kms-key-id` for SSE-KMS. They are taken out of the
+/// replica URL when the configuration is read (`take_sse`), so that the key never travels
+/// with the URL into stats, logs or error messages.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Sse {
+    /// The SSE-C key, base64 (as S3 wants it).
+    customer_key: Option<String>,
+    kms_key_id: Option<String>,
+}
+
+impl std::fmt::Debug for Sse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sse")
+            .field(
+                "customer_key",
+                &self.customer_key.as_ref().map(|_| "(secret)"),
+            )
+            .field("kms_key_id", &self.kms_key_id)
+            .finish()
+    }
+}
+
+const SSE_PARAMS: &[&str] = &[
+    "sse-customer-key",
+    "sse-customer-key-path",
+    "sse-customer-algorithm",
+    "sse-customer-key-md5",
+    "sse-kms-key-id",
+];
+
+/// Splits the server-side encryption parameters off a replica URL: the URL without them, and
+/// what they ask for. Errors name the parameter, never its value.
+pub fn take_sse(raw: &str) -> Result<(String, Sse)> {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return Ok((raw.to_string(), Sse::default()));
+    };
+    type Pairs = Vec<(String, String)>;
+    let (taken, kept): (Pairs, Pairs) = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .partition(|(k, _)| SSE_PARAMS.contains(&k.as_str()));
+    if taken.is_empty() {
+        return Ok((raw.to_string(), Sse::default()));
+    }
+    let param = |name: &str| {
+        taken
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let fail = |name: &str, reason: &str| Error::config(name, reason.to_string());
+    if url.scheme() != "s3" {
+        return Err(fail(
+            &taken[0].0,
+            "server-side encryption is for s3:// replicas",
+        ));
+    }
+    let mut sse = Sse {
+        customer_key: param("sse-customer-key"),
+        kms_key_id: param("sse-kms-key-id").filter(|v| !v.is_empty()),
+    };
+    if let Some(path) = param("sse-customer-key-path") {
+        let text = std::fs::read_to_string(path.trim()).map_err(|e| {
+            fail(
+                "sse-customer-key-path",
+                &format!("cannot read {path:?}: {e}"),
+            )
+        })?;
+        sse.customer_key = Some(text.trim().to_string());
+    }
+    match param("sse-customer-algorithm") {
+        Some(a) if !a.eq_ignore_ascii_case("AES256") => {
+            return Err(fail("sse-customer-algorithm", "only AES256 is defined"))
+        }
+        Some(_) if sse.customer_key.is_none() => {
+            return Err(fail("sse-customer-algorithm", "needs sse-customer-key"))
+        }
+        _ => {}
+    }
+    if sse.customer_key.is_some() && sse.kms_key_id.is_some() {
+        return Err(fail(
+            "sse-kms-key-id",
+            "SSE-C and SSE-KMS exclude each other",
+        ));
+    }
+    if kept.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(&kept);
+    }
+    Ok((url.to_string(), sse))
+}
+
 /// How long one storage operation may keep retrying before it reports its cause.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -47,7 +142,7 @@ fn truthy(v: &str) -> bool {
     matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
 }
 
-pub fn open(raw: &str, timeouts: Timeouts) -> Result<Backend> {
+pub fn open(raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Backend> {
     let url = url::Url::parse(raw).map_err(|e| bad(raw, e.to_string()))?;
     let query: Vec<(String, String)> = url
         .query_pairs()
@@ -143,6 +238,12 @@ pub fn open(raw: &str, timeouts: Timeouts) -> Result<Backend> {
             if endpoint.is_some() && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
                 b = b.with_skip_signature(true);
             }
+            if let Some(key) = &sse.customer_key {
+                b = b.with_ssec_encryption(key);
+            }
+            if let Some(id) = &sse.kms_key_id {
+                b = b.with_sse_kms_encryption(id);
+            }
             let store = b.build().map_err(|e| bad(raw, e.to_string()))?;
             Ok(Backend {
                 store: Arc::new(store),
@@ -211,12 +312,12 @@ mod tests {
 
     #[test]
     fn file_urls() {
-        let b = open("file:///tmp/replica", T).unwrap();
+        let b = open("file:///tmp/replica", T, &Sse::default()).unwrap();
         assert_eq!(b.root.as_ref(), "tmp/replica");
         assert_eq!(b.layout, Layout::LtxDecimal);
-        assert!(open("file://host/tmp", T).is_err());
+        assert!(open("file://host/tmp", T, &Sse::default()).is_err());
         for root in ["file://", "file:///"] {
-            match open(root, T) {
+            match open(root, T, &Sse::default()) {
                 Err(e) => assert!(e.to_string().contains("needs a folder"), "{e}"),
                 Ok(_) => panic!("{root} was accepted"),
             }
@@ -228,17 +329,56 @@ mod tests {
         let b = open(
             "s3://bucket/app/db?endpoint=http://127.0.0.1:9000&force-path-style=true",
             T,
+            &Sse::default(),
         )
         .unwrap();
         assert_eq!(b.root.as_ref(), "app/db");
         assert_eq!(b.layout, Layout::HexLevels);
-        assert!(open("s3:///nobucket", T).is_err());
+        assert!(open("s3:///nobucket", T, &Sse::default()).is_err());
+    }
+
+    #[test]
+    fn server_side_encryption_leaves_the_url_and_is_checked() {
+        let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes, base64
+        let (url, sse) = take_sse(&format!(
+            "s3://b/p?endpoint=http://h:9&sse-customer-key={key}&sse-customer-algorithm=AES256"
+        ))
+        .unwrap();
+        assert_eq!(url, "s3://b/p?endpoint=http%3A%2F%2Fh%3A9");
+        assert_eq!(sse.customer_key.as_deref(), Some(key));
+        assert!(!format!("{sse:?}").contains(key));
+        open(&url, T, &sse).unwrap();
+        let (url, sse) = take_sse("s3://b/p?sse-kms-key-id=alias/x").unwrap();
+        assert_eq!(
+            (url.as_str(), sse.kms_key_id.as_deref()),
+            ("s3://b/p", Some("alias/x"))
+        );
+        for (bad, words) in [
+            (
+                "s3://b/p?sse-customer-key=k&sse-customer-algorithm=DES",
+                "AES256",
+            ),
+            (
+                "s3://b/p?sse-customer-algorithm=AES256",
+                "needs sse-customer-key",
+            ),
+            ("file:///r?sse-kms-key-id=x", "s3://"),
+            ("s3://b/p?sse-customer-key=k&sse-kms-key-id=x", "exclude"),
+        ] {
+            let e = take_sse(bad).unwrap_err().to_string();
+            assert!(e.contains(words), "{bad}: {e}");
+        }
+        let e = take_sse("s3://b/p?sse-customer-key=not-base64!")
+            .and_then(|(u, s)| open(&u, T, &s))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("not-base64!"), "{e}");
     }
 
     #[test]
     fn bad_urls_name_the_url() {
-        let e = open("ftp://x/y", T).unwrap_err();
+        let e = open("ftp://x/y", T, &Sse::default()).unwrap_err();
         assert!(e.to_string().contains("ftp://x/y"), "{e}");
-        assert!(open("not a url", T).is_err());
+        assert!(open("not a url", T, &Sse::default()).is_err());
     }
 }

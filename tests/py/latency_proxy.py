@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 
@@ -35,6 +35,8 @@ class Request:
     bytes: int
     start: float
     end: float
+    # The x-amz-server-side-encryption* headers the request carried (name: value).
+    sse: dict = field(default_factory=dict)
 
     @property
     def is_list(self) -> bool:
@@ -176,6 +178,8 @@ class LatencyProxy:
         except OSError:
             pass  # the client gave up (a hedged read that lost the race)
         with self._lock:
+            sse = {k.lower(): v for k, v in h.headers.items()
+                   if k.lower().startswith("x-amz-server-side-encryption")}
             self.log.append(Request(h.command, h.path, h.headers.get("Range"), resp.status,
                                     len(data) if h.command != "HEAD" else 0, start,
-                                    time.monotonic()))
+                                    time.monotonic(), sse))
