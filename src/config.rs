@@ -98,6 +98,9 @@ pub const PARAMS: &[Param] = &[
     param("retain_size", "64MB", Twin::ReadSet),
     // age encryption of every object (public keys; the secret ones come from a file or
     // LITESTREAM_AGE_IDENTITY, never from the URI).
+    // Cold starts (restore, restore at open, hydration): reads in flight, and their size.
+    param("restore_concurrency", "16", Twin::None),
+    param("restore_part_size", "8MB", Twin::None),
     param("age_recipients", "(none)", Twin::None),
     param("age_identity_file", "(none)", Twin::None),
 ];
@@ -260,6 +263,10 @@ pub struct Config {
     pub age: Option<std::sync::Arc<crate::storage::crypt::Keys>>,
     /// S3 server-side encryption, taken out of the replica URL (`storage::url::take_sse`).
     pub sse: crate::storage::url::Sse,
+    /// `restore_concurrency`, `restore_part_size`: ranged reads a cold start keeps in
+    /// flight, and the most bytes each covers (memory: about twice their product).
+    pub restore_concurrency: usize,
+    pub restore_part_size: u64,
 }
 
 impl Config {
@@ -448,6 +455,14 @@ impl Config {
             None => DEFAULT_RETAIN_SIZE,
         };
         let age = age_keys(&lookup, env, role)?;
+        let restore_concurrency = match lookup("restore_concurrency") {
+            Some((src, v)) => count(&src, &v, 1024)?.max(1) as usize,
+            None => 16,
+        };
+        let restore_part_size = match lookup("restore_part_size") {
+            Some((src, v)) => size(&src, &v)?.clamp(64 * 1024, 1 << 30),
+            None => 8 << 20,
+        };
         Ok(Config {
             replica_url,
             poll_interval,
@@ -466,6 +481,8 @@ impl Config {
             log_level,
             age,
             sse,
+            restore_concurrency,
+            restore_part_size,
         })
     }
 }

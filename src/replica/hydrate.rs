@@ -364,7 +364,8 @@ impl Hydration {
                 _ => fetch.push((pgno, loc)),
             }
         }
-        // Fetched by the cold-start engine; the record is saved every `PARALLEL` ranges.
+        // Fetched by the cold-start engine; the record is saved every so many ranges.
+        let save_every = replica.settings().restore_concurrency.max(1);
         let mut ranges = 0;
         let fetched = &self.fetched;
         let done = std::cell::RefCell::new(done);
@@ -383,7 +384,7 @@ impl Hydration {
             },
             || {
                 ranges += 1;
-                if ranges % restore::PARALLEL == 0 {
+                if ranges % save_every == 0 {
                     save(&mut record, &done.borrow())?;
                 }
                 Ok(())

@@ -40,6 +40,9 @@ pub use snapshot::{FileMeta, LoadedFile, Moved, Snapshot};
 pub struct Settings {
     pub poll_interval: Duration,
     pub open_timeout: Duration,
+    /// Cold starts: ranged reads in flight, and the most bytes each covers.
+    pub restore_concurrency: usize,
+    pub restore_part_size: u64,
 }
 
 /// What the poller last did, for `PRAGMA litestream_stats`.
@@ -138,6 +141,8 @@ impl Replica {
             settings: Mutex::new(Settings {
                 poll_interval: config.poll_interval,
                 open_timeout: config.open_timeout,
+                restore_concurrency: config.restore_concurrency,
+                restore_part_size: config.restore_part_size,
             }),
             current: RwLock::new(Arc::new(Snapshot {
                 txid: Txid::ZERO,

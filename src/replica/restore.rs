@@ -3,9 +3,10 @@
 //!
 //! The state's page index already says where the newest version of each page is, so each
 //! page is fetched and written once, whatever later files overwrote. Its frames are grouped
-//! into ranged reads of up to `RANGE` bytes of one file (a snapshot becomes a few large
-//! reads), `PARALLEL` in flight; each range is decoded and written by the calling thread as
-//! it arrives, so memory holds at most twice `PARALLEL` ranges whatever the database's size.
+//! into ranged reads of up to `restore_part_size` bytes of one file (a snapshot becomes a
+//! few large reads), `restore_concurrency` in flight; each range is decoded and written by
+//! the calling thread as it arrives, so memory holds at most that many ranges and three
+//! more whatever the database's size.
 //! Pages go straight to their file, never through the page cache: a restore does not evict
 //! what readers of the replica keep hot. A range that fails after the store's own retries
 //! is read again page by page through the replica (which knows where a page went when
@@ -30,11 +31,6 @@ use super::index::Loc;
 use super::{page_in, prefetch, Replica, Snapshot};
 use crate::error::{Error, Result};
 use crate::ltx::{DatabaseChecksum, LtxError};
-
-/// One read covers at most this much of an LTX file.
-pub(super) const RANGE: u64 = 8 << 20;
-/// Reads in flight at once.
-pub(super) const PARALLEL: usize = 16;
 
 /// A program's own view of cold starts (the C API's `litestream_set_progress`): called
 /// after each part with what runs, the bytes done and the total; true asks to stop.
@@ -136,7 +132,11 @@ pub(super) fn fetch_pages(
     mut put: impl FnMut(u32, &[u8]) -> Result<()>,
     mut range_done: impl FnMut() -> Result<()>,
 ) -> Result<()> {
-    let ranges = prefetch::coalesce(pages, RANGE);
+    let (parallel, part) = {
+        let s = replica.settings();
+        (s.restore_concurrency.max(1), s.restore_part_size)
+    };
+    let ranges = prefetch::coalesce(pages, part);
     let progress = &replica.progress;
     progress.start(
         what.clone(),
@@ -150,7 +150,8 @@ pub(super) fn fetch_pages(
             .ok_or_else(|| Error::Internal("a page points to an unknown file".into()))?;
         jobs.push((meta.info.clone(), r.start..r.end));
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel(PARALLEL);
+    // Two answers wait at most; the rest stay in the reads in flight.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
     let store = replica.store.clone();
     crate::runtime::handle()?.spawn(async move {
         use futures::StreamExt;
@@ -158,7 +159,7 @@ pub(super) fn fetch_pages(
             let store = store.clone();
             async move { (i, store.read_range(&info, range).await) }
         });
-        let mut arriving = futures::stream::iter(reads).buffer_unordered(PARALLEL);
+        let mut arriving = futures::stream::iter(reads).buffer_unordered(parallel);
         while let Some(read) = arriving.next().await {
             // The caller stopped (an error): the reads in flight are dropped with us.
             if tx.send(read).await.is_err() {

@@ -18,7 +18,11 @@ requests made during the workload count. Targets: scan in at most 1/20 of the Go
 extension's requests and time, point lookups at least 2x faster, open to first row in at most
 3 round trips after listing.
 
-Run: /usr/bin/python3 tests/bench/bench_s3.py [--rows N] [--delay-ms 20] [--out FILE]
+With --encrypted, each object of the replica is also encrypted with the reference `age`
+tool (`age -r`) into a second prefix, and our VFS reads that one too (rows "ours, age"):
+the cost of encryption page by page, against the plaintext rows.
+
+Run: /usr/bin/python3 tests/bench/bench_s3.py [--rows N] [--delay-ms 20] [--encrypted] [--out FILE]
 The report is written to --out and, unless --no-readme, between the s3-bench markers of
 README.md.
 """
@@ -103,12 +107,28 @@ def _waves(reqs):
     return waves
 
 
+def encrypt_copy(s3, bucket: str, src: str, dst: str, work: Path) -> dict:
+    """Copies every object under `src` to `dst`, each encrypted with `age -r` to a new key;
+    returns the environment that gives our VFS the identity."""
+    key = work / "age-key.txt"
+    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
+    recipient = subprocess.run(["age-keygen", "-y", str(key)], check=True, capture_output=True,
+                               text=True).stdout.strip()
+    for name, _ in s3.list_keys(bucket, src + "/"):
+        sealed = subprocess.run(["age", "-r", recipient], input=s3.get(bucket, name),
+                                check=True, capture_output=True).stdout
+        s3.put(bucket, dst + name[len(src):], sealed)
+    return {"LITESTREAM_AGE_IDENTITY": key.read_text()}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--delay-ms", type=float, default=20)
     ap.add_argument("--params", default="", help="extra URI parameters for ours (a=b&c=d)")
     ap.add_argument("--skip-go", action="store_true")
+    ap.add_argument("--encrypted", action="store_true",
+                    help="also read an age-encrypted copy of the replica")
     ap.add_argument("--out", default=str(harness.REPO_ROOT / "tests/.work/bench/s3.md"))
     ap.add_argument("--no-readme", action="store_true", help="do not update README.md")
     args = ap.parse_args()
@@ -126,6 +146,7 @@ def main():
         ls.wait_synced(timeout=300)
         ls.stop()
         w.close()
+        age_env = encrypt_copy(s3, bucket, "db", "enc", work) if args.encrypted else None
 
         with LatencyProxy(s3.endpoint, delay=args.delay_ms / 1000) as proxy:
             url = f"s3://{bucket}/db?endpoint={proxy.endpoint}&force-path-style=true"
@@ -137,6 +158,10 @@ def main():
                 "native": (f"file:{src}?mode=ro", None, env),
                 "ours": (ours_uri, harness.ext_path(), env),
             }
+            if age_env:
+                enc_url = f"s3://{bucket}/enc?endpoint={proxy.endpoint}&force-path-style=true"
+                readers["ours-age"] = (harness.vfs_uri(enc_url, name="bench-age.db"),
+                                       harness.ext_path(), harness.child_env(age_env))
             if not args.skip_go:
                 readers["go"] = ("file:bench.db?vfs=litestream", harness.go_vfs_path(),
                                  harness.child_env({"LITESTREAM_REPLICA_URL": url}))
@@ -173,6 +198,21 @@ def main():
         else:
             row += " | | | | | |"
         lines.append(row)
+    if args.encrypted:
+        lines += [
+            "",
+            "The same replica with every object age-encrypted (`age -r`), read by our VFS with "
+            "the identity (`--encrypted`):",
+            "",
+            "| workload | plaintext: GETs | plaintext: bytes | plaintext: time | age: GETs "
+            "| age: bytes | age: time | extra bytes |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for workload in WORKLOADS:
+            o, a = results[(workload, "ours")], results[(workload, "ours-age")]
+            lines.append(f"| {workload} | {o['gets']} | {o['bytes']:,} | {ms(o['wall'])} "
+                         f"| {a['gets']} | {a['bytes']:,} | {ms(a['wall'])} "
+                         f"| {a['bytes'] - o['bytes']:+,} |")
     o = results[("open", "ours")]
     g = results.get(("open", "go"))
     lines += [

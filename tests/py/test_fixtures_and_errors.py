@@ -54,6 +54,11 @@ def test_fixture_replicas_read_like_litestream_restore(name, tmp_path, ext_path)
     kept = FIXTURES / name / "restored-0000000000000004.db"
     if kept.exists():
         assert rows(r) == rows(sqlite3.connect(f"file:{kept}?immutable=1", uri=True))
+    # litestream_restore writes what `litestream restore` writes, byte for byte, for every
+    # page size and both page encodings (the chains hold snapshots, L1 and L0 files).
+    ours = tmp_path / "ours.db"
+    r.execute("SELECT litestream_restore(?)", (str(ours),)).fetchone()
+    assert ours.read_bytes() == expected_db.read_bytes()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -169,6 +169,16 @@ def test_restore_and_vacuum_into_match_litestream_restore(history, ext_path, tmp
     assert p["what"] == f"restore {ours}", p
     assert 0 < p["gets"] < p["pages_total"] / 4, p
     assert after["cache"]["entries"] == before["cache"]["entries"], (before["cache"], after["cache"])
+    # The smallest parts, one at a time (a process of its own: a process shares one replica
+    # per URL, with the first open's settings): the same bytes.
+    small = tmp_path / "small.db"
+    c = harness.run_ext_child(
+        vfs_uri(url, name="restore-small.db", restore_part_size="64KB", restore_concurrency="1"),
+        [f"SELECT litestream_restore('{small}', '{rfc3339(t)}')", "SELECT litestream_stats()"])
+    assert c.error is None, c.describe()
+    assert small.read_bytes() == theirs.read_bytes()
+    q = json.loads(c.results[3][0][0])["restore"]
+    assert q["gets"] >= max(p["gets"], q["bytes_total"] // 65536), (p, q)
     # The shown state, restored without naming an instant, and VACUUM INTO.
     r.execute("PRAGMA litestream_time = ?".replace("?", f"'{rfc3339(t)}'")).fetchall()
     shown = tmp_path / "shown.db"
