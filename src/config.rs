@@ -11,6 +11,8 @@ use crate::log::LogLevel;
 use crate::units::{parse_duration, parse_size};
 
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// A replica nobody reads polls at most this rarely (a read after that polls first).
+pub const DEFAULT_POLL_INTERVAL_MAX: Duration = Duration::from_secs(30);
 pub const DEFAULT_CACHE_SIZE: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_HEDGE_AFTER: Duration = Duration::from_millis(300);
@@ -64,6 +66,7 @@ const fn param(name: &'static str, default: &'static str, twin: Twin) -> Param {
 pub const PARAMS: &[Param] = &[
     param("replica_url", "(required)", Twin::Read),
     param("poll_interval", "1s", Twin::ReadSet),
+    param("poll_interval_max", "30s", Twin::None),
     param("cache_size", "64MB", Twin::ReadSet),
     param("open_timeout", "5s", Twin::Read),
     param("log_level", "warn", Twin::None),
@@ -233,6 +236,9 @@ impl Default for PrimaryConfig {
 pub struct Config {
     pub replica_url: String,
     pub poll_interval: Duration,
+    /// `poll_interval_max`: how far the wait between polls of a replica nobody reads grows
+    /// (not above `poll_interval`: it never backs off).
+    pub poll_interval_max: Duration,
     pub cache_size: u64,
     pub open_timeout: Duration,
     /// `time`: open looking at this instant (time travel) instead of the newest state.
@@ -310,6 +316,10 @@ impl Config {
         let poll_interval = match lookup("poll_interval") {
             Some((src, v)) => positive_duration(&src, &v)?,
             None => DEFAULT_POLL_INTERVAL,
+        };
+        let poll_interval_max = match lookup("poll_interval_max") {
+            Some((src, v)) => duration(&src, &v)?,
+            None => DEFAULT_POLL_INTERVAL_MAX,
         };
         let cache_size = match lookup("cache_size") {
             Some((src, v)) => size(&src, &v)?,
@@ -466,6 +476,7 @@ impl Config {
         Ok(Config {
             replica_url,
             poll_interval,
+            poll_interval_max,
             cache_size,
             open_timeout,
             time,

@@ -19,7 +19,7 @@ pub mod snapshot;
 pub mod timetravel;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -39,6 +39,8 @@ pub use snapshot::{FileMeta, LoadedFile, Moved, Snapshot};
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub poll_interval: Duration,
+    /// The longest wait between polls of a replica nobody reads (`poll_interval_max`).
+    pub poll_interval_max: Duration,
     pub open_timeout: Duration,
     /// Cold starts: ranged reads in flight, and the most bytes each covers.
     pub restore_concurrency: usize,
@@ -79,6 +81,10 @@ pub struct Replica {
     pub hydration: Option<Arc<hydrate::Hydration>>,
     /// How far the newest cold start (restore or hydration) got.
     pub progress: restore::Progress,
+    /// Read transactions started on the newest state (the poller backs off without them).
+    reads: AtomicU64,
+    /// The poller waits longer than `poll_interval` (nobody read lately).
+    pub backed_off: std::sync::atomic::AtomicBool,
     /// Headers of files met while time travelling (immutable, small).
     headers: Mutex<HashMap<FileInfo, crate::ltx::Header>>,
     /// Page indexes of files used by past states (time travel).
@@ -140,6 +146,7 @@ impl Replica {
             cache: PageCache::new(config.cache_size),
             settings: Mutex::new(Settings {
                 poll_interval: config.poll_interval,
+                poll_interval_max: config.poll_interval_max,
                 open_timeout: config.open_timeout,
                 restore_concurrency: config.restore_concurrency,
                 restore_part_size: config.restore_part_size,
@@ -172,6 +179,8 @@ impl Replica {
                 Arc::new(hydrate::Hydration::new(path, &config.replica_url))
             }),
             progress: restore::Progress::default(),
+            reads: AtomicU64::new(0),
+            backed_off: std::sync::atomic::AtomicBool::new(false),
             headers: Mutex::new(HashMap::new()),
             indexes: Mutex::new(files::IndexCache::new(INDEX_CACHE_ENTRIES)),
         });
@@ -221,11 +230,54 @@ impl Replica {
         self.current.read().clone()
     }
 
+    /// Read transactions started on the newest state so far (and SQL functions that asked
+    /// about it).
+    pub fn reads_started(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// Someone looked at the newest state outside a read transaction.
+    pub fn note_read(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Before a read transaction on the newest state: when the poller has backed off (nobody
+    /// read for a while) and its last poll is older than `poll_interval`, poll now, so that
+    /// the transaction sees what a reader polling all along would. A failed poll is logged
+    /// and the transaction goes on with the state there is.
+    pub fn fresh_for_reading(self: &Arc<Self>) {
+        if !self.backed_off.load(Ordering::Relaxed) {
+            return;
+        }
+        let base = self.settings().poll_interval;
+        let stale = self
+            .status
+            .lock()
+            .last_success
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age > base);
+        if !stale {
+            return;
+        }
+        if let Err(e) = self.catch_up_now(false) {
+            crate::log_warn!("polling {} before a read failed: {e}", self.store.url());
+            return;
+        }
+        let mut status = self.status.lock();
+        status.polls += 1;
+        status.last_poll = Some(SystemTime::now());
+        status.last_success = status.last_poll;
+        drop(status);
+        self.backed_off.store(false, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
     /// Pins a state (the newest, or a past one) for a read transaction.
     pub fn pin(self: &Arc<Self>, past: Option<&Arc<Snapshot>>) -> Pinned {
         let (snapshot, epoch) = match past {
             Some(past) => (past.clone(), None),
             None => {
+                self.reads.fetch_add(1, Ordering::Relaxed);
                 let (snap, epoch) = self.retention.pin(|| self.current());
                 (snap, Some(epoch))
             }
@@ -801,7 +853,7 @@ impl Replica {
             if replan {
                 r.replan(&mut planner, false).await
             } else {
-                poller::poll_planned(&r, &mut planner).await
+                poller::poll_planned(&r, &mut planner).await.map(|_| ())
             }
         })
     }

@@ -6,6 +6,14 @@
 //! although newer files exist (files deleted before we saw their replacements), or a reader
 //! found a file gone (`Replica::catch_up_now`), it re-plans from a full listing
 //! instead of wedging.
+//!
+//! Polls cost LIST requests, the most expensive kind. A replica nobody reads backs off: each
+//! poll that finds nothing, with no read transaction started or held since the one before,
+//! doubles the wait, up to `poll_interval_max`; a poll that finds something, or any reading,
+//! brings it back to `poll_interval`. A read transaction that starts while the poller is
+//! backed off and its last poll is older than `poll_interval` polls first
+//! (`Replica::fresh_for_reading`), so a reader never sees a state older than one interval
+//! because it was idle before.
 
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
@@ -25,20 +33,42 @@ pub(super) fn start(replica: &Arc<Replica>) -> Result<()> {
 }
 
 async fn run(weak: Weak<Replica>) {
+    let mut interval = None;
     loop {
         let Some(replica) = weak.upgrade() else {
             return;
         };
-        let interval = replica.settings().poll_interval;
+        let settings = replica.settings();
+        let wait = interval.unwrap_or(settings.poll_interval);
         let wake = async {
             replica.wake.notified().await;
         };
-        // Sleep for one interval, or until someone asks for an early poll.
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = wake => {}
-        }
+        // Sleep for one interval, or until someone asks for an early poll (a reader after
+        // an idle spell, or one that found a file gone: activity either way).
+        let woken = tokio::select! {
+            _ = tokio::time::sleep(wait) => false,
+            _ = wake => true,
+        };
+        let reads_before = replica.reads_started();
+        let txid_before = replica.current().txid;
         let result = poll_once(&replica).await;
+        let quiet = !woken
+            && matches!(result, Ok(0))
+            && replica.current().txid == txid_before
+            && replica.reads_started() == reads_before
+            && !replica.retention.any_pinned();
+        let next = next_interval(
+            wait,
+            quiet,
+            settings.poll_interval,
+            settings.poll_interval_max,
+        );
+        replica.backed_off.store(
+            next > settings.poll_interval,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        interval = Some(next);
+        let result = result.map(|_| ());
         let mut status = replica.status.lock();
         status.polls += 1;
         status.last_poll = Some(SystemTime::now());
@@ -58,22 +88,45 @@ async fn run(weak: Weak<Replica>) {
     }
 }
 
-async fn poll_once(replica: &Arc<Replica>) -> Result<()> {
+/// The wait before the next poll: `base` after activity, else double the last wait, at
+/// most `max` (`max` not above `base`: no backing off).
+fn next_interval(
+    last: std::time::Duration,
+    quiet: bool,
+    base: std::time::Duration,
+    max: std::time::Duration,
+) -> std::time::Duration {
+    if quiet && max > base {
+        (last * 2).clamp(base, max)
+    } else {
+        base
+    }
+}
+
+/// One poll; returns how many new files it listed.
+async fn poll_once(replica: &Arc<Replica>) -> Result<usize> {
     let mut planner = replica.planner.lock().await;
     poll_planned(replica, &mut planner).await
 }
 
-/// One poll, with the planner held.
-pub(super) async fn poll_planned(replica: &Arc<Replica>, planner: &mut Planner) -> Result<()> {
-    for level in POLLED_LEVELS {
+/// One poll, with the planner held: the polled levels are listed together (one round trip),
+/// each after the last file seen in it. Returns how many new files were listed.
+pub(super) async fn poll_planned(replica: &Arc<Replica>, planner: &mut Planner) -> Result<usize> {
+    let lists = POLLED_LEVELS.map(|level| {
         let after = planner.last_listed.get(&level).cloned();
-        let listed = replica.store.list_level(level, after.as_ref()).await?;
+        let store = replica.store.clone();
+        async move { store.list_level(level, after.as_ref()).await }
+    });
+    let listed_levels = futures::future::try_join_all(lists).await?;
+    let mut new_files = 0;
+    for (level, listed) in POLLED_LEVELS.into_iter().zip(listed_levels) {
         if let Some(newest) = listed.iter().max_by_key(|f| f.name()) {
             planner.last_listed.insert(level, newest.clone());
         }
         for f in &listed {
             crate::log_debug!("listed {f}");
         }
+        new_files += listed.len();
         planner.pending.extend(listed);
     }
     let start = replica.current();
@@ -96,7 +149,10 @@ pub(super) async fn poll_planned(replica: &Arc<Replica>, planner: &mut Planner) 
                 if snap.txid != start.txid {
                     replica.publish(snap, &moved);
                 }
-                return replica.replan(planner, false).await;
+                return replica
+                    .replan(planner, false)
+                    .await
+                    .map(|()| new_files.max(1));
             }
             Err(e) => return Err(e),
         };
@@ -114,7 +170,10 @@ pub(super) async fn poll_planned(replica: &Arc<Replica>, planner: &mut Planner) 
         if snap.txid != start.txid {
             replica.publish(snap, &moved);
         }
-        return replica.replan(planner, false).await;
+        return replica
+            .replan(planner, false)
+            .await
+            .map(|()| new_files.max(1));
     }
 
     // Re-point onto compacted files and snapshots that now cover files of the chain,
@@ -147,7 +206,7 @@ pub(super) async fn poll_planned(replica: &Arc<Replica>, planner: &mut Planner) 
     if snap.txid != start.txid || snap.chain != start.chain {
         replica.publish(snap, &moved);
     }
-    Ok(())
+    Ok(new_files)
 }
 
 /// Among `files`, the one starting at `next` that reaches furthest (higher level on ties).
@@ -157,4 +216,30 @@ fn best_start(files: &[FileInfo], next: u64) -> Option<FileInfo> {
         .filter(|f| f.min.get() == next)
         .max_by_key(|f| (f.max, f.level))
         .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_interval;
+    use std::time::Duration;
+
+    #[test]
+    fn quiet_polls_back_off_to_the_bound_and_activity_resets() {
+        let (base, max) = (Duration::from_secs(1), Duration::from_secs(30));
+        let mut wait = base;
+        let mut seen = vec![];
+        for _ in 0..7 {
+            wait = next_interval(wait, true, base, max);
+            seen.push(wait.as_secs());
+        }
+        assert_eq!(seen, [2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(
+            next_interval(wait, false, base, max),
+            base,
+            "activity: back to base"
+        );
+        // A bound not above the base: never back off.
+        assert_eq!(next_interval(base, true, base, Duration::ZERO), base);
+        assert_eq!(next_interval(base, true, base, base), base);
+    }
 }

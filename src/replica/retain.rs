@@ -141,6 +141,11 @@ impl Retention {
         (snap, epoch)
     }
 
+    /// Whether some read transaction holds a state now.
+    pub fn any_pinned(&self) -> bool {
+        !self.inner.lock().pins.is_empty()
+    }
+
     pub fn unpin(&self, epoch: u64) {
         self.with(|inner| {
             if let Some(n) = inner.pins.get_mut(&epoch) {

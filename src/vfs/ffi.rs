@@ -591,6 +591,7 @@ unsafe extern "C" fn call_function(
                         .to_string();
                     match (file_of(db, &schema), primary_of(db, &schema)) {
                         (Some(file), _) => {
+                            file.note_reader();
                             let interrupted = || api::is_interrupted(db);
                             let call = sql::Call {
                                 args: &args,

@@ -105,11 +105,24 @@ impl ReplicaFile {
             ));
         }
         if self.lock == LOCK_NONE && level >= LOCK_SHARED {
+            if self.past.is_none() {
+                replica.fresh_for_reading();
+            }
             self.pinned = Some(replica.pin(self.past.as_ref().map(|p| &p.snapshot)));
             self.meters.start_statement();
         }
         self.lock = self.lock.max(level);
         Ok(())
+    }
+
+    /// A SQL function asks about the replica's state (`litestream_txid()` and the like run
+    /// without a read transaction): it counts as reading, so the poller does not back off
+    /// under it, and after an idle spell it polls first.
+    pub fn note_reader(&self) {
+        if let (Ok(replica), None) = (self.replica(), &self.past) {
+            replica.fresh_for_reading();
+            replica.note_read();
+        }
     }
 
     pub fn unlock(&mut self, level: i32) {

@@ -257,6 +257,9 @@ pub const FUNCTIONS: &[SqlFunction] = &[
 /// to its own pragmas).
 pub fn pragma(file: &mut ReplicaFile, name: &str, value: Option<&str>) -> Option<Result<Value>> {
     let name = name.to_ascii_lowercase();
+    if name.starts_with("litestream_") {
+        file.note_reader();
+    }
     let read_only = |f: fn(&ReplicaFile) -> Result<Value>, file: &ReplicaFile| match value {
         None => f(file),
         Some(_) => Err(Error::config(&name, "is read-only")),

@@ -619,7 +619,10 @@ def test_poll_interval_edge_values(interval_ms, fewest, most, tmp_path, litestre
     create_source_db(src, rows=10, overflow_rows=0)
     url = (tmp_path / "replica").as_uri()
     litestream(src, url).wait_synced()
-    conn = connect(vfs_uri(url, poll_interval=f"{interval_ms}ms"))
+    # poll_interval_max=0: steady polling, as the peer does (ours backs off by default when
+    # nobody reads, which this idle connection would be; see the test of that in
+    # test_read_replica.py).
+    conn = connect(vfs_uri(url, poll_interval=f"{interval_ms}ms", poll_interval_max="0"))
 
     def polls() -> int:
         return json.loads(conn.execute("PRAGMA litestream_stats").fetchone()[0])["poll"]["polls"]

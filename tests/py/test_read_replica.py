@@ -6,6 +6,7 @@ Interface under test (the same URI parameters as Litestream's Go VFS):
     SELECT litestream_txid()  /  PRAGMA litestream_txid   -> TXID as 16 lower-case hex digits
 """
 
+import json
 import re
 import shutil
 import socket
@@ -517,3 +518,29 @@ def test_damaged_ltx_is_an_error_not_a_crash(damaged_replica, ext_path, mode):
         # Undetected damage is tolerated here, but then it must not pass for the truth.
         print(f"{mode}: no error; rows equal to source: "
               f"{rows_digest(res.results[3]) == db_digests(s.src)['orders']}")
+
+
+def test_an_idle_replica_polls_less_and_a_reader_still_sees_the_newest_state(tmp_path):
+    """poll_interval_max: a replica nobody reads backs off (fewer LIST requests); the next
+    read transaction polls first, so it sees a commit made meanwhile at once."""
+    url = (tmp_path / "replica").as_uri()
+    w = connect(vfs_uri(url, name=str(tmp_path / "app.db"), role="primary", sync="remote"))
+    w.execute("CREATE TABLE t(x)")
+    w.execute("INSERT INTO t VALUES (1)")
+    params = dict(poll_interval="100ms", poll_interval_max="2s")
+    r = connect(vfs_uri(url, name=str(tmp_path / "reader.db"), **params))
+    assert r.execute("SELECT count(*) FROM t").fetchone()[0] == 1
+    before = json.loads(r.execute("SELECT litestream_stats()").fetchone()[0])
+    time.sleep(5)  # idle: steady polling would poll about 50 times
+    w.execute("INSERT INTO t VALUES (2)")  # returns once it is in the replica
+    txid = json.loads(w.execute("SELECT litestream_stats()").fetchone()[0])["shipped_txid"]
+    # The first read after the idle spell polls first: the new row at once.
+    assert r.execute("SELECT count(*), litestream_txid() FROM t").fetchone() == (2, txid)
+    after = json.loads(r.execute("SELECT litestream_stats()").fetchone()[0])
+    polls = after["poll"]["polls"] - before["poll"]["polls"]
+    assert polls <= 12, (before["poll"], after["poll"])
+    lists = after["storage"]["list_requests"] - before["storage"]["list_requests"]
+    assert lists <= 3 * 12, after["storage"]
+
+    print(f"idle 5 s backed off: {polls} polls, {lists} LIST requests")
+    w.close()
