@@ -140,6 +140,36 @@ def test_a_litestream_replica_encrypted_with_age_reads_page_by_page(s3_server, t
     assert rows(child, 1) == [list(native.execute(
         "SELECT count(*) FROM orders WHERE customer >= 'cust0100' AND customer < 'cust0110'").fetchone())]
 
+    # Time travel, history, VACUUM INTO and hydration over the encrypted objects.
+    hydrated = tmp_path / "hydrated.db"
+    vac = tmp_path / "vacuum.db"
+    c = harness.run_sqlite_child([
+        {"op": "load", "path": str(harness.ext_path())},
+        {"op": "open", "name": "db", "uri": vfs_uri(url, name="tt.db", hydration_enabled="true",
+                                                       hydration_path=str(hydrated))},
+        {"op": "query", "conn": "db", "sql": "SELECT txid, timestamp FROM litestream_history"},
+        {"op": "query", "conn": "db", "sql": f"VACUUM INTO '{vac}'"},
+        {"op": "sleep", "seconds": 3},
+        {"op": "query", "conn": "db", "sql": "SELECT litestream_stats()"},
+    ], env={"LITESTREAM_AGE_IDENTITY": env_key})
+    assert c.error is None, c.describe()
+    history = c.results[2]
+    assert [int(t, 16) for t, _ in history] == [1, 2], history
+    total = native.execute("SELECT count(*) FROM orders").fetchone()[0]
+    assert sqlite3.connect(vac).execute("SELECT count(*) FROM orders").fetchone()[0] == total
+    hydration = json.loads(c.results[5][0][0])["hydration"]
+    assert hydration["state"] == "ready" and hydrated.exists(), hydration
+    assert all_tables_digest(sqlite3.connect(hydrated)) == all_tables_digest(native)
+    # A millisecond after the first file's timestamp, its state (TXID 1) shows.
+    first = history[0][1]
+    ms = int(first[20:23]) + 1
+    later = f"{first[:20]}{ms:03d}Z" if ms < 1000 else None
+    if later:
+        c = harness.run_ext_child(vfs_uri(url, name="past.db", time=later),
+                                  ["SELECT count(*), litestream_txid() FROM orders"],
+                                  env={"LITESTREAM_AGE_IDENTITY": env_key})
+        assert c.error is None and rows(c, 0) == [[total - 300, "0000000000000001"]], c.describe()
+
     # A point lookup reads a small part of the objects, within a few chunks of what the same
     # lookup reads from the plaintext replica.
     lookup = ["SELECT litestream_stats()", "SELECT note FROM orders WHERE id = 12345",
