@@ -94,10 +94,24 @@ pub struct Store {
     keys: Option<Arc<crypt::Keys>>,
     /// The layouts of encrypted objects read so far (header and sizes), by file.
     sealed: parking_lot::Mutex<lru::LruCache<FileInfo, crypt::Layout>>,
+    /// Decrypted chunks of encrypted objects, by file and chunk number, most recently used
+    /// kept: a page whose chunk was read before costs neither a read nor a decryption
+    /// (reads of neighbouring pages, the header and index of a file, come in runs).
+    chunks: parking_lot::Mutex<lru::LruCache<(FileInfo, u64), Bytes>>,
 }
+
+/// The slowest link a transfer's deadline allows for (bytes a second): a request moving
+/// more bytes gets more time per attempt.
+const SLOWEST_LINK: u64 = 1 << 20;
+/// Reads up to this size are hedged (pages, headers, page indexes; not a restore's parts).
+const HEDGE_UP_TO: u64 = 1 << 20;
 
 /// Layouts of encrypted files kept (a few hundred bytes each).
 const SEALED_LAYOUTS: usize = 4096;
+/// Decrypted chunks kept (64 KiB each: 16 MiB).
+const DECRYPTED_CHUNKS: usize = 256;
+/// Reads spanning more chunks than this (a restore's parts) are not kept.
+const KEEP_CHUNKS_UP_TO: u64 = 4;
 
 /// The longest one attempt of a request may take before it is abandoned (and retried):
 /// a request that gets no answer must not hold a read, a listing or an upload for the HTTP
@@ -136,6 +150,9 @@ impl Store {
             keys,
             sealed: parking_lot::Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(SEALED_LAYOUTS).expect("not zero"),
+            )),
+            chunks: parking_lot::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(DECRYPTED_CHUNKS).expect("not zero"),
             )),
         })
     }
@@ -181,13 +198,31 @@ impl Store {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let deadline = Instant::now() + self.retry_for;
+        self.call_sized(what, hedged, 0, op).await
+    }
+
+    /// `call` for a request that moves `bytes`: each attempt may take longer by the time
+    /// those bytes need at [`SLOWEST_LINK`] (an 8 MiB part of a restore on a slow link must
+    /// not time out as a page read would).
+    async fn call_sized<T, F, Fut>(
+        &self,
+        what: &(dyn Fn() -> String + Sync),
+        hedged: bool,
+        bytes: u64,
+        op: F,
+    ) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let transfer = Duration::from_secs_f64(bytes as f64 / SLOWEST_LINK as f64);
+        let deadline = Instant::now() + self.retry_for + transfer;
         let mut backoff =
             crate::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
             // An attempt may take a little longer than the whole retry window (the HTTP
             // client retries refused connections within it), never the client's own minute.
-            let limit = ATTEMPT_TIMEOUT.min(self.retry_for + Duration::from_secs(1));
+            let limit = ATTEMPT_TIMEOUT.min(self.retry_for + Duration::from_secs(1)) + transfer;
             let timed_out = || Error::Timeout {
                 what: what(),
                 after: limit,
@@ -458,10 +493,46 @@ impl Store {
         if range.end > layout.plain_size {
             return Err(self.short_read(f, &range, 0));
         }
+        let span = layout.chunk_span(&range);
+        let (first, count) = (
+            span.start / crypt::CHUNK,
+            span.end.div_ceil(crypt::CHUNK) - span.start / crypt::CHUNK,
+        );
+        let at = |plain: &Bytes| {
+            plain.slice((range.start - span.start) as usize..(range.end - span.start) as usize)
+        };
+        let cached: Option<Vec<Bytes>> = {
+            let mut kept = self.chunks.lock();
+            (first..first + count.max(1))
+                .map(|i| kept.get(&(f.clone(), i)).cloned())
+                .collect()
+        };
+        if let Some(parts) = cached {
+            let plain = if parts.len() == 1 {
+                parts.into_iter().next().unwrap_or_default()
+            } else {
+                Bytes::from(parts.concat())
+            };
+            return Ok(at(&plain));
+        }
         let sealed = layout.sealed_range(&range);
         let chunks = self.read_sealed(f, sealed.clone()).await?;
-        let plain = layout.open(keys, &self.describe(f), range, sealed.start, chunks)?;
-        Ok(Bytes::from(plain))
+        let plain = Bytes::from(layout.open(
+            keys,
+            &self.describe(f),
+            span.clone(),
+            sealed.start,
+            chunks,
+        )?);
+        if count <= KEEP_CHUNKS_UP_TO {
+            let mut kept = self.chunks.lock();
+            for i in 0..count {
+                let a = (i * crypt::CHUNK) as usize;
+                let b = (a + crypt::CHUNK as usize).min(plain.len());
+                kept.put((f.clone(), first + i), plain.slice(a..b));
+            }
+        }
+        Ok(at(&plain))
     }
 
     /// A range read from a replica without keys: an age file there is an error that says
@@ -473,11 +544,15 @@ impl Store {
         Ok(bytes)
     }
 
-    /// Reads a range of the object as stored (retried, hedged).
+    /// Reads a range of the object as stored: retried; hedged when small (a second copy of
+    /// a large read would only halve the bandwidth of the first).
     async fn read_sealed(&self, f: &FileInfo, range: Range<u64>) -> Result<Bytes> {
         let what = || format!("reading {} of {}", range.start, self.describe(f));
-        self.call(&what, true, || self.read_range_once(f, range.clone()))
-            .await
+        let len = range.end.saturating_sub(range.start);
+        self.call_sized(&what, len <= HEDGE_UP_TO, len, || {
+            self.read_range_once(f, range.clone())
+        })
+        .await
     }
 
     async fn read_range_once(&self, f: &FileInfo, range: Range<u64>) -> Result<Bytes> {

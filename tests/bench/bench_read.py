@@ -13,7 +13,10 @@ For each reader: cold = the first run after open, warm = the median of the next 
 same connection. Results are ratios from one run, so the machine's noise cancels out:
 ours/native (target: warm <= 1.2x) and go/ours (target: cold >= 3x).
 
-Run: /usr/bin/python3 tests/bench/bench_read.py [--rows N] [--out FILE]
+With --encrypted, every object of the replica is also encrypted with the reference `age`
+tool into a second file:// replica, which our VFS reads with the identity (rows "ours, age").
+
+Run: /usr/bin/python3 tests/bench/bench_read.py [--rows N] [--encrypted] [--out FILE]
 """
 import argparse
 import json
@@ -38,11 +41,7 @@ CHILD = r"""
 import json, random, sqlite3, statistics, sys, time
 mode, uri, ext, workload, rows, runs = sys.argv[1:7]
 rows, runs = int(rows), int(runs)
-if mode == "ours":
-    loader = sqlite3.connect(":memory:")
-    loader.enable_load_extension(True)
-    loader.load_extension(ext)
-elif mode == "go":
+if ext:
     loader = sqlite3.connect(":memory:")
     loader.enable_load_extension(True)
     loader.load_extension(ext)
@@ -94,6 +93,8 @@ def main():
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--runs", type=int, default=4)
     ap.add_argument("--out", default=str(harness.REPO_ROOT / "tests/.work/bench/read.md"))
+    ap.add_argument("--encrypted", action="store_true",
+                    help="also read an age-encrypted copy of the replica")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-", dir=harness.REPO_ROOT / "tests/.work"))
@@ -113,6 +114,18 @@ def main():
         "ours": (harness.vfs_uri(replica, name="bench.db"), harness.ext_path(), env),
         "go": ("file:bench.db?vfs=litestream", harness.go_vfs_path(), go_env),
     }
+    if args.encrypted:
+        key = work / "age-key.txt"
+        subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
+        recipient = subprocess.run(["age-keygen", "-y", str(key)], check=True,
+                                   capture_output=True, text=True).stdout.strip()
+        for f in (work / "replica").rglob("*.ltx"):
+            out = work / "replica-age" / f.relative_to(work / "replica")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["age", "-r", recipient, "-o", str(out), str(f)], check=True)
+        readers["ours-age"] = (harness.vfs_uri(f"file://{work}/replica-age", name="bench-age.db"),
+                               harness.ext_path(),
+                               harness.child_env({"LITESTREAM_AGE_IDENTITY": key.read_text()}))
     results = {}
     for workload in WORKLOADS:
         for mode, (uri, ext, e) in readers.items():
@@ -140,6 +153,15 @@ def main():
         lines.append(
             f"| {workload} | {ms(n['cold'])} | {ms(n['warm'])} | {ms(o['cold'])} | {ms(o['warm'])} "
             f"| {ms(g['cold'])} | {ms(g['warm'])} | {o['warm']/n['warm']:.2f}x | {g['cold']/o['cold']:.1f}x |")
+    if args.encrypted:
+        lines += ["", "The same replica, every object age-encrypted (`--encrypted`):", "",
+                  "| workload | ours cold | ours warm | ours, age cold | ours, age warm "
+                  "| age/plaintext cold | age/plaintext warm |", "|---|---|---|---|---|---|---|"]
+        for workload in WORKLOADS:
+            o, a = results[(workload, "ours")], results[(workload, "ours-age")]
+            ms = lambda s: f"{s*1000:.1f} ms"  # noqa: E731
+            lines.append(f"| {workload} | {ms(o['cold'])} | {ms(o['warm'])} | {ms(a['cold'])} "
+                         f"| {ms(a['warm'])} | {a['cold']/o['cold']:.2f}x | {a['warm']/o['warm']:.2f}x |")
     r, v = copies["restore"], copies["vacuum_into"]
     lines += [
         "",
