@@ -144,10 +144,12 @@ pub(super) fn fetch_pages(
         ranges.iter().map(|r| r.end - r.start).sum(),
     );
     let mut jobs = Vec::with_capacity(ranges.len());
+    let mut names = Vec::with_capacity(ranges.len());
     for r in &ranges {
         let meta = snap
             .file(r.file)
             .ok_or_else(|| Error::Internal("a page points to an unknown file".into()))?;
+        names.push(replica.store.describe(&meta.info));
         jobs.push((meta.info.clone(), r.start..r.end));
     }
     // Two answers wait at most; the rest stay in the reads in flight.
@@ -178,14 +180,10 @@ pub(super) fn fetch_pages(
             match bytes {
                 Ok(bytes) => {
                     progress.gets.fetch_add(1, Ordering::Relaxed);
-                    let name = || {
-                        replica
-                            .store
-                            .describe(&snap.file(r.file).expect("above").info)
-                    };
+
                     for (pgno, loc) in &r.run {
                         let page = page_in(&bytes, r.start, *loc, snap.page_size, *pgno)
-                            .map_err(|e| Error::corrupt(name(), e))?;
+                            .map_err(|e| Error::corrupt(names[i].clone(), e))?;
                         put(*pgno, &page)?;
                     }
                 }
