@@ -180,7 +180,6 @@ pub(super) fn fetch_pages(
             match bytes {
                 Ok(bytes) => {
                     progress.gets.fetch_add(1, Ordering::Relaxed);
-
                     for (pgno, loc) in &r.run {
                         let page = page_in(&bytes, r.start, *loc, snap.page_size, *pgno)
                             .map_err(|e| Error::corrupt(names[i].clone(), e))?;

@@ -219,19 +219,24 @@ impl Layout {
         })
     }
 
-    /// The plaintext of the whole chunks that hold `plain`.
-    pub fn chunk_span(&self, plain: &Range<u64>) -> Range<u64> {
+    /// The numbers of the chunks that hold `plain` (at least one, for an empty range too).
+    pub fn chunk_numbers(&self, plain: &Range<u64>) -> Range<u64> {
         let first = plain.start / CHUNK;
         let last = plain.end.saturating_sub(1).max(plain.start) / CHUNK;
-        first * CHUNK..((last + 1) * CHUNK).min(self.plain_size)
+        first..last + 1
+    }
+
+    /// The plaintext of the whole chunks that hold `plain`.
+    pub fn chunk_span(&self, plain: &Range<u64>) -> Range<u64> {
+        let n = self.chunk_numbers(plain);
+        n.start * CHUNK..(n.end * CHUNK).min(self.plain_size)
     }
 
     /// The sealed bytes that hold the plaintext `plain`: whole chunks.
     pub fn sealed_range(&self, plain: &Range<u64>) -> Range<u64> {
-        let first = plain.start / CHUNK;
-        let last = plain.end.saturating_sub(1).max(plain.start) / CHUNK;
-        let start = self.payload_start + first * SEALED_CHUNK;
-        let end = (self.payload_start + (last + 1) * SEALED_CHUNK).min(self.sealed_size);
+        let n = self.chunk_numbers(plain);
+        let start = self.payload_start + n.start * SEALED_CHUNK;
+        let end = (self.payload_start + n.end * SEALED_CHUNK).min(self.sealed_size);
         start..end
     }
 

@@ -157,11 +157,6 @@ impl Store {
         })
     }
 
-    /// Whether the replica's objects are age-encrypted.
-    pub fn is_encrypted(&self) -> bool {
-        self.keys.is_some()
-    }
-
     /// The size of `f`'s plaintext: its listed size, or for an encrypted replica what its
     /// age header says (read once).
     pub async fn plain_size(&self, f: &FileInfo) -> Result<u64> {
@@ -494,16 +489,14 @@ impl Store {
             return Err(self.short_read(f, &range, 0));
         }
         let span = layout.chunk_span(&range);
-        let (first, count) = (
-            span.start / crypt::CHUNK,
-            span.end.div_ceil(crypt::CHUNK) - span.start / crypt::CHUNK,
-        );
+        let numbers = layout.chunk_numbers(&range);
+        let (first, count) = (numbers.start, numbers.end - numbers.start);
         let at = |plain: &Bytes| {
             plain.slice((range.start - span.start) as usize..(range.end - span.start) as usize)
         };
         let cached: Option<Vec<Bytes>> = {
             let mut kept = self.chunks.lock();
-            (first..first + count.max(1))
+            numbers
                 .map(|i| kept.get(&(f.clone(), i)).cloned())
                 .collect()
         };
