@@ -45,18 +45,28 @@ pub enum Twin {
 }
 
 /// One parameter this extension reads: its URI name (its environment variable is
-/// `env_name(name)`), the default the README states, and its pragma twin.
+/// `env_name(name)`), the default the README states, its pragma twin, and how a value given
+/// for it is parsed. Each name is written once, here.
 pub struct Param {
     pub name: &'static str,
     pub default: &'static str,
     pub twin: Twin,
+    /// Parses a value (given under the name `src`: the parameter, or its environment
+    /// variable) into the draft.
+    set: fn(&mut Draft, src: &str, value: &str) -> Result<()>,
 }
 
-const fn param(name: &'static str, default: &'static str, twin: Twin) -> Param {
+const fn param(
+    name: &'static str,
+    default: &'static str,
+    twin: Twin,
+    set: fn(&mut Draft, &str, &str) -> Result<()>,
+) -> Param {
     Param {
         name,
         default,
         twin,
+        set,
     }
 }
 
@@ -64,49 +74,200 @@ const fn param(name: &'static str, default: &'static str, twin: Twin) -> Param {
 /// names and the README's configuration tables come from here (a test holds the README to
 /// it), and so do the pragma twins (a test in `vfs::sql` holds the pragmas to it).
 pub const PARAMS: &[Param] = &[
-    param("replica_url", "(required)", Twin::Read),
-    param("poll_interval", "1s", Twin::ReadSet),
-    param("poll_interval_max", "30s", Twin::None),
-    param("cache_size", "64MB", Twin::ReadSet),
-    param("open_timeout", "5s", Twin::Read),
-    param("log_level", "warn", Twin::None),
-    param("time", "(latest)", Twin::ReadSet),
-    param("role", "replica", Twin::Read),
+    param("replica_url", "(required)", Twin::Read, |d, _, v| {
+        // S3 server-side encryption rides on the URL's query; it leaves the URL here.
+        (d.config.replica_url, d.config.sse) = crate::storage::url::take_sse(v.trim())?;
+        Ok(())
+    }),
+    param("poll_interval", "1s", Twin::ReadSet, |d, src, v| {
+        d.config.poll_interval = positive_duration(src, v)?;
+        Ok(())
+    }),
+    param("poll_interval_max", "30s", Twin::None, |d, src, v| {
+        d.config.poll_interval_max = duration(src, v)?;
+        Ok(())
+    }),
+    param("cache_size", "64MB", Twin::ReadSet, |d, src, v| {
+        d.config.cache_size = size(src, v)?;
+        Ok(())
+    }),
+    param("open_timeout", "5s", Twin::Read, |d, src, v| {
+        d.config.open_timeout = positive_duration(src, v)?;
+        Ok(())
+    }),
+    param("log_level", "warn", Twin::None, |d, src, v| {
+        let level = LogLevel::parse(v).ok_or_else(|| {
+            Error::config(src, format!("{v:?} is not one of debug, info, warn, error"))
+        })?;
+        d.config.log_level = Some(level);
+        Ok(())
+    }),
+    param("time", "(latest)", Twin::ReadSet, |d, src, v| {
+        d.config.time = Some(instant(src, v)?);
+        Ok(())
+    }),
+    param("role", "replica", Twin::Read, |d, src, v| {
+        d.config.role = match v.trim().to_ascii_lowercase().as_str() {
+            "replica" => Role::Replica,
+            "primary" => Role::Primary,
+            _ => {
+                return Err(Error::config(
+                    src,
+                    format!("{v:?} is not replica or primary"),
+                ))
+            }
+        };
+        Ok(())
+    }),
     // The Go extension's write mode, mapped onto role=primary.
-    param("write_enabled", "false", Twin::ReadSet),
-    param("sync", "local", Twin::Primary),
-    param("sync_timeout", "30s", Twin::None),
-    param("restore", "if-missing", Twin::None),
-    param("checksum", "off", Twin::None),
-    param("sync_interval", "100ms", Twin::None),
-    param("shutdown_timeout", "10s", Twin::None),
-    param("levels", "30s,5m,1h", Twin::None),
-    param("snapshot_interval", "24h", Twin::None),
-    param("snapshot_retention", "24h", Twin::None),
-    param("l0_retention", "5m", Twin::None),
-    param("buffer_path", "<db>-litestream", Twin::None),
+    param("write_enabled", "false", Twin::ReadSet, |d, src, v| {
+        if boolean(src, v)? {
+            d.config.role = Role::Primary;
+        }
+        Ok(())
+    }),
+    param("sync", "local", Twin::Primary, |d, src, v| {
+        d.config.primary.sync = match v.trim().to_ascii_lowercase().as_str() {
+            "local" | "async" => SyncMode::Local,
+            "remote" => SyncMode::Remote,
+            _ => return Err(Error::config(src, format!("{v:?} is not local or remote"))),
+        };
+        Ok(())
+    }),
+    param("sync_timeout", "30s", Twin::None, |d, src, v| {
+        d.config.primary.sync_timeout = positive_duration(src, v)?;
+        Ok(())
+    }),
+    param("restore", "if-missing", Twin::None, |d, src, v| {
+        d.config.primary.restore = match v.trim().to_ascii_lowercase().as_str() {
+            "if-missing" | "if_missing" => RestoreMode::IfMissing,
+            "never" => RestoreMode::Never,
+            "always" => RestoreMode::Always,
+            _ => {
+                let why = format!("{v:?} is not if-missing, never or always");
+                return Err(Error::config(src, why));
+            }
+        };
+        Ok(())
+    }),
+    param("checksum", "off", Twin::None, |d, src, v| {
+        d.config.primary.checksum = boolean(src, v)?;
+        Ok(())
+    }),
+    param("sync_interval", "100ms", Twin::None, |d, src, v| {
+        d.config.primary.sync_interval = duration(src, v)?;
+        Ok(())
+    }),
+    param("shutdown_timeout", "10s", Twin::None, |d, src, v| {
+        d.config.primary.shutdown_timeout = positive_duration(src, v)?;
+        Ok(())
+    }),
+    param("levels", "30s,5m,1h", Twin::None, |d, src, v| {
+        let levels: Result<Vec<_>> = v
+            .split(',')
+            .map(|d| positive_duration(src, d.trim()))
+            .collect();
+        d.config.primary.retention.levels = levels?;
+        if d.config.primary.retention.levels.len() > 8 {
+            return Err(Error::config(
+                src,
+                "at most 8 levels (level 9 holds snapshots)",
+            ));
+        }
+        Ok(())
+    }),
+    param("snapshot_interval", "24h", Twin::None, |d, src, v| {
+        d.config.primary.retention.snapshot_interval = positive_duration(src, v)?;
+        Ok(())
+    }),
+    param("snapshot_retention", "24h", Twin::None, |d, src, v| {
+        d.config.primary.retention.snapshot_retention = positive_duration(src, v)?;
+        Ok(())
+    }),
+    param("l0_retention", "5m", Twin::None, |d, src, v| {
+        d.config.primary.retention.l0_retention = positive_duration(src, v)?;
+        Ok(())
+    }),
+    param("buffer_path", "<db>-litestream", Twin::None, |d, _, v| {
+        d.config.primary.meta_dir = Some(v.to_string());
+        Ok(())
+    }),
     // Reads on object storage: how many requests a miss may make and what they keep.
-    param("prefetch", "512 (0 for file://)", Twin::ReadSet),
-    param("request_budget", "0 (none)", Twin::ReadSet),
-    param("hedge_after", "300ms", Twin::ReadSet),
-    param("cache_path", "(none)", Twin::None),
-    param("disk_cache_size", "1GB", Twin::None),
-    param("hydration_enabled", "false", Twin::None),
+    param(
+        "prefetch",
+        "512 (0 for file://)",
+        Twin::ReadSet,
+        |d, src, v| {
+            d.config.prefetch = Some(count(src, v, u32::MAX as u64)? as u32);
+            Ok(())
+        },
+    ),
+    param("request_budget", "0 (none)", Twin::ReadSet, |d, src, v| {
+        d.config.request_budget = count(src, v, i64::MAX as u64)?;
+        Ok(())
+    }),
+    param("hedge_after", "300ms", Twin::ReadSet, |d, src, v| {
+        d.config.hedge_after = duration(src, v)?;
+        Ok(())
+    }),
+    param("cache_path", "(none)", Twin::None, |d, _, v| {
+        d.config.cache_path = Some(v.trim()).filter(|v| !v.is_empty()).map(Into::into);
+        Ok(())
+    }),
+    param("disk_cache_size", "1GB", Twin::None, |d, src, v| {
+        d.config.disk_cache_size = size(src, v)?;
+        Ok(())
+    }),
+    param("hydration_enabled", "false", Twin::None, |d, src, v| {
+        d.hydration_enabled = boolean(src, v)?;
+        Ok(())
+    }),
     param(
         "hydration_path",
         "a file in the temporary folder named by the replica URL",
         Twin::None,
+        |d, src, v| {
+            d.hydration_path = Some(v.trim())
+                .filter(|v| !v.is_empty())
+                .map(|v| (src.to_string(), v.into()));
+            Ok(())
+        },
     ),
     // Page versions kept for read transactions whose files Litestream deletes.
-    param("retain_size", "64MB", Twin::ReadSet),
+    param("retain_size", "64MB", Twin::ReadSet, |d, src, v| {
+        d.config.retain_size = size(src, v)?;
+        Ok(())
+    }),
+    // Cold starts (restore, restore at open, hydration): reads in flight, and their size.
+    param("restore_concurrency", "16", Twin::None, |d, src, v| {
+        d.config.restore_concurrency = count(src, v, 1024)?.max(1) as usize;
+        Ok(())
+    }),
+    param("restore_part_size", "8MB", Twin::None, |d, src, v| {
+        d.config.restore_part_size = size(src, v)?.clamp(64 * 1024, 1 << 30);
+        Ok(())
+    }),
     // age encryption of every object (public keys; the secret ones come from a file or
     // LITESTREAM_AGE_IDENTITY, never from the URI).
-    // Cold starts (restore, restore at open, hydration): reads in flight, and their size.
-    param("restore_concurrency", "16", Twin::None),
-    param("restore_part_size", "8MB", Twin::None),
-    param("age_recipients", "(none)", Twin::None),
-    param("age_identity_file", "(none)", Twin::None),
+    param("age_recipients", "(none)", Twin::None, |d, src, v| {
+        d.age_recipients = Some((src.to_string(), v.to_string()));
+        Ok(())
+    }),
+    param("age_identity_file", "(none)", Twin::None, |d, src, v| {
+        d.age_identity_file = Some((src.to_string(), v.to_string()));
+        Ok(())
+    }),
 ];
+
+/// A configuration being read: every parameter given so far, and the inputs of the
+/// settings that combine several (checked together by `Draft::finish`).
+pub struct Draft {
+    config: Config,
+    hydration_enabled: bool,
+    hydration_path: Option<(String, std::path::PathBuf)>,
+    age_recipients: Option<(String, String)>,
+    age_identity_file: Option<(String, String)>,
+}
 
 /// The environment variable that holds age identities as text (no URI twin: a secret in a
 /// database name would end up in logs and shell histories).
@@ -295,162 +456,72 @@ impl Config {
                 return Err(Error::config(key, "unknown URI parameter"));
             }
         }
-        let lookup = |name: &str| -> Option<(String, String)> {
-            if let Some(v) = params.get(name) {
-                return Some((name.to_string(), v));
+        let mut draft = Draft::new();
+        for p in PARAMS {
+            let given = match params.get(p.name) {
+                Some(v) => Some((p.name.to_string(), v)),
+                None => {
+                    let var = env_name(p.name);
+                    env(&var).filter(|v| !v.is_empty()).map(|v| (var, v))
+                }
+            };
+            if let Some((src, v)) = given {
+                (p.set)(&mut draft, &src, &v)?;
             }
-            let var = env_name(name);
-            env(&var).filter(|v| !v.is_empty()).map(|v| (var, v))
-        };
+        }
+        draft.finish(env)
+    }
+}
 
-        let replica_url = match lookup("replica_url") {
-            Some((_, v)) if !v.trim().is_empty() => v.trim().to_string(),
-            _ => {
-                return Err(Error::config(
-                    "replica_url",
-                    "missing: give replica_url in the URI (file:app.db?vfs=litestream&replica_url=s3://bucket/app) or set LITESTREAM_REPLICA_URL",
-                ))
-            }
-        };
-        let (replica_url, sse) = crate::storage::url::take_sse(&replica_url)?;
-        let poll_interval = match lookup("poll_interval") {
-            Some((src, v)) => positive_duration(&src, &v)?,
-            None => DEFAULT_POLL_INTERVAL,
-        };
-        let poll_interval_max = match lookup("poll_interval_max") {
-            Some((src, v)) => duration(&src, &v)?,
-            None => DEFAULT_POLL_INTERVAL_MAX,
-        };
-        let cache_size = match lookup("cache_size") {
-            Some((src, v)) => size(&src, &v)?,
-            None => DEFAULT_CACHE_SIZE,
-        };
-        let open_timeout = match lookup("open_timeout") {
-            Some((src, v)) => positive_duration(&src, &v)?,
-            None => DEFAULT_OPEN_TIMEOUT,
-        };
-        let log_level = match lookup("log_level") {
-            Some((src, v)) => Some(LogLevel::parse(&v).ok_or_else(|| {
-                Error::config(
-                    &src,
-                    format!("{v:?} is not one of debug, info, warn, error"),
-                )
-            })?),
-            None => None,
-        };
-        let time = match lookup("time") {
-            Some((src, v)) => Some(instant(&src, &v)?),
-            None => None,
-        };
-        let mut role = match lookup("role") {
-            Some((src, v)) => match v.trim().to_ascii_lowercase().as_str() {
-                "replica" => Role::Replica,
-                "primary" => Role::Primary,
-                _ => {
-                    return Err(Error::config(
-                        &src,
-                        format!("{v:?} is not replica or primary"),
-                    ))
-                }
+impl Draft {
+    fn new() -> Draft {
+        Draft {
+            config: Config {
+                replica_url: String::new(),
+                poll_interval: DEFAULT_POLL_INTERVAL,
+                poll_interval_max: DEFAULT_POLL_INTERVAL_MAX,
+                cache_size: DEFAULT_CACHE_SIZE,
+                open_timeout: DEFAULT_OPEN_TIMEOUT,
+                time: None,
+                role: Role::Replica,
+                primary: PrimaryConfig::default(),
+                prefetch: None,
+                request_budget: 0,
+                hedge_after: DEFAULT_HEDGE_AFTER,
+                cache_path: None,
+                disk_cache_size: DEFAULT_DISK_CACHE_SIZE,
+                hydration: None,
+                retain_size: DEFAULT_RETAIN_SIZE,
+                log_level: None,
+                age: None,
+                sse: Default::default(),
+                restore_concurrency: 16,
+                restore_part_size: 8 << 20,
             },
-            None => Role::Replica,
-        };
-        if let Some((src, v)) = lookup("write_enabled") {
-            if boolean(&src, &v)? {
-                role = Role::Primary;
-            }
+            hydration_enabled: false,
+            hydration_path: None,
+            age_recipients: None,
+            age_identity_file: None,
         }
-        let mut primary = PrimaryConfig::default();
-        if let Some((src, v)) = lookup("sync") {
-            primary.sync = match v.trim().to_ascii_lowercase().as_str() {
-                "local" | "async" => SyncMode::Local,
-                "remote" => SyncMode::Remote,
-                _ => return Err(Error::config(&src, format!("{v:?} is not local or remote"))),
-            };
+    }
+
+    /// The rules between parameters, once all are read.
+    fn finish(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+        let mut config = self.config;
+        if config.replica_url.is_empty() {
+            return Err(Error::config(
+                "replica_url",
+                "missing: give replica_url in the URI (file:app.db?vfs=litestream&replica_url=s3://bucket/app) or set LITESTREAM_REPLICA_URL",
+            ));
         }
-        if let Some((src, v)) = lookup("restore") {
-            primary.restore = match v.trim().to_ascii_lowercase().as_str() {
-                "if-missing" | "if_missing" => RestoreMode::IfMissing,
-                "never" => RestoreMode::Never,
-                "always" => RestoreMode::Always,
-                _ => {
-                    return Err(Error::config(
-                        &src,
-                        format!("{v:?} is not if-missing, never or always"),
-                    ))
-                }
-            };
-        }
-        if let Some((src, v)) = lookup("checksum") {
-            primary.checksum = boolean(&src, &v)?;
-        }
-        if let Some((src, v)) = lookup("sync_interval") {
-            primary.sync_interval = duration(&src, &v)?;
-        }
-        if let Some((src, v)) = lookup("shutdown_timeout") {
-            primary.shutdown_timeout = positive_duration(&src, &v)?;
-        }
-        if let Some((src, v)) = lookup("sync_timeout") {
-            primary.sync_timeout = positive_duration(&src, &v)?;
-        }
-        if let Some((src, v)) = lookup("levels") {
-            let levels: Result<Vec<_>> = v
-                .split(',')
-                .map(|d| positive_duration(&src, d.trim()))
-                .collect();
-            primary.retention.levels = levels?;
-            if primary.retention.levels.len() > 8 {
-                return Err(Error::config(
-                    &src,
-                    "at most 8 levels (level 9 holds snapshots)",
-                ));
-            }
-        }
-        if let Some((src, v)) = lookup("snapshot_interval") {
-            primary.retention.snapshot_interval = positive_duration(&src, &v)?;
-        }
-        if let Some((src, v)) = lookup("snapshot_retention") {
-            primary.retention.snapshot_retention = positive_duration(&src, &v)?;
-        }
-        if let Some((src, v)) = lookup("l0_retention") {
-            primary.retention.l0_retention = positive_duration(&src, &v)?;
-        }
-        if let Some((_, v)) = lookup("buffer_path") {
-            primary.meta_dir = Some(v);
-        }
-        if role == Role::Primary && time.is_some() {
+        if config.role == Role::Primary && config.time.is_some() {
             return Err(Error::config(
                 "time",
                 "a primary shows its newest state; open the replica (role=replica) to look at the past",
             ));
         }
-        let prefetch = match lookup("prefetch") {
-            Some((src, v)) => Some(count(&src, &v, u32::MAX as u64)? as u32),
-            None => None,
-        };
-        let request_budget = match lookup("request_budget") {
-            Some((src, v)) => count(&src, &v, i64::MAX as u64)?,
-            None => 0,
-        };
-        let hedge_after = match lookup("hedge_after") {
-            Some((src, v)) => duration(&src, &v)?,
-            None => DEFAULT_HEDGE_AFTER,
-        };
-        let cache_path = match lookup("cache_path") {
-            Some((_, v)) if !v.trim().is_empty() => Some(std::path::PathBuf::from(v.trim())),
-            _ => None,
-        };
-        let disk_cache_size = match lookup("disk_cache_size") {
-            Some((src, v)) => size(&src, &v)?,
-            None => DEFAULT_DISK_CACHE_SIZE,
-        };
-        let hydration_enabled = match lookup("hydration_enabled") {
-            Some((src, v)) => boolean(&src, &v)?,
-            None => false,
-        };
-        let hydration_path = lookup("hydration_path").filter(|(_, v)| !v.trim().is_empty());
-        let hydration = match (hydration_enabled, hydration_path) {
-            (true, path) => Some(path.map(|(_, v)| std::path::PathBuf::from(v.trim()))),
+        config.hydration = match (self.hydration_enabled, self.hydration_path) {
+            (true, path) => Some(path.map(|(_, p)| p)),
             // The Go extension ignores a path without hydration: so do we, saying so.
             (false, Some((src, _))) => {
                 crate::log_info!(
@@ -460,41 +531,13 @@ impl Config {
             }
             (false, None) => None,
         };
-        let retain_size = match lookup("retain_size") {
-            Some((src, v)) => size(&src, &v)?,
-            None => DEFAULT_RETAIN_SIZE,
-        };
-        let age = age_keys(&lookup, env, role)?;
-        let restore_concurrency = match lookup("restore_concurrency") {
-            Some((src, v)) => count(&src, &v, 1024)?.max(1) as usize,
-            None => 16,
-        };
-        let restore_part_size = match lookup("restore_part_size") {
-            Some((src, v)) => size(&src, &v)?.clamp(64 * 1024, 1 << 30),
-            None => 8 << 20,
-        };
-        Ok(Config {
-            replica_url,
-            poll_interval,
-            poll_interval_max,
-            cache_size,
-            open_timeout,
-            time,
-            role,
-            primary,
-            prefetch,
-            request_budget,
-            hedge_after,
-            cache_path,
-            disk_cache_size,
-            hydration,
-            retain_size,
-            log_level,
-            age,
-            sse,
-            restore_concurrency,
-            restore_part_size,
-        })
+        config.age = age_keys(
+            self.age_recipients,
+            self.age_identity_file,
+            env,
+            config.role,
+        )?;
+        Ok(config)
     }
 }
 
@@ -502,13 +545,13 @@ impl Config {
 /// with (from `age_identity_file` and LITESTREAM_AGE_IDENTITY, all of them kept, for files
 /// written before a key rotation).
 fn age_keys(
-    lookup: &dyn Fn(&str) -> Option<(String, String)>,
+    recipients: Option<(String, String)>,
+    identity_file: Option<(String, String)>,
     env: &dyn Fn(&str) -> Option<String>,
     role: Role,
 ) -> Result<Option<std::sync::Arc<crate::storage::crypt::Keys>>> {
-    let recipients = lookup("age_recipients");
     let mut identities = Vec::new();
-    if let Some((src, path)) = lookup("age_identity_file") {
+    if let Some((src, path)) = identity_file {
         let text = std::fs::read_to_string(path.trim()).map_err(|e| {
             Error::config(&src, format!("cannot read the identity file {path:?}: {e}"))
         })?;
@@ -714,6 +757,34 @@ mod tests {
         // A path without hydration is ignored, as the Go extension ignores it.
         let c = Config::from_params(&[url, ("hydration_path", "/tmp/h.db")], &no_env).unwrap();
         assert_eq!(c.hydration, None);
+    }
+
+    /// Every row of `PARAMS`: a bad value is refused naming the parameter, given in the
+    /// URI or through its environment variable; a parameter given its stated default
+    /// (where that is a value, not a description) changes nothing.
+    #[test]
+    fn every_parameter_row() {
+        let url = ("replica_url", "file:///x");
+        let free_form = ["replica_url", "buffer_path", "cache_path", "hydration_path"];
+        for p in PARAMS.iter().filter(|p| !free_form.contains(&p.name)) {
+            let e = Config::from_params(&[url, (p.name, "nonsense!")], &no_env).unwrap_err();
+            assert!(e.to_string().contains(p.name), "{}: {e}", p.name);
+            let var = env_name(p.name);
+            let env = |k: &str| (k == var).then(|| "nonsense!".to_string());
+            let e = Config::from_params(&[url], &env).unwrap_err();
+            assert!(e.to_string().contains(&var), "{var}: {e}");
+        }
+        let base = Config::from_params(&[url], &no_env).unwrap();
+        // log_level's default is the process's level, which an open leaves alone.
+        let skip = [&free_form[..], &["log_level"]].concat();
+        let mut compared = 0;
+        for p in PARAMS.iter().filter(|p| !skip.contains(&p.name)) {
+            if let Ok(c) = Config::from_params(&[url, (p.name, p.default)], &no_env) {
+                assert_eq!(c, base, "{} = {}", p.name, p.default);
+                compared += 1;
+            }
+        }
+        assert!(compared >= 20, "only {compared} defaults are values");
     }
 
     /// The defaults `PARAMS` states are the ones an open without the parameter gets.

@@ -19,7 +19,11 @@ pub enum Error {
     #[error("litestream: replica_url {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
 
-    /// The replica holds no usable state (empty, or no chain from TXID 1).
+    /// The replica holds no files (yet). `note` says how long the open waited for some.
+    #[error("litestream: replica {url}: the replica holds no LTX files{note}")]
+    Empty { url: String, note: String },
+
+    /// The replica holds no usable state (no chain from TXID 1).
     #[error("litestream: replica {url}: {reason}")]
     NoState { url: String, reason: String },
 
@@ -123,6 +127,7 @@ impl Error {
         match self {
             Error::Config { .. }
             | Error::BadUrl { .. }
+            | Error::Empty { .. }
             | Error::NoState { .. }
             | Error::Gap { .. }
             | Error::Crypt { .. } => code::SQLITE_CANTOPEN,

@@ -421,14 +421,14 @@ impl Mirrors {
     /// Start-up after shipping reached `from`: takes up the mirrors left by the last run,
     /// from `from`'s generation through each sealed one to the live WAL. `from` None: the
     /// database file holds what shipped, and the mirrors (if any) start at the beginning of
-    /// their oldest generation. Err(reason) when some transaction after `from` is in
-    /// neither: the mirrors cannot say what changed.
+    /// their oldest generation. `Recovered::Unknown` when some transaction after `from` is
+    /// in neither: the mirrors cannot say what changed.
     pub fn recover(
         dir: &Path,
         db_path: &Path,
         from: Option<WalPos>,
         index: Option<shm::Index>,
-    ) -> Result<std::result::Result<Mirrors, String>> {
+    ) -> Result<Recovered> {
         let mut m = Mirrors::empty(dir, db_path, 1)?;
         let found = list(dir)?;
         let mut copies: Vec<(Generation, PathBuf)> = Vec::new();
@@ -442,7 +442,25 @@ impl Mirrors {
         copies.sort_by_key(|(g, _)| g.seq);
         m.next_seq = copies.last().map_or(1, |(g, _)| g.seq.wrapping_add(1));
         let live = open_wal(&m.wal_path)?.map(|(_, h)| h);
-        let outcome = m.take_up(&copies, &seals, live, index, from);
+        // The copies from the shipped generation on (all of them when `from` is None).
+        let first = match from {
+            Some(pos) => copies
+                .iter()
+                .position(|(g, _)| (g.salt1, g.salt2) == (pos.salt1, pos.salt2)),
+            None => Some(0),
+        };
+        let copies = first.map_or(&[][..], |i| &copies[i..]);
+        let surveyed = survey(copies, &seals, live.as_ref(), index, from);
+        let facts: Vec<CopyFacts> = surveyed.iter().map(Survey::facts).collect();
+        let outcome = plan_take_up(from, live.as_ref(), &facts).and_then(|plan| {
+            for s in surveyed.into_iter().take(plan.copies) {
+                m.chain.push_back(s.into_mirror()?);
+            }
+            match (plan.then_live, live) {
+                (Some(at), Some(h)) => m.start_live(h, at),
+                _ => Ok(()),
+            }
+        });
         // What was not taken up is of no use any more.
         let kept: Vec<&PathBuf> = m.chain.iter().map(|c| &c.path).collect();
         for (name, path) in &found {
@@ -454,128 +472,10 @@ impl Mirrors {
                 let _ = std::fs::remove_file(path);
             }
         }
-        Ok(outcome.map(|()| m))
-    }
-
-    fn take_up(
-        &mut self,
-        copies: &[(Generation, PathBuf)],
-        seals: &[(Generation, SealedEnd)],
-        live: Option<WalHeader>,
-        index: Option<shm::Index>,
-        from: Option<WalPos>,
-    ) -> std::result::Result<(), String> {
-        let is_live = |salts: (u32, u32)| live.is_some_and(|h| (h.salt1, h.salt2) == salts);
-        // Where the committed frames of the live generation end: the wal-index says, when a
-        // connection has it open; otherwise SQLite's recovery rule applies.
-        let live_until = |h: &WalHeader| match index {
-            Some(i) if i.salts() == (h.salt1, h.salt2) => i.end_offset(),
-            _ => u64::MAX,
-        };
-        let first = match from {
-            Some(pos) => copies
-                .iter()
-                .position(|(g, _)| (g.salt1, g.salt2) == (pos.salt1, pos.salt2)),
-            None => (!copies.is_empty()).then_some(0),
-        };
-        let Some(first) = first else {
-            // No copy of the shipped generation: the live WAL must still be it (or have
-            // nothing that was not shipped).
-            return match (from, live) {
-                (Some(pos), Some(h)) if h.same_generation(&pos) => self.start_live(h, pos),
-                (None, Some(h)) => self.start_live(h, h.start()),
-                (_, None) => Ok(()),
-                (Some(pos), Some(_)) => Err(format!(
-                    "WAL generation {:08x}-{:08x} is neither in the WAL nor copied",
-                    pos.salt1, pos.salt2
-                )),
-            };
-        };
-        let mut at = match from {
-            Some(pos) => pos,
-            None => {
-                let f = File::open(&copies[first].1).map_err(|e| e.to_string())?;
-                wal::read_header(&f)
-                    .ok()
-                    .flatten()
-                    .map(|h| h.start())
-                    .ok_or("the oldest copy of the WAL has no valid header")?
-            }
-        };
-        for (i, (gen, path)) in copies.iter().enumerate().skip(first) {
-            let broken = |why: &str| format!("the copy {} {why}", path.display());
-            if i > first && gen.seq != copies[i - 1].0.seq.wrapping_add(1) {
-                return Err(broken("does not follow the one before it"));
-            }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .map_err(|e| broken(&e.to_string()))?;
-            let hdr = wal::read_header(&file)
-                .ok()
-                .flatten()
-                .filter(|h| (h.salt1, h.salt2) == (gen.salt1, gen.salt2))
-                .ok_or_else(|| broken("has no valid header"))?;
-            if i > first {
-                at = hdr.start();
-            }
-            let until = if is_live((gen.salt1, gen.salt2)) {
-                live_until(&hdr)
-            } else {
-                u64::MAX
-            };
-            let txns = wal::committed_until(&file, &hdr, &at, until)
-                .map_err(|e| broken(&e.to_string()))?;
-            let reached = txns.last().map_or(at, |t| t.end);
-            let sealed = seals
-                .iter()
-                .any(|(g, e)| g == gen && *e == SealedEnd::of(&reached));
-            let mut mirror = Mirror {
-                gen: *gen,
-                hdr,
-                path: path.clone(),
-                file,
-                start: at,
-                end: at,
-                sealed,
-                listed_from: Some(at),
-                listed: Vec::new(),
-            };
-            mirror.append(txns);
-            let last = i + 1 == copies.len();
-            if is_live((gen.salt1, gen.salt2)) {
-                if !last {
-                    return Err(broken("is of the live WAL, yet newer copies follow it"));
-                }
-                // The live WAL is this generation: the copier goes on from what the copy
-                // holds (a seal made before SQLite appended more is stale).
-                self.chain.push_back(mirror);
-                return Ok(());
-            }
-            if !sealed {
-                return Err(broken(
-                    "was never sealed where it ends, and the WAL has moved on",
-                ));
-            }
-            self.chain.push_back(mirror);
-            if last {
-                // The live WAL is a generation nobody copied from yet. It follows the
-                // sealed one only if SQLite numbered it so (salt-1 plus one) — or it is
-                // gone, truncated after the restart: nothing committed since.
-                return match live {
-                    None => Ok(()),
-                    Some(h) if h.salt1 == gen.salt1.wrapping_add(1) => {
-                        self.start_live(h, h.start())
-                    }
-                    Some(h) => Err(format!(
-                        "the WAL's generation {:08x}-{:08x} does not follow the copied {:08x}-{:08x}",
-                        h.salt1, h.salt2, gen.salt1, gen.salt2
-                    )),
-                };
-            }
-        }
-        Ok(())
+        Ok(match outcome {
+            Ok(()) => Recovered::Mirrors(m),
+            Err(why) => Recovered::Unknown(why),
+        })
     }
 
     /// Starts a copy of the live generation `h` at `from` (nothing of it copied yet).
@@ -871,6 +771,212 @@ pub(super) fn seal_for_follower(meta_dir: &Path, gen: Generation, end: &WalPos) 
     create_marker(&dir, &dir.join(seal_name(&gen, &SealedEnd::of(end))))
 }
 
+/// What start-up found in the mirror folder.
+pub enum Recovered {
+    /// The mirrors, taken up from the shipped position to the live WAL.
+    Mirrors(Mirrors),
+    /// Some transaction after the shipped position is in neither the mirrors nor the WAL,
+    /// for this reason: what changed since cannot be known.
+    Unknown(String),
+}
+
+/// One copy as start-up read it: the copy, its header and the committed transactions
+/// from where they are taken on, or why it cannot be read.
+struct Survey {
+    gen: Generation,
+    path: PathBuf,
+    read: std::result::Result<(File, WalHeader, WalPos, Vec<Txn>), String>,
+    sealed: bool,
+    live: bool,
+}
+
+/// Reads each copy (`copies`, oldest first): from `from` in the first, from its start in
+/// the others; a copy of the live WAL only as far as the wal-index says is committed.
+fn survey(
+    copies: &[(Generation, PathBuf)],
+    seals: &[(Generation, SealedEnd)],
+    live: Option<&WalHeader>,
+    index: Option<shm::Index>,
+    from: Option<WalPos>,
+) -> Vec<Survey> {
+    let is_live = |g: &Generation| live.is_some_and(|h| (h.salt1, h.salt2) == (g.salt1, g.salt2));
+    copies
+        .iter()
+        .enumerate()
+        .map(|(i, (gen, path))| {
+            let read = || -> std::result::Result<_, String> {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| e.to_string())?;
+                let hdr = wal::read_header(&file)
+                    .ok()
+                    .flatten()
+                    .filter(|h| (h.salt1, h.salt2) == (gen.salt1, gen.salt2))
+                    .ok_or("has no valid header")?;
+                let at = match from {
+                    Some(pos) if i == 0 => pos,
+                    _ => hdr.start(),
+                };
+                // Where the committed frames of the live generation end: the wal-index
+                // says, when a connection has it open; otherwise SQLite's recovery rule.
+                let until = match index {
+                    Some(x) if is_live(gen) && x.salts() == (hdr.salt1, hdr.salt2) => {
+                        x.end_offset()
+                    }
+                    _ => u64::MAX,
+                };
+                let txns =
+                    wal::committed_until(&file, &hdr, &at, until).map_err(|e| e.to_string())?;
+                Ok((file, hdr, at, txns))
+            };
+            let read = read();
+            let sealed = read.as_ref().is_ok_and(|(_, _, at, txns)| {
+                let reached = txns.last().map_or(*at, |t| t.end);
+                seals
+                    .iter()
+                    .any(|(g, e)| g == gen && *e == SealedEnd::of(&reached))
+            });
+            Survey {
+                gen: *gen,
+                path: path.clone(),
+                read,
+                sealed,
+                live: is_live(gen),
+            }
+        })
+        .collect()
+}
+
+impl Survey {
+    fn facts(&self) -> CopyFacts {
+        CopyFacts {
+            gen: self.gen,
+            readable: self.read.as_ref().err().cloned().map_or(Ok(()), Err),
+            sealed: self.sealed,
+            live: self.live,
+            name: self.path.display().to_string(),
+        }
+    }
+
+    fn into_mirror(self) -> std::result::Result<Mirror, String> {
+        let (file, hdr, at, txns) = self.read?;
+        let mut mirror = Mirror {
+            gen: self.gen,
+            hdr,
+            path: self.path,
+            file,
+            start: at,
+            end: at,
+            sealed: self.sealed,
+            listed_from: Some(at),
+            listed: Vec::new(),
+        };
+        mirror.append(txns);
+        Ok(mirror)
+    }
+}
+
+/// What the take-up decision needs of one copy.
+#[derive(Debug, Clone)]
+struct CopyFacts {
+    gen: Generation,
+    /// Err: why its header or frames cannot be read.
+    readable: std::result::Result<(), String>,
+    /// A seal marks the generation as ending exactly where its committed frames end.
+    sealed: bool,
+    /// It is the live WAL's generation.
+    live: bool,
+    name: String,
+}
+
+/// Start-up's take-up: the first `copies` surveyed copies join the chain, then (if
+/// `then_live`) a new copy of the live WAL starts at that position.
+#[derive(Debug, PartialEq)]
+struct TakeUp {
+    copies: usize,
+    then_live: Option<WalPos>,
+}
+
+/// Decides what start-up takes up, or why the mirrors cannot say what changed after
+/// `from`. `copies`: the copies from `from`'s generation on, oldest first (none when that
+/// generation was never copied). The rules:
+/// - no copy: the live WAL must be `from`'s generation (copied from `from` on), or there is
+///   no WAL (nothing after `from`); with `from` None, the live WAL is copied from its start;
+/// - each copy follows the one before it (sequence numbers) and can be read;
+/// - a copy of the live generation is the last one, and the copier goes on from it;
+/// - every other copy was sealed where its committed frames end (else a restart may have
+///   dropped frames nobody copied);
+/// - after the last sealed copy, the live WAL (if any) is the next generation, as SQLite
+///   numbers them (salt-1 plus one), copied from its start.
+fn plan_take_up(
+    from: Option<WalPos>,
+    live: Option<&WalHeader>,
+    copies: &[CopyFacts],
+) -> std::result::Result<TakeUp, String> {
+    let Some(last) = copies.last() else {
+        return match (from, live) {
+            (Some(pos), Some(h)) if h.same_generation(&pos) => Ok(TakeUp {
+                copies: 0,
+                then_live: Some(pos),
+            }),
+            (None, Some(h)) => Ok(TakeUp {
+                copies: 0,
+                then_live: Some(h.start()),
+            }),
+            (_, None) => Ok(TakeUp {
+                copies: 0,
+                then_live: None,
+            }),
+            (Some(pos), Some(_)) => Err(format!(
+                "WAL generation {:08x}-{:08x} is neither in the WAL nor copied",
+                pos.salt1, pos.salt2
+            )),
+        };
+    };
+    for (i, c) in copies.iter().enumerate() {
+        let broken = |why: &str| format!("the copy {} {why}", c.name);
+        if i > 0 && c.gen.seq != copies[i - 1].gen.seq.wrapping_add(1) {
+            return Err(broken("does not follow the one before it"));
+        }
+        c.readable.as_ref().map_err(|e| broken(e))?;
+        if c.live {
+            if i + 1 < copies.len() {
+                return Err(broken("is of the live WAL, yet newer copies follow it"));
+            }
+            // The copier goes on from what the copy holds (a seal made before SQLite
+            // appended more is stale).
+            return Ok(TakeUp {
+                copies: i + 1,
+                then_live: None,
+            });
+        }
+        if !c.sealed {
+            return Err(broken(
+                "was never sealed where it ends, and the WAL has moved on",
+            ));
+        }
+    }
+    // The live WAL is a generation nobody copied from yet. It follows the last sealed one
+    // only if SQLite numbered it so — or it is gone, truncated after the restart: nothing
+    // committed since.
+    let then_live = match live {
+        None => None,
+        Some(h) if h.salt1 == last.gen.salt1.wrapping_add(1) => Some(h.start()),
+        Some(h) => {
+            return Err(format!(
+                "the WAL's generation {:08x}-{:08x} does not follow the copied {:08x}-{:08x}",
+                h.salt1, h.salt2, last.gen.salt1, last.gen.salt2
+            ))
+        }
+    };
+    Ok(TakeUp {
+        copies: copies.len(),
+        then_live,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -904,6 +1010,130 @@ mod tests {
         db: PathBuf,
         wal: PathBuf,
         mirrors: PathBuf,
+    }
+
+    fn taken(r: Recovered) -> Mirrors {
+        match r {
+            Recovered::Mirrors(m) => m,
+            Recovered::Unknown(why) => panic!("not taken up: {why}"),
+        }
+    }
+
+    fn unknown(r: Recovered) -> String {
+        match r {
+            Recovered::Mirrors(_) => panic!("taken up"),
+            Recovered::Unknown(why) => why,
+        }
+    }
+
+    /// The take-up rules of `plan_take_up`, row by row, on copies described by their facts.
+    #[test]
+    fn the_take_up_table_row_by_row() {
+        let wal = |salt1: u32| WalHeader {
+            big_endian: false,
+            page_size: 4096,
+            ckpt_seq: 0,
+            salt1,
+            salt2: 7,
+            cksum1: 1,
+            cksum2: 2,
+        };
+        let copy = |seq: u32, salt1: u32, sealed: bool, live: bool| CopyFacts {
+            gen: Generation {
+                seq,
+                salt1,
+                salt2: 7,
+            },
+            readable: Ok(()),
+            sealed,
+            live,
+            name: format!("copy{seq}"),
+        };
+        let shipped = WalPos {
+            offset: 4128,
+            ..wal(10).start()
+        };
+        let plan = |from, live: Option<WalHeader>, copies: &[CopyFacts]| {
+            plan_take_up(from, live.as_ref(), copies)
+        };
+        let take = |copies, then_live| Ok(TakeUp { copies, then_live });
+        let fails = |r: std::result::Result<TakeUp, String>, says: &str| {
+            let why = r.unwrap_err();
+            assert!(why.contains(says), "{why}");
+        };
+        // No copy: the live WAL is the shipped generation (go on from the shipped
+        // position), or there is none; with nothing shipped, copy it from its start.
+        assert_eq!(
+            plan(Some(shipped), Some(wal(10)), &[]),
+            take(0, Some(shipped))
+        );
+        assert_eq!(plan(Some(shipped), None, &[]), take(0, None));
+        assert_eq!(
+            plan(None, Some(wal(10)), &[]),
+            take(0, Some(wal(10).start()))
+        );
+        assert_eq!(plan(None, None, &[]), take(0, None));
+        fails(
+            plan(Some(shipped), Some(wal(11)), &[]),
+            "neither in the WAL nor copied",
+        );
+        // A copy of the live generation: the copier goes on from it.
+        let live10 = copy(1, 10, false, true);
+        assert_eq!(
+            plan(Some(shipped), Some(wal(10)), std::slice::from_ref(&live10)),
+            take(1, None)
+        );
+        // Sealed copies, then the next generation live (or none: truncated).
+        let sealed10 = copy(1, 10, true, false);
+        let live11 = copy(2, 11, false, true);
+        let two = [sealed10.clone(), live11.clone()];
+        assert_eq!(plan(Some(shipped), Some(wal(11)), &two), take(2, None));
+        assert_eq!(
+            plan(
+                Some(shipped),
+                Some(wal(11)),
+                std::slice::from_ref(&sealed10)
+            ),
+            take(1, Some(wal(11).start()))
+        );
+        assert_eq!(
+            plan(Some(shipped), None, std::slice::from_ref(&sealed10)),
+            take(1, None)
+        );
+        // A live WAL that is not the next generation after the last sealed copy.
+        fails(
+            plan(
+                Some(shipped),
+                Some(wal(12)),
+                std::slice::from_ref(&sealed10),
+            ),
+            "does not follow the copied",
+        );
+        // An unsealed copy the WAL moved on from: frames may be lost.
+        let unsealed10 = copy(1, 10, false, false);
+        fails(
+            plan(Some(shipped), Some(wal(11)), &[unsealed10]),
+            "never sealed",
+        );
+        // A gap in the sequence, a live copy with newer ones after it, an unreadable copy.
+        let gap = [sealed10.clone(), copy(3, 11, false, true)];
+        fails(
+            plan(Some(shipped), Some(wal(11)), &gap),
+            "does not follow the one before",
+        );
+        let stale = [live10, copy(2, 11, true, false)];
+        fails(
+            plan(Some(shipped), Some(wal(10)), &stale),
+            "newer copies follow it",
+        );
+        let unreadable = CopyFacts {
+            readable: Err("has no valid header".into()),
+            ..sealed10
+        };
+        fails(
+            plan(Some(shipped), Some(wal(11)), &[unreadable, live11]),
+            "copy1 has no valid header",
+        );
     }
 
     fn fixture() -> Fixture {
@@ -1015,7 +1245,7 @@ mod tests {
         m.seal().unwrap();
         drop(m);
         let m = Mirrors::recover(&f.mirrors, &f.db, Some(second_end), None)
-            .unwrap()
+            .map(taken)
             .unwrap();
         assert_eq!(
             m.copied().map(|(g, end)| (g.seq, end.offset)),
@@ -1086,7 +1316,7 @@ mod tests {
 
         // A crash: from the shipped position, through the sealed copy, to the live WAL.
         let r = Mirrors::recover(&f.mirrors, &f.db, Some(first), None)
-            .unwrap()
+            .map(taken)
             .unwrap();
         assert_eq!(r.chain.len(), 2);
         assert_eq!((r.chain[0].end, r.chain[1].end), (sealed_end, live_end));
@@ -1097,7 +1327,7 @@ mod tests {
         drop(r);
         // From None (the database file held what shipped): the oldest copy's start.
         let r = Mirrors::recover(&f.mirrors, &f.db, None, None)
-            .unwrap()
+            .map(taken)
             .unwrap();
         assert_eq!(r.chain[0].start, first);
         drop(r);
@@ -1117,8 +1347,7 @@ mod tests {
             .set_len(len - 100)
             .unwrap();
         let why = Mirrors::recover(&f.mirrors, &f.db, Some(first), None)
-            .unwrap()
-            .err()
+            .map(unknown)
             .unwrap();
         assert!(why.contains("never sealed where it ends"), "{why}");
 
@@ -1126,8 +1355,7 @@ mod tests {
         let g = fixture();
         write_wal(&g.wal, 512, (99, 1), &[vec![(1, 1)]]);
         let why = Mirrors::recover(&g.mirrors, &g.db, Some(first), None)
-            .unwrap()
-            .err()
+            .map(unknown)
             .unwrap();
         assert!(why.contains("neither in the WAL nor copied"), "{why}");
     }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use super::lease::Lease;
 use super::local::LocalDb;
-use super::mirror::{mirror_dir, Mirrors};
+use super::mirror::{mirror_dir, Mirrors, Recovered};
 use super::progress::{Published, Publisher};
 use super::ship::{self, spool_dir, Leader, Shipper};
 use super::state::{Position, State, StateFile};
@@ -99,103 +99,34 @@ pub(super) fn decide(f: &Facts) -> std::result::Result<Start, String> {
     }
 }
 
+/// What start-up knows of the replica and of this database's state file, before it
+/// decides.
+struct Known {
+    state_file: StateFile,
+    /// The state file, if it is about this replica, with an upload in flight settled.
+    saved: Option<State>,
+    /// The replica's newest TXID (None: empty, or unknown while the store is down).
+    replica_max: Option<u64>,
+    /// The replica's files after the state file's TXID are this database's own.
+    ours_after: bool,
+    node_id: u64,
+    /// An upload in flight that did not land: the first file ships that range again, up
+    /// to this WAL position.
+    until: Option<super::wal::WalPos>,
+}
+
 /// Makes this process the leader of `p` (it holds `lease`): reconcile, then start the
 /// tasks. `takeover`: another leader went away while this process had the database open.
 pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()> {
     let config = &p.config;
-    let meta_dir = &p.meta_dir;
-    let io = |what: &str, at: &Path| {
-        let what = format!("{what} {}", at.display());
-        move |e| Error::io(what, e)
-    };
-    std::fs::create_dir_all(spool_dir(meta_dir)).map_err(io("creating", meta_dir))?;
-    // Files spooled by a leader that stopped: the mirrors and the WAL still hold their
-    // transactions.
-    if let Ok(entries) = std::fs::read_dir(spool_dir(meta_dir)) {
-        for e in entries.flatten() {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-    let (state_file, saved) = StateFile::open(meta_dir)?;
-    let mut saved = saved.filter(|s| s.replica_url == config.replica_url);
-    let store = p.store.clone();
-    let listed = match crate::runtime::block_on(async move { store.list_all().await }) {
-        Ok(listed) => Some(listed),
-        // The store does not answer, and this database has shipped to it before: go on
-        // from where the state file says shipping stopped (the claims keep another primary
-        // out), so that the database opens and commits while the store is down.
-        Err(e) if saved.as_ref().is_some_and(|s| !s.resync) => {
-            crate::log_warn!(
-                "litestream: {}: {e}; going on from TXID {} as shipped before",
-                p.db_path.display(),
-                Txid::new(saved.as_ref().map_or(0, |s| s.shipped.txid))
-            );
-            None
-        }
-        Err(e) => return Err(e),
-    };
-    let planned = match listed.as_deref().map(|l| plan(l, None)) {
-        Some(Ok(pl)) => Some(pl),
-        Some(Err(PlanProblem::Empty)) | None => None,
-        Some(Err(problem)) => {
-            return Err(Error::NoState {
-                url: config.replica_url.clone(),
-                reason: format!("cannot continue this replica: {problem:?}"),
-            })
-        }
-    };
-    let replica_max = match &listed {
-        Some(_) => planned.as_ref().and_then(|pl| pl.max_txid()).map(Txid::get),
-        None => saved.as_ref().map(|s| s.shipped.txid).filter(|&t| t > 0),
-    };
-    // An upload in flight when the last leader stopped: did it land? If not (or the store
-    // cannot say), the first file ships that range again (its claim may be there).
-    let mut until = None;
-    if let Some(s) = &mut saved {
-        if let Some((min, after)) = s.in_flight.take() {
-            let landed = listed.as_ref().is_some_and(|l| {
-                l.iter()
-                    .any(|f| f.min.get() == min && f.max.get() == after.txid)
-            });
-            if landed {
-                s.shipped = after;
-                s.resync = false;
-            } else if min == s.shipped.txid + 1 && !s.resync {
-                until = after.wal;
-            }
-        }
-    }
-    let node_id = saved.as_ref().map_or_else(random_u64, |s| s.node_id);
-    // The state file may lag the replica by the uploads since its last sync (a power
-    // failure): files after it that this database wrote are its own, not a disagreement.
-    let ours_after = match (&saved, &planned) {
-        (Some(s), Some(pl)) if Some(s.shipped.txid) < replica_max => {
-            let newer: Vec<_> = pl
-                .files
-                .iter()
-                .filter(|f| f.max.get() > s.shipped.txid)
-                .collect();
-            let store = p.store.clone();
-            let ends = [
-                newer.first().copied().cloned(),
-                newer.last().copied().cloned(),
-            ];
-            crate::runtime::block_on(async move {
-                for f in ends.into_iter().flatten() {
-                    let head = store
-                        .read_range(&f, 0..crate::ltx::HEADER_SIZE as u64)
-                        .await?;
-                    match crate::ltx::Header::decode(&head) {
-                        Ok(h) if h.node_id == node_id => {}
-                        _ => return Ok(false),
-                    }
-                }
-                Ok(true)
-            })?
-        }
-        _ => false,
-    };
-
+    let Known {
+        state_file,
+        saved,
+        replica_max,
+        ours_after,
+        node_id,
+        until,
+    } = survey(p)?;
     let hold = config.open_timeout.max(Duration::from_secs(5));
     let decide_now = |local: &LocalDb, restored: bool| {
         if restored {
@@ -314,8 +245,8 @@ fn prepare(
         // What committed after the shipped position must be in the WAL's mirrors or in
         // the WAL itself; otherwise what changed since cannot be known.
         match Mirrors::recover(&dir, &p.db_path, pos.wal, local.index)? {
-            Ok(m) => mirrors = Some(m),
-            Err(why) => {
+            Recovered::Mirrors(m) => mirrors = Some(m),
+            Recovered::Unknown(why) => {
                 crate::log_warn!(
                     "litestream: {}: {why}; shipping the whole database",
                     p.db_path.display()
@@ -453,6 +384,114 @@ fn restore(db_path: &Path, config: &Config) -> Result<(Position, Option<serde_js
     Ok((position, replica.progress.to_json()))
 }
 
+/// Reads the state file and lists the replica: what `lead` decides from.
+fn survey(p: &Primary) -> Result<Known> {
+    let config = &p.config;
+    let meta_dir = &p.meta_dir;
+    let io = |what: &str, at: &Path| {
+        let what = format!("{what} {}", at.display());
+        move |e| Error::io(what, e)
+    };
+    std::fs::create_dir_all(spool_dir(meta_dir)).map_err(io("creating", meta_dir))?;
+    // Files spooled by a leader that stopped: the mirrors and the WAL still hold their
+    // transactions.
+    if let Ok(entries) = std::fs::read_dir(spool_dir(meta_dir)) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let (state_file, saved) = StateFile::open(meta_dir)?;
+    let mut saved = saved.filter(|s| s.replica_url == config.replica_url);
+    let store = p.store.clone();
+    let listed = match crate::runtime::block_on(async move { store.list_all().await }) {
+        Ok(listed) => Some(listed),
+        // The store does not answer, and this database has shipped to it before: go on
+        // from where the state file says shipping stopped (the claims keep another primary
+        // out), so that the database opens and commits while the store is down.
+        Err(e) if saved.as_ref().is_some_and(|s| !s.resync) => {
+            crate::log_warn!(
+                "litestream: {}: {e}; going on from TXID {} as shipped before",
+                p.db_path.display(),
+                Txid::new(saved.as_ref().map_or(0, |s| s.shipped.txid))
+            );
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let planned = match listed.as_deref().map(|l| plan(l, None)) {
+        Some(Ok(pl)) => Some(pl),
+        Some(Err(PlanProblem::Empty)) | None => None,
+        Some(Err(problem)) => return Err(problem.into_error(config.replica_url.clone())),
+    };
+    let replica_max = match &listed {
+        Some(_) => planned.as_ref().and_then(|pl| pl.max_txid()).map(Txid::get),
+        None => saved.as_ref().map(|s| s.shipped.txid).filter(|&t| t > 0),
+    };
+    let until = saved.as_mut().and_then(|s| {
+        let (min, after) = s.in_flight?;
+        let landed = listed.as_ref().is_some_and(|l| {
+            l.iter()
+                .any(|f| f.min.get() == min && f.max.get() == after.txid)
+        });
+        settle_in_flight(s, landed)
+    });
+    let node_id = saved.as_ref().map_or_else(random_u64, |s| s.node_id);
+    // The state file may lag the replica by the uploads since its last sync (a power
+    // failure): files after it that this database wrote are its own, not a disagreement.
+    let ours_after = match (&saved, &planned) {
+        (Some(s), Some(pl)) if Some(s.shipped.txid) < replica_max => {
+            let newer: Vec<_> = pl
+                .files
+                .iter()
+                .filter(|f| f.max.get() > s.shipped.txid)
+                .collect();
+            let store = p.store.clone();
+            let ends = [
+                newer.first().copied().cloned(),
+                newer.last().copied().cloned(),
+            ];
+            crate::runtime::block_on(async move {
+                for f in ends.into_iter().flatten() {
+                    let head = store
+                        .read_range(&f, 0..crate::ltx::HEADER_SIZE as u64)
+                        .await?;
+                    match crate::ltx::Header::decode(&head) {
+                        Ok(h) if h.node_id == node_id => {}
+                        _ => return Ok(false),
+                    }
+                }
+                Ok(true)
+            })?
+        }
+        _ => false,
+    };
+    Ok(Known {
+        state_file,
+        saved,
+        replica_max,
+        ours_after,
+        node_id,
+        until,
+    })
+}
+
+/// An upload in flight when the last leader stopped (`s.in_flight`, taken): if it
+/// `landed`, shipping reached its end; if not (or the store cannot say), the first file
+/// ships that range again, up to the returned WAL position, when it follows on from what
+/// shipped (its claim may be in the store already, so the range must be the same).
+fn settle_in_flight(s: &mut State, landed: bool) -> Option<super::wal::WalPos> {
+    let (min, after) = s.in_flight.take()?;
+    if landed {
+        s.shipped = after;
+        s.resync = false;
+        None
+    } else if min == s.shipped.txid + 1 && !s.resync {
+        after.wal
+    } else {
+        None
+    }
+}
+
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -492,6 +531,40 @@ mod tests {
             mode: RestoreMode::IfMissing,
             in_use: false,
         }
+    }
+
+    #[test]
+    fn an_upload_in_flight_at_a_stop_is_settled() {
+        let wal = crate::primary::wal::WalPos {
+            salt1: 1,
+            salt2: 2,
+            ckpt_seq: 0,
+            offset: 4128,
+            cksum1: 3,
+            cksum2: 4,
+        };
+        let after = Position {
+            txid: 7,
+            checksum: 9,
+            wal: Some(wal),
+        };
+        let flying = |min: u64, resync: bool| State {
+            in_flight: Some((min, after)),
+            ..state(5, resync)
+        };
+        // It landed: shipping reached its end, a pending resync with it.
+        let mut s = flying(6, true);
+        assert_eq!(settle_in_flight(&mut s, true), None);
+        assert_eq!((s.shipped, s.resync, s.in_flight), (after, false, None));
+        // It did not: the same range ships again, up to the same WAL position.
+        let mut s = flying(6, false);
+        assert_eq!(settle_in_flight(&mut s, false), Some(wal));
+        assert_eq!((s.shipped.txid, s.in_flight), (5, None));
+        // Not following on from what shipped, or a whole database pending: start afresh.
+        assert_eq!(settle_in_flight(&mut flying(8, false), false), None);
+        assert_eq!(settle_in_flight(&mut flying(6, true), false), None);
+        // Nothing in flight.
+        assert_eq!(settle_in_flight(&mut state(5, false), false), None);
     }
 
     #[test]

@@ -32,7 +32,6 @@ use crate::storage::url::Timeouts;
 use crate::storage::{FileInfo, Store};
 use cache::PageCache;
 use index::{FileId, Loc};
-use plan::PlanProblem;
 pub use snapshot::{FileMeta, LoadedFile, Moved, Snapshot};
 
 /// Settings that may change while the replica is open (`PRAGMA litestream_<name> = …`).
@@ -208,16 +207,14 @@ impl Replica {
             let listed = r.store.list_all().await?;
             let mut planner = r.planner.lock().await;
             match r.replan_from(&mut planner, listed, true).await {
-                Err(Error::NoState { reason, .. })
-                    if reason == NO_FILES && Instant::now() < deadline =>
-                {
+                Err(Error::Empty { .. }) if Instant::now() < deadline => {
                     drop(planner);
                     tokio::time::sleep(poll.min(Duration::from_millis(250))).await;
                 }
-                Err(Error::NoState { url, reason }) if reason == NO_FILES => {
-                    return Err(Error::NoState {
+                Err(Error::Empty { url, .. }) => {
+                    return Err(Error::Empty {
                         url,
-                        reason: format!("{reason} (waited open_timeout={timeout:?})"),
+                        note: format!(" (waited open_timeout={timeout:?})"),
                     })
                 }
                 other => return other,
@@ -528,35 +525,7 @@ impl Replica {
         } else {
             plan::plan_reachable(&listed, None)
         };
-        let chosen = match result {
-            Ok(p) => p,
-            Err(PlanProblem::Empty) => {
-                return Err(Error::NoState {
-                    url,
-                    reason: NO_FILES.into(),
-                })
-            }
-            Err(PlanProblem::NoBase { earliest }) => {
-                return Err(Error::NoState {
-                    url,
-                    reason: format!(
-                        "no snapshot: the earliest file starts at TXID {earliest}, not 1"
-                    ),
-                })
-            }
-            Err(PlanProblem::Gap { reached, next_min }) => {
-                return Err(Error::Gap {
-                    url,
-                    reached: reached.to_string(),
-                    next_min: next_min.to_string(),
-                    missing: format!(
-                        "{}-{}",
-                        Txid::new(reached.get() + 1),
-                        Txid::new(next_min.get() - 1)
-                    ),
-                })
-            }
-        };
+        let chosen = result.map_err(|problem| problem.into_error(url.clone()))?;
         crate::log_debug!(
             "plan: {}",
             chosen
@@ -568,9 +537,9 @@ impl Replica {
         );
         let loaded = self.load_chain(planner, &chosen.files, false).await?;
         let Some(snap) = Snapshot::build(&loaded) else {
-            return Err(Error::NoState {
+            return Err(Error::Empty {
                 url,
-                reason: NO_FILES.into(),
+                note: String::new(),
             });
         };
         if !self.store.is_local() {
@@ -962,8 +931,6 @@ impl ReadAhead {
         self.next.store(next, Ordering::Relaxed);
     }
 }
-
-const NO_FILES: &str = "the replica holds no LTX files";
 
 #[cfg(test)]
 mod tests {

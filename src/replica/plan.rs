@@ -32,6 +32,34 @@ pub enum PlanProblem {
     Gap { reached: Txid, next_min: Txid },
 }
 
+impl PlanProblem {
+    /// The error an open or a re-plan of the replica at `url` reports for this problem
+    /// (one mapping, for readers and for a primary's start-up alike).
+    pub fn into_error(self, url: String) -> crate::error::Error {
+        use crate::error::Error;
+        match self {
+            PlanProblem::Empty => Error::Empty {
+                url,
+                note: String::new(),
+            },
+            PlanProblem::NoBase { earliest } => Error::NoState {
+                url,
+                reason: format!("no snapshot: the earliest file starts at TXID {earliest}, not 1"),
+            },
+            PlanProblem::Gap { reached, next_min } => Error::Gap {
+                url,
+                reached: reached.to_string(),
+                next_min: next_min.to_string(),
+                missing: format!(
+                    "{}-{}",
+                    Txid::new(reached.get() + 1),
+                    Txid::new(next_min.get() - 1)
+                ),
+            },
+        }
+    }
+}
+
 /// Computes the longest, then shortest, chain from TXID 1 over `files`, considering only
 /// files that end at or before `limit` (None: no limit).
 pub fn plan(files: &[FileInfo], limit: Option<Txid>) -> Result<Plan, PlanProblem> {

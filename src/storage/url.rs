@@ -142,7 +142,44 @@ fn truthy(v: &str) -> bool {
     matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
 }
 
-pub fn open(raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Backend> {
+/// Where a replica URL points, read and checked before any client is built: a pure
+/// function of the URL and the environment (`parse`), so that every form is tested row by
+/// row; `build` then makes the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `file:///path`: a folder on the local file system.
+    File {
+        path: std::path::PathBuf,
+    },
+    S3 {
+        bucket: String,
+        prefix: String,
+        /// An S3-compatible server (`endpoint=`), with its scheme.
+        endpoint: Option<String>,
+        region: String,
+        /// Bucket in the path, not in the host name.
+        path_style: bool,
+        /// Requests are not signed: a custom endpoint without credentials in the
+        /// environment is read as a public bucket rather than sending the SDK off to the
+        /// instance-metadata service.
+        unsigned: bool,
+    },
+    Gcs {
+        bucket: String,
+        prefix: String,
+    },
+    /// Litestream's form is `abs://ACCOUNT@CONTAINER/PATH`; the account may also come from
+    /// AZURE_STORAGE_ACCOUNT_NAME.
+    Azure {
+        account: Option<String>,
+        container: String,
+        prefix: String,
+        endpoint: Option<String>,
+    },
+}
+
+/// Reads a replica URL. `env` looks up environment variables (a parameter for tests).
+pub fn parse(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Target> {
     let url = url::Url::parse(raw).map_err(|e| bad(raw, e.to_string()))?;
     let query: Vec<(String, String)> = url
         .query_pairs()
@@ -154,22 +191,13 @@ pub fn open(raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Backend> {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    let key_path = url.path().trim_matches('/').to_string();
-    let retry = RetryConfig {
-        backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(2),
-            base: 2.0,
-        },
-        max_retries: 10,
-        retry_timeout: timeouts.retry_for,
+    let prefix = url.path().trim_matches('/').to_string();
+    let host = |missing: &str| {
+        url.host_str()
+            .filter(|h| !h.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| bad(raw, missing))
     };
-    let client = ClientOptions::new()
-        .with_connect_timeout(
-            Duration::from_secs(5).min(timeouts.retry_for.max(Duration::from_millis(500))),
-        )
-        .with_timeout(Duration::from_secs(60));
-
     match url.scheme() {
         "file" => {
             if url
@@ -184,19 +212,96 @@ pub fn open(raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Backend> {
             let path = url
                 .to_file_path()
                 .map_err(|_| bad(raw, "not a local path"))?;
-            // Not canonicalised: the folder may not exist yet (open waits for files).
             let text = path
                 .to_str()
                 .ok_or_else(|| bad(raw, "the path is not UTF-8"))?;
-            let root =
-                Path::parse(text.trim_start_matches('/')).map_err(|e| bad(raw, e.to_string()))?;
             // `file://` or `file:///` would list the whole file system.
-            if root.as_ref().is_empty() {
+            if text.trim_matches('/').is_empty() {
                 return Err(bad(
                     raw,
                     "a file URL needs a folder: file:///path/to/replica",
                 ));
             }
+            Ok(Target::File { path })
+        }
+        "s3" => {
+            let bucket = host("missing bucket: s3://bucket/prefix")?;
+            let endpoint = param("endpoint").map(|ep| {
+                if ep.contains("://") {
+                    ep
+                } else {
+                    format!("https://{ep}")
+                }
+            });
+            let region = param("region")
+                .or_else(|| env("AWS_REGION"))
+                .or_else(|| env("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| "us-east-1".to_string());
+            let path_style = param("force-path-style")
+                .map(|v| truthy(&v))
+                .unwrap_or(endpoint.is_some());
+            let unsigned = endpoint.is_some() && env("AWS_ACCESS_KEY_ID").is_none();
+            Ok(Target::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                region,
+                path_style,
+                unsigned,
+            })
+        }
+        "gs" | "gcs" => Ok(Target::Gcs {
+            bucket: host("missing bucket: gs://bucket/prefix")?,
+            prefix,
+        }),
+        "abs" | "az" => Ok(Target::Azure {
+            account: Some(url.username().to_string()).filter(|a| !a.is_empty()),
+            container: host("missing container: abs://account@container/prefix")?,
+            prefix,
+            endpoint: param("endpoint"),
+        }),
+        other => Err(bad(
+            raw,
+            format!("unsupported scheme {other:?} (expected file, s3, gs, abs or az)"),
+        )),
+    }
+}
+
+/// Opens the replica at `raw` (see `parse`) with the process's environment.
+pub fn open(raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Backend> {
+    build(parse(raw, &|k| std::env::var(k).ok())?, raw, timeouts, sse)
+}
+
+/// Builds the client of a parsed replica URL: retries bounded by `timeouts`, S3's
+/// server-side encryption from `sse`.
+fn build(target: Target, raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Backend> {
+    let retry = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 10,
+        retry_timeout: timeouts.retry_for,
+    };
+    let client = ClientOptions::new()
+        .with_connect_timeout(
+            Duration::from_secs(5).min(timeouts.retry_for.max(Duration::from_millis(500))),
+        )
+        .with_timeout(Duration::from_secs(60));
+    let remote = |store: Arc<dyn ObjectStore>, prefix: String, layout| Backend {
+        store,
+        root: Path::from(prefix),
+        layout,
+        local_root: None,
+    };
+    let built = |e: object_store::Error| bad(raw, e.to_string());
+    match target {
+        Target::File { path } => {
+            // Not canonicalised: the folder may not exist yet (open waits for files).
+            let text = path.to_string_lossy();
+            let root =
+                Path::parse(text.trim_start_matches('/')).map_err(|e| bad(raw, e.to_string()))?;
             Ok(Backend {
                 store: Arc::new(object_store::local::LocalFileSystem::new()),
                 root,
@@ -204,39 +309,25 @@ pub fn open(raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Backend> {
                 local_root: Some(path),
             })
         }
-        "s3" => {
-            let bucket = url
-                .host_str()
-                .filter(|b| !b.is_empty())
-                .ok_or_else(|| bad(raw, "missing bucket: s3://bucket/prefix"))?;
+        Target::S3 {
+            bucket,
+            prefix,
+            endpoint,
+            region,
+            path_style,
+            unsigned,
+        } => {
             let mut b = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(retry)
-                .with_client_options(client.clone());
-            let endpoint = param("endpoint");
+                .with_client_options(client)
+                .with_region(region)
+                .with_virtual_hosted_style_request(!path_style)
+                .with_skip_signature(unsigned);
             if let Some(ep) = &endpoint {
-                let ep = if ep.contains("://") {
-                    ep.clone()
-                } else {
-                    format!("https://{ep}")
-                };
                 b = b
-                    .with_endpoint(&ep)
+                    .with_endpoint(ep)
                     .with_allow_http(ep.starts_with("http://"));
-            }
-            let region = param("region")
-                .or_else(|| std::env::var("AWS_REGION").ok())
-                .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-                .unwrap_or_else(|| "us-east-1".to_string());
-            b = b.with_region(region);
-            let path_style = param("force-path-style")
-                .map(|v| truthy(&v))
-                .unwrap_or(endpoint.is_some());
-            b = b.with_virtual_hosted_style_request(!path_style);
-            // Without credentials in the environment, a custom endpoint is read unsigned
-            // rather than sending the SDK off to the instance-metadata service.
-            if endpoint.is_some() && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-                b = b.with_skip_signature(true);
             }
             if let Some(key) = &sse.customer_key {
                 b = b.with_ssec_encryption(key);
@@ -244,61 +335,37 @@ pub fn open(raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Backend> {
             if let Some(id) = &sse.kms_key_id {
                 b = b.with_sse_kms_encryption(id);
             }
-            let store = b.build().map_err(|e| bad(raw, e.to_string()))?;
-            Ok(Backend {
-                store: Arc::new(store),
-                root: Path::from(key_path),
-                layout: Layout::HexLevels,
-                local_root: None,
-            })
+            let store = b.build().map_err(built)?;
+            Ok(remote(Arc::new(store), prefix, Layout::HexLevels))
         }
-        "gs" | "gcs" => {
-            let bucket = url
-                .host_str()
-                .filter(|b| !b.is_empty())
-                .ok_or_else(|| bad(raw, "missing bucket: gs://bucket/prefix"))?;
+        Target::Gcs { bucket, prefix } => {
             let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(retry)
                 .with_client_options(client)
                 .build()
-                .map_err(|e| bad(raw, e.to_string()))?;
-            Ok(Backend {
-                store: Arc::new(store),
-                root: Path::from(key_path),
-                layout: Layout::LtxDecimal,
-                local_root: None,
-            })
+                .map_err(built)?;
+            Ok(remote(Arc::new(store), prefix, Layout::LtxDecimal))
         }
-        "abs" | "az" => {
-            // Litestream's form is abs://ACCOUNT@CONTAINER/PATH; the account may also come
-            // from AZURE_STORAGE_ACCOUNT_NAME.
-            let container = url
-                .host_str()
-                .filter(|b| !b.is_empty())
-                .ok_or_else(|| bad(raw, "missing container: abs://account@container/prefix"))?;
+        Target::Azure {
+            account,
+            container,
+            prefix,
+            endpoint,
+        } => {
             let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_container_name(container)
                 .with_retry(retry)
                 .with_client_options(client);
-            if !url.username().is_empty() {
-                b = b.with_account(url.username());
+            if let Some(account) = account {
+                b = b.with_account(account);
             }
-            if let Some(ep) = param("endpoint") {
+            if let Some(ep) = endpoint {
                 b = b.with_endpoint(ep).with_allow_http(true);
             }
-            let store = b.build().map_err(|e| bad(raw, e.to_string()))?;
-            Ok(Backend {
-                store: Arc::new(store),
-                root: Path::from(key_path),
-                layout: Layout::LtxDecimal,
-                local_root: None,
-            })
+            let store = b.build().map_err(built)?;
+            Ok(remote(Arc::new(store), prefix, Layout::LtxDecimal))
         }
-        other => Err(bad(
-            raw,
-            format!("unsupported scheme {other:?} (expected file, s3, gs, abs or az)"),
-        )),
     }
 }
 
@@ -309,6 +376,117 @@ mod tests {
     const T: Timeouts = Timeouts {
         retry_for: Duration::from_secs(1),
     };
+
+    /// Every URL form, parsed row by row with a given environment.
+    #[test]
+    fn the_url_forms_row_by_row() {
+        let none = |_: &str| None;
+        let keys = |k: &str| {
+            matches!(k, "AWS_ACCESS_KEY_ID" | "AWS_REGION").then(|| "eu-west-3".to_string())
+        };
+        fn s3(
+            b: &str,
+            prefix: &str,
+            ep: Option<&str>,
+            region: &str,
+            style: bool,
+            unsigned: bool,
+        ) -> Target {
+            Target::S3 {
+                bucket: b.into(),
+                prefix: prefix.into(),
+                endpoint: ep.map(Into::into),
+                region: region.into(),
+                path_style: style,
+                unsigned,
+            }
+        }
+        type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+        let rows: Vec<(&str, Env, Target)> = vec![
+            (
+                "file:///tmp/r",
+                &none,
+                Target::File {
+                    path: "/tmp/r".into(),
+                },
+            ),
+            (
+                "s3://b/app/db",
+                &none,
+                s3("b", "app/db", None, "us-east-1", false, false),
+            ),
+            (
+                "s3://b/app?region=ap-south-1",
+                &keys,
+                s3("b", "app", None, "ap-south-1", false, false),
+            ),
+            (
+                "s3://b/app",
+                &keys,
+                s3("b", "app", None, "eu-west-3", false, false),
+            ),
+            // A custom endpoint implies path style, and no keys an unsigned client.
+            (
+                "s3://b/app?endpoint=127.0.0.1:9000",
+                &none,
+                s3(
+                    "b",
+                    "app",
+                    Some("https://127.0.0.1:9000"),
+                    "us-east-1",
+                    true,
+                    true,
+                ),
+            ),
+            (
+                "s3://b/app?endpoint=http://h:9&force-path-style=false",
+                &keys,
+                s3("b", "app", Some("http://h:9"), "eu-west-3", false, false),
+            ),
+            (
+                "gs://bucket/p/q/",
+                &none,
+                Target::Gcs {
+                    bucket: "bucket".into(),
+                    prefix: "p/q".into(),
+                },
+            ),
+            (
+                "abs://acct@box/p?endpoint=http://127.0.0.1:10000/acct",
+                &none,
+                Target::Azure {
+                    account: Some("acct".into()),
+                    container: "box".into(),
+                    prefix: "p".into(),
+                    endpoint: Some("http://127.0.0.1:10000/acct".into()),
+                },
+            ),
+            (
+                "az://box/p",
+                &none,
+                Target::Azure {
+                    account: None,
+                    container: "box".into(),
+                    prefix: "p".into(),
+                    endpoint: None,
+                },
+            ),
+        ];
+        for (raw, env, want) in rows {
+            assert_eq!(parse(raw, env).unwrap(), want, "{raw}");
+        }
+        for (raw, says) in [
+            ("file://host/tmp", "absolute path"),
+            ("file:///", "needs a folder"),
+            ("s3:///p", "missing bucket"),
+            ("gs:///p", "missing bucket"),
+            ("abs:///p", "missing container"),
+            ("ftp://x/y", "unsupported scheme"),
+        ] {
+            let e = parse(raw, &none).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains(raw), "{raw}: {e}");
+        }
+    }
 
     #[test]
     fn file_urls() {

@@ -3,6 +3,7 @@
 //!
 //! libsqlite3-sys's own initialiser refuses hosts older than its bindings (3.45), and
 //! Debian's sqlite3 is 3.40, so we keep the table ourselves and check each routine we call.
+//! Also the two things every C shim shares: the base VFS ours wraps, and the panic guard.
 
 use std::ffi::{c_char, c_int, CStr};
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -10,12 +11,31 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use libsqlite3_sys as ffi;
 
 static API: AtomicPtr<ffi::sqlite3_api_routines> = AtomicPtr::new(std::ptr::null_mut());
+/// The VFS ours was registered over (the process's default when we registered).
+static BASE_VFS: AtomicPtr<ffi::sqlite3_vfs> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Runs `f`, turning a panic into `on_panic` instead of unwinding into C. Every C shim
+/// runs its body through this.
+pub fn guard(on_panic: c_int, f: impl FnOnce() -> c_int) -> c_int {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(on_panic)
+}
 
 /// Remembers the host's routine table. Called by every entry point before anything else.
 pub fn set(api: *const ffi::sqlite3_api_routines) {
     if !api.is_null() {
         API.store(api as *mut _, Ordering::Release);
     }
+}
+
+/// Remembers the VFS ours was registered over (called once, at registration).
+pub fn set_base_vfs(base: *mut ffi::sqlite3_vfs) {
+    BASE_VFS.store(base, Ordering::Release);
+}
+
+/// The base VFS, once ours is registered.
+pub fn base_vfs() -> Option<*mut ffi::sqlite3_vfs> {
+    let p = BASE_VFS.load(Ordering::Acquire);
+    (!p.is_null()).then_some(p)
 }
 
 /// The routine table. `None` before the first load (cannot happen once an entry point ran).

@@ -4,13 +4,12 @@
 //! `Error::sqlite_code`, and catches panics so that none crosses into SQLite.
 
 use std::ffi::{c_char, c_int, c_void, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::OnceLock;
 
 use libsqlite3_sys as ffi;
 
-use super::api;
+use super::api::{self, guard};
 use super::file::ReplicaFile;
 use super::passthrough;
 use super::replica_io::{file_of, Handle, REPLICA_METHODS};
@@ -18,11 +17,6 @@ use super::route::{self, Route};
 use super::sql::{self, Value};
 use crate::config::{Params, SyncMode};
 use crate::error::Error;
-
-/// Runs `f`, turning a panic into `on_panic` instead of unwinding into C.
-pub(super) fn guard(on_panic: c_int, f: impl FnOnce() -> c_int) -> c_int {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or(on_panic)
-}
 
 // ---------------------------------------------------------------------------------------
 // Entry points
@@ -173,16 +167,6 @@ pub unsafe extern "C" fn sqlite3_litestream_autoinit(
 
 /// Registered once per process; the sqlite3_vfs itself is leaked (SQLite keeps a pointer).
 static VFS: OnceLock<Result<(), String>> = OnceLock::new();
-/// The VFS ours was registered over (the process's default when we registered).
-static BASE: std::sync::atomic::AtomicPtr<ffi::sqlite3_vfs> =
-    std::sync::atomic::AtomicPtr::new(ptr::null_mut());
-
-/// The base VFS, once ours is registered.
-pub(super) fn base_vfs() -> Option<*mut ffi::sqlite3_vfs> {
-    let p = BASE.load(std::sync::atomic::Ordering::Acquire);
-    (!p.is_null()).then_some(p)
-}
-
 fn register_vfs() -> Result<(), Error> {
     let result = VFS.get_or_init(|| {
         let api = api::get().ok_or("no SQLite API table")?;
@@ -202,7 +186,7 @@ fn register_vfs() -> Result<(), Error> {
         if base.is_null() {
             return Err("no default VFS".into());
         }
-        BASE.store(base, std::sync::atomic::Ordering::Release);
+        api::set_base_vfs(base);
         // SAFETY: `base` is a registered VFS, valid for the process.
         let base_ref = unsafe { &*base };
         // Non-replica files (temp files, journals) are opened by the base VFS in place, so

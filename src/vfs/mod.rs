@@ -2,10 +2,11 @@
 //! `file` (a replica file), `route` (where an open goes), `sql` (functions and pragmas).
 //! `unsafe` is allowed only in the modules that touch SQLite's C structures, each block
 //! with a `SAFETY:` note: `ffi` (entry points, the VFS, SQL function calls; every shim
-//! translates pointers and result codes and catches panics), `api` (the routine table the
-//! host passes), `replica_io` (a replica file's io_methods), `passthrough` and `pin` (a
-//! primary's files on the base VFS) and `vtab` (`litestream_history`). The crate denies
-//! it everywhere else.
+//! translates pointers and result codes and catches panics), `replica_io` (a replica
+//! file's io_methods), `passthrough` and `pin` (a primary's files on the base VFS), `vtab`
+//! (`litestream_history`) and `api` (the routine table the host passes, the base VFS and
+//! the panic guard: the leaf the others share). The crate denies it everywhere else.
+//! Imports go one way: `ffi` → the file modules → `api`.
 
 #[allow(unsafe_code)]
 mod api;

@@ -21,8 +21,7 @@ use std::sync::Arc;
 
 use libsqlite3_sys as ffi;
 
-use super::api;
-use super::ffi::guard;
+use super::api::{self, guard};
 use crate::config::SyncMode;
 use crate::primary::Primary;
 

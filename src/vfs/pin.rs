@@ -61,7 +61,7 @@ pub(super) fn open(db_path: &Path) -> std::io::Result<Option<Box<dyn DbFile>>> {
     if !db_path.exists() {
         return Ok(None);
     }
-    let base = super::ffi::base_vfs().ok_or_else(|| std::io::Error::other("no base VFS"))?;
+    let base = super::api::base_vfs().ok_or_else(|| std::io::Error::other("no base VFS"))?;
     let name = CString::new(db_path.as_os_str().as_encoded_bytes())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     // SAFETY: base is the registered base VFS, valid for the process.

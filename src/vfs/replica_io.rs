@@ -7,8 +7,7 @@ use std::ptr;
 
 use libsqlite3_sys as ffi;
 
-use super::api;
-use super::ffi::guard;
+use super::api::{self, guard};
 use super::file::ReplicaFile;
 use super::sql;
 use crate::error::Error;

@@ -12,8 +12,7 @@ use std::ptr;
 
 use libsqlite3_sys as ffi;
 
-use super::api;
-use super::ffi::guard;
+use super::api::{self, guard};
 use super::replica_io::file_of;
 use crate::clock;
 use crate::error::Error;

@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "py"))
-import harness  # noqa: E402
+from harness.common import child_env, wait_until  # noqa: E402
+from harness.sqlite_hosts import child_python, ext_path, vfs_uri  # noqa: E402
 
 WRITER = r"""
 import os, sqlite3, sys, time
@@ -71,14 +72,14 @@ def round_(work: Path, ext: str, writers: int, commits: int, primary: bool, **pa
     shutil.rmtree(str(db) + "-litestream", ignore_errors=True)
     shutil.rmtree(work / "replica", ignore_errors=True)
     create(db)
-    uri = (harness.vfs_uri((work / "replica").as_uri(), name=str(db), role="primary", **params)
+    uri = (vfs_uri((work / "replica").as_uri(), name=str(db), role="primary", **params)
            if primary else f"file:{db}")
     go = work / "go"
     go.unlink(missing_ok=True)
-    procs = [subprocess.Popen([harness.child_python(), "-c", WRITER, uri, ext if primary else "",
+    procs = [subprocess.Popen([child_python(), "-c", WRITER, uri, ext if primary else "",
                                str(commits), str(go), f"w{i}"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=harness.child_env()) for i in range(writers)]
+                              env=child_env()) for i in range(writers)]
     for p in procs:
         line = p.stdout.readline()
         assert line.startswith("ready"), p.stderr.read()
@@ -126,16 +127,16 @@ def takeover(work: Path, ext: str, kills: int) -> list:
     db = work / "t.db"
     create(db)
     url = (work / "treplica").as_uri()
-    uri = harness.vfs_uri(url, name=str(db), role="primary")
+    uri = vfs_uri(url, name=str(db), role="primary")
     meta = Path(str(db) + "-litestream")
     go = work / "tgo"
     go.touch()
     procs = []
 
     def spawn():
-        p = subprocess.Popen([harness.child_python(), "-c", WRITER, uri, ext, "100000000",
+        p = subprocess.Popen([child_python(), "-c", WRITER, uri, ext, "100000000",
                               str(go), "t"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env=harness.child_env())
+                             text=True, env=child_env())
         assert p.stdout.readline().startswith("ready")
         return p
 
@@ -143,7 +144,7 @@ def takeover(work: Path, ext: str, kills: int) -> list:
     results = []
     try:
         for _ in range(kills):
-            harness.wait_until(lambda: (progress_pid(meta) or {}).get("pid") in [p.pid for p in procs], 30)
+            wait_until(lambda: (progress_pid(meta) or {}).get("pid") in [p.pid for p in procs], 30)
             time.sleep(0.5)
             leader = progress_pid(meta)["pid"]
             shipped_before = progress_pid(meta)["shipped_txid"]
@@ -152,9 +153,9 @@ def takeover(work: Path, ext: str, kills: int) -> list:
             victim.send_signal(signal.SIGKILL)
             victim.wait()
             procs.remove(victim)
-            harness.wait_until(lambda: (progress_pid(meta) or {}).get("pid") not in (leader, None), 30, 0.002)
+            wait_until(lambda: (progress_pid(meta) or {}).get("pid") not in (leader, None), 30, 0.002)
             took = time.monotonic() - t0
-            harness.wait_until(lambda: progress_pid(meta)["shipped_txid"] > shipped_before, 30, 0.002)
+            wait_until(lambda: progress_pid(meta)["shipped_txid"] > shipped_before, 30, 0.002)
             shipped = time.monotonic() - t0
             results.append((took, shipped))
             procs.append(spawn())
@@ -174,7 +175,7 @@ def main() -> None:
     ap.add_argument("--cpu", action="store_true", help="measure CPU per commit only")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
-    ext = str(harness.ext_path())
+    ext = str(ext_path())
     with tempfile.TemporaryDirectory(prefix="bench-multiwrite-") as d:
         work = Path(d)
         if a.cpu:

@@ -29,7 +29,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "py"))
-import harness  # noqa: E402
+from harness.common import REPO_ROOT, child_env  # noqa: E402
+from harness.data import create_source_db  # noqa: E402
+from harness.litestream import Litestream  # noqa: E402
+from harness.sqlite_hosts import child_python, ext_path, go_vfs_path, vfs_uri  # noqa: E402
 
 WORKLOADS = {
     "point": "point",
@@ -80,7 +83,7 @@ print(json.dumps({"cold": times[0], "warm": statistics.median(times[1:]), "resul
 
 
 def measure(mode, uri, ext, workload, rows, runs, env):
-    out = subprocess.run([harness.child_python(), "-c", CHILD, mode, uri, str(ext), workload,
+    out = subprocess.run([child_python(), "-c", CHILD, mode, uri, str(ext), workload,
                           str(rows), str(runs)], capture_output=True, text=True, env=env,
                          timeout=600)
     if out.returncode != 0:
@@ -92,27 +95,27 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--runs", type=int, default=4)
-    ap.add_argument("--out", default=str(harness.REPO_ROOT / "tests/.work/bench/read.md"))
+    ap.add_argument("--out", default=str(REPO_ROOT / "tests/.work/bench/read.md"))
     ap.add_argument("--encrypted", action="store_true",
                     help="also read an age-encrypted copy of the replica")
     args = ap.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="bench-", dir=harness.REPO_ROOT / "tests/.work"))
+    work = Path(tempfile.mkdtemp(prefix="bench-", dir=REPO_ROOT / "tests/.work"))
     src = work / "src.db"
-    w = harness.create_source_db(src, rows=args.rows, overflow_rows=0)
+    w = create_source_db(src, rows=args.rows, overflow_rows=0)
     w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     size_mb = src.stat().st_size / 1e6
     replica = f"file://{work}/replica"
-    ls = harness.Litestream(src, replica, workdir=work).start()
+    ls = Litestream(src, replica, workdir=work).start()
     ls.wait_synced(timeout=300)
     ls.stop()
 
-    env = harness.child_env()
-    go_env = harness.child_env({"LITESTREAM_REPLICA_URL": replica})
+    env = child_env()
+    go_env = child_env({"LITESTREAM_REPLICA_URL": replica})
     readers = {
         "native": (f"file:{src}?mode=ro", "", env),
-        "ours": (harness.vfs_uri(replica, name="bench.db"), harness.ext_path(), env),
-        "go": ("file:bench.db?vfs=litestream", harness.go_vfs_path(), go_env),
+        "ours": (vfs_uri(replica, name="bench.db"), ext_path(), env),
+        "go": ("file:bench.db?vfs=litestream", go_vfs_path(), go_env),
     }
     if args.encrypted:
         key = work / "age-key.txt"
@@ -123,9 +126,9 @@ def main():
             out = work / "replica-age" / f.relative_to(work / "replica")
             out.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["age", "-r", recipient, "-o", str(out), str(f)], check=True)
-        readers["ours-age"] = (harness.vfs_uri(f"file://{work}/replica-age", name="bench-age.db"),
-                               harness.ext_path(),
-                               harness.child_env({"LITESTREAM_AGE_IDENTITY": key.read_text()}))
+        readers["ours-age"] = (vfs_uri(f"file://{work}/replica-age", name="bench-age.db"),
+                               ext_path(),
+                               child_env({"LITESTREAM_AGE_IDENTITY": key.read_text()}))
     results = {}
     for workload in WORKLOADS:
         for mode, (uri, ext, e) in readers.items():

@@ -22,7 +22,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "py"))
-import harness  # noqa: E402
+from harness.common import REPO_ROOT, child_env  # noqa: E402
+from harness.data import create_source_db  # noqa: E402
+from harness.litestream import Litestream, litestream_bin  # noqa: E402
+from harness.s3 import S3Server  # noqa: E402
+from harness.sqlite_hosts import child_python, ext_path, vfs_uri  # noqa: E402
 from latency_proxy import LatencyProxy  # noqa: E402
 
 # Runs argv, then prints its wall time and peak RSS (KiB) as JSON.
@@ -48,7 +52,7 @@ c.execute("SELECT litestream_restore(?)", (out,)).fetchone()
 
 def run(proxy, argv, env) -> dict:
     mark = len(proxy.log)
-    p = subprocess.run([harness.child_python(), "-c", WRAPPER, *argv], capture_output=True,
+    p = subprocess.run([child_python(), "-c", WRAPPER, *argv], capture_output=True,
                        text=True, env=env, timeout=1800)
     if p.returncode != 0:
         raise RuntimeError(p.stderr[-3000:])
@@ -66,30 +70,30 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
-    (harness.REPO_ROOT / "tests/.work").mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="bench-restore-", dir=harness.REPO_ROOT / "tests/.work"))
-    s3 = harness.S3Server(work / "moto").start()
+    (REPO_ROOT / "tests/.work").mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-restore-", dir=REPO_ROOT / "tests/.work"))
+    s3 = S3Server(work / "moto").start()
     try:
         bucket = s3.new_bucket("bench")
         src = work / "src.db"
-        w = harness.create_source_db(src, rows=a.rows, overflow_rows=0)
+        w = create_source_db(src, rows=a.rows, overflow_rows=0)
         w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         size_mb = src.stat().st_size / 1e6
-        ls = harness.Litestream(src, s3.replica_url(bucket, "db"), workdir=work).start()
+        ls = Litestream(src, s3.replica_url(bucket, "db"), workdir=work).start()
         ls.wait_synced(timeout=600)
         ls.stop()
         w.close()
         results = {"peer": [], "ours": []}
         with LatencyProxy(s3.endpoint, delay=a.delay_ms / 1000) as proxy:
             url = f"s3://{bucket}/db?endpoint={proxy.endpoint}&force-path-style=true"
-            env = harness.child_env()
+            env = child_env()
             for i in range(a.rounds):
                 peer_out, our_out = work / f"peer{i}.db", work / f"ours{i}.db"
-                results["peer"].append(run(proxy, [str(harness.litestream_bin()), "restore",
+                results["peer"].append(run(proxy, [str(litestream_bin()), "restore",
                                                    "-o", str(peer_out), url], env))
-                results["ours"].append(run(proxy, [harness.child_python(), "-c", OURS,
-                                                   str(harness.ext_path()),
-                                                   harness.vfs_uri(url, name=f"r{i}.db"),
+                results["ours"].append(run(proxy, [child_python(), "-c", OURS,
+                                                   str(ext_path()),
+                                                   vfs_uri(url, name=f"r{i}.db"),
                                                    str(our_out)], env))
                 assert peer_out.read_bytes() == our_out.read_bytes(), "outputs differ"
                 for r in (results["peer"][-1], results["ours"][-1]):

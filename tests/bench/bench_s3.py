@@ -35,7 +35,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "py"))
-import harness  # noqa: E402
+from harness.common import REPO_ROOT, child_env  # noqa: E402
+from harness.data import create_source_db  # noqa: E402
+from harness.litestream import Litestream  # noqa: E402
+from harness.s3 import S3Server  # noqa: E402
+from harness.sqlite_hosts import child_python, ext_path, go_vfs_path, vfs_uri  # noqa: E402
 from latency_proxy import LatencyProxy  # noqa: E402
 
 WORKLOADS = ["open", "point", "scan", "range"]
@@ -75,7 +79,7 @@ print(json.dumps({"t0": t0, "t1": t1, "t2": t2, "result": r, "stats": stats}))
 
 def measure(proxy, mode, uri, ext, workload, rows, env):
     mark = len(proxy.log)
-    out = subprocess.run([harness.child_python(), "-c", CHILD, mode, uri, str(ext or ""),
+    out = subprocess.run([child_python(), "-c", CHILD, mode, uri, str(ext or ""),
                           workload, str(rows)], capture_output=True, text=True, env=env,
                          timeout=900)
     if out.returncode != 0:
@@ -129,20 +133,20 @@ def main():
     ap.add_argument("--skip-go", action="store_true")
     ap.add_argument("--encrypted", action="store_true",
                     help="also read an age-encrypted copy of the replica")
-    ap.add_argument("--out", default=str(harness.REPO_ROOT / "tests/.work/bench/s3.md"))
+    ap.add_argument("--out", default=str(REPO_ROOT / "tests/.work/bench/s3.md"))
     ap.add_argument("--no-readme", action="store_true", help="do not update README.md")
     args = ap.parse_args()
 
-    (harness.REPO_ROOT / "tests/.work").mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="bench-s3-", dir=harness.REPO_ROOT / "tests/.work"))
-    s3 = harness.S3Server(work / "moto").start()
+    (REPO_ROOT / "tests/.work").mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-s3-", dir=REPO_ROOT / "tests/.work"))
+    s3 = S3Server(work / "moto").start()
     try:
         bucket = s3.new_bucket("bench")
         src = work / "src.db"
-        w = harness.create_source_db(src, rows=args.rows, overflow_rows=0)
+        w = create_source_db(src, rows=args.rows, overflow_rows=0)
         w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         size_mb = src.stat().st_size / 1e6
-        ls = harness.Litestream(src, s3.replica_url(bucket, "db"), workdir=work).start()
+        ls = Litestream(src, s3.replica_url(bucket, "db"), workdir=work).start()
         ls.wait_synced(timeout=300)
         ls.stop()
         w.close()
@@ -150,21 +154,21 @@ def main():
 
         with LatencyProxy(s3.endpoint, delay=args.delay_ms / 1000) as proxy:
             url = f"s3://{bucket}/db?endpoint={proxy.endpoint}&force-path-style=true"
-            env = harness.child_env()
-            ours_uri = harness.vfs_uri(url, name="bench.db")
+            env = child_env()
+            ours_uri = vfs_uri(url, name="bench.db")
             if args.params:
                 ours_uri += "&" + args.params
             readers = {
                 "native": (f"file:{src}?mode=ro", None, env),
-                "ours": (ours_uri, harness.ext_path(), env),
+                "ours": (ours_uri, ext_path(), env),
             }
             if age_env:
                 enc_url = f"s3://{bucket}/enc?endpoint={proxy.endpoint}&force-path-style=true"
-                readers["ours-age"] = (harness.vfs_uri(enc_url, name="bench-age.db"),
-                                       harness.ext_path(), harness.child_env(age_env))
+                readers["ours-age"] = (vfs_uri(enc_url, name="bench-age.db"),
+                                       ext_path(), child_env(age_env))
             if not args.skip_go:
-                readers["go"] = ("file:bench.db?vfs=litestream", harness.go_vfs_path(),
-                                 harness.child_env({"LITESTREAM_REPLICA_URL": url}))
+                readers["go"] = ("file:bench.db?vfs=litestream", go_vfs_path(),
+                                 child_env({"LITESTREAM_REPLICA_URL": url}))
             results = {}
             for workload in WORKLOADS:
                 for mode, (uri, ext, e) in readers.items():
@@ -228,7 +232,7 @@ def main():
     print()
     print(report)
     if not args.no_readme:
-        readme = harness.REPO_ROOT / "README.md"
+        readme = REPO_ROOT / "README.md"
         text = readme.read_text()
         start, end = "<!-- s3-bench -->\n", "<!-- /s3-bench -->"
         if start in text and end in text:

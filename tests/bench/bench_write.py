@@ -26,7 +26,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "py"))
-import harness  # noqa: E402
+from harness.common import REPO_ROOT, child_env  # noqa: E402
+from harness.s3 import S3Server  # noqa: E402
+from harness.sqlite_hosts import child_python, ext_path, vfs_uri  # noqa: E402
 
 CHILD = r"""
 import json, sqlite3, sys, time
@@ -56,8 +58,8 @@ print(json.dumps({"total": total, "p50": lat[len(lat)//2], "p99": lat[int(len(la
 
 
 def run(uri: str, ext: str, n: int, sync: str) -> dict:
-    p = subprocess.run([harness.child_python(), "-c", CHILD, uri, ext, str(n), sync],
-                       capture_output=True, text=True, env=harness.child_env(), timeout=600)
+    p = subprocess.run([child_python(), "-c", CHILD, uri, ext, str(n), sync],
+                       capture_output=True, text=True, env=child_env(), timeout=600)
     if p.returncode != 0:
         raise SystemExit(f"writer failed: {p.stderr}")
     return json.loads(p.stdout)
@@ -68,33 +70,33 @@ def main():
     ap.add_argument("--commits", type=int, default=5000)
     ap.add_argument("--remote-commits", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--out", default=str(harness.REPO_ROOT / "tests/.work/bench/write.md"))
+    ap.add_argument("--out", default=str(REPO_ROOT / "tests/.work/bench/write.md"))
     args = ap.parse_args()
-    ext = str(harness.ext_path())
+    ext = str(ext_path())
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-write-") as d:
         d = Path(d)
-        s3 = harness.S3Server(d / "moto").start()
+        s3 = S3Server(d / "moto").start()
         try:
             cases = [
                 ("native", lambda i: (f"file:{d}/native-{i}.db", "", args.commits, "NORMAL")),
-                ("primary (sync=local, file://)", lambda i: (harness.vfs_uri(
+                ("primary (sync=local, file://)", lambda i: (vfs_uri(
                     (d / f"rep1-{i}").as_uri(), name=str(d / f"p1-{i}.db"), role="primary"),
                     ext, args.commits, "NORMAL")),
-                ("primary (sync=local, S3)", lambda i: (harness.vfs_uri(
+                ("primary (sync=local, S3)", lambda i: (vfs_uri(
                     s3.replica_url(s3.new_bucket(), f"p2-{i}"), name=str(d / f"p2-{i}.db"),
                     role="primary"), ext, args.commits, "NORMAL")),
                 # The S3 server runs on the same two cores; uploads at most every 100 ms
                 # show what its CPU costs the writer.
-                ("primary (sync=local, S3, sync_interval=100ms)", lambda i: (harness.vfs_uri(
+                ("primary (sync=local, S3, sync_interval=100ms)", lambda i: (vfs_uri(
                     s3.replica_url(s3.new_bucket(), f"p5-{i}"), name=str(d / f"p5-{i}.db"),
                     role="primary", sync_interval="100ms"), ext, args.commits, "NORMAL")),
                 ("native (synchronous=FULL)", lambda i: (f"file:{d}/full.db", "",
                                                          args.remote_commits, "FULL")),
-                ("primary (sync=remote, file://)", lambda i: (harness.vfs_uri(
+                ("primary (sync=remote, file://)", lambda i: (vfs_uri(
                     (d / "rep3").as_uri(), name=str(d / "p3.db"), role="primary",
                     sync="remote"), ext, args.remote_commits, "FULL")),
-                ("primary (sync=remote, S3)", lambda i: (harness.vfs_uri(
+                ("primary (sync=remote, S3)", lambda i: (vfs_uri(
                     s3.replica_url(s3.new_bucket(), "p4"), name=str(d / "p4.db"),
                     role="primary", sync="remote"), ext, args.remote_commits, "FULL")),
             ]

@@ -26,11 +26,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "py"))
-import harness  # noqa: E402
+from harness.common import wait_until  # noqa: E402
+from harness.data import (Appender, create_source_db, db_image, image_digest,  # noqa: E402
+                          insert_orders)
+from harness.litestream import FAST_COMPACTION, Litestream, restore  # noqa: E402
+from harness.ltx import list_ltx  # noqa: E402
+from harness.s3 import S3Server  # noqa: E402
+from harness.sqlite_hosts import ext_path, go_vfs_path, run_sqlite_child  # noqa: E402
 from fault_proxy import FaultProxy  # noqa: E402
-from harness import Litestream, create_source_db, insert_orders, list_ltx  # noqa: E402
 
-EXTS = {"ours": harness.ext_path, "go": harness.go_vfs_path}
+EXTS = {"ours": ext_path, "go": go_vfs_path}
 URI = "file:replica.db?vfs=litestream"
 COUNT = "SELECT count(*) FROM orders"
 CONSISTENT = "SELECT count(*), coalesce(max(id), 0) FROM orders"
@@ -64,8 +69,8 @@ class Reader(threading.Thread):
 
     def run(self):
         try:
-            self.result = harness.run_sqlite_child(self.steps, env=self.env,
-                                                   timeout=self.timeout)
+            self.result = run_sqlite_child(self.steps, env=self.env,
+                                           timeout=self.timeout)
         except Exception as e:  # noqa: BLE001 - a hang is a result too
             self.result = e
 
@@ -111,7 +116,7 @@ def values(results):
 class World:
     """A source database replicated by the real Litestream, and what a group needs."""
 
-    def __init__(self, root: Path, s3: harness.S3Server, name: str):
+    def __init__(self, root: Path, s3: S3Server, name: str):
         self.dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
         self.s3 = s3
         self.src = self.dir / "src.db"
@@ -218,7 +223,7 @@ def long_transactions_under_retention(w, ext):
     """TestVFS_LongRunningTxnStress with fast compaction: four readers hold transactions of
     1.5 s while Litestream compacts every 2 s and deletes L0 files 2 s later; the store
     answers 503, resets and truncates now and then."""
-    ls = w.replicated(500, config=harness.FAST_COMPACTION)
+    ls = w.replicated(500, config=FAST_COMPACTION)
     proxy = w.proxy(seed=11)
     proxy.add("status", rate=0.05)
     proxy.add("reset", rate=0.02)
@@ -226,7 +231,7 @@ def long_transactions_under_retention(w, ext):
     txn = [q("BEGIN", continue_on_error=True), q(CONSISTENT, continue_on_error=True),
            sleep(1.5), q(CONSISTENT, continue_on_error=True), q("COMMIT", continue_on_error=True)]
     readers = [Reader(ext, w.via(proxy), txn * 8) for _ in range(4)]
-    appender = harness.Appender(w.src, 501, pause=0.05)
+    appender = Appender(w.src, 501, pause=0.05)
     appender.start()
     for r in readers:
         r.start()
@@ -273,7 +278,7 @@ def time_travel_exact(w, ext):
     want = []
     for i, at in enumerate(instants):
         out = w.dir / f"restored-{i}.db"
-        harness.restore(url, out, timestamp=at)
+        restore(url, out, timestamp=at)
         want.append(sqlite3.connect(out).execute(COUNT).fetchone()[0])
     steps = [s for at in instants
              for s in (q(f"PRAGMA litestream_time = '{at}'", continue_on_error=True),
@@ -318,7 +323,7 @@ def hydration_short_sessions(w, ext):
     if not copy.exists():
         left = sorted(p.name for p in w.dir.glob("hydrated.db*"))
         raise Failed(f"no complete copy at the path (left: {left})")
-    if harness.image_digest(copy.read_bytes()) != harness.image_digest(harness.db_image(w.src)):
+    if image_digest(copy.read_bytes()) != image_digest(db_image(w.src)):
         raise Failed("the copy differs from the database")
     return "complete copy, byte for byte"
 
@@ -349,7 +354,7 @@ def empty_first_listing(w, ext):
 
 def run_while_appending(w, reader, first_id, pause):
     """Runs `reader` to its end while orders from `first_id` are committed every `pause` s."""
-    appender = harness.Appender(w.src, first_id, pause=pause)
+    appender = Appender(w.src, first_id, pause=pause)
     appender.start()
     try:
         return reader.run_now()[0]
@@ -362,7 +367,7 @@ def descriptor_budget(w, ext):
     """TestVFS_FileDescriptorBudget: 8 connections reading while the writer commits and
     Litestream compacts; descriptors stay under 64 more than before, and go back on close."""
     url = (w.dir / "replica").as_uri()
-    ls = w.replicated(200, url=url, config=harness.FAST_COMPACTION)
+    ls = w.replicated(200, url=url, config=FAST_COMPACTION)
     names = [f"c{i}" for i in range(8)]
     steps = [{"op": "fds"}]
     steps += [{"op": "open", "name": n, "uri": URI} for n in names]
@@ -414,7 +419,7 @@ def lock_page(w, ext):
         url = (w.dir / f"replica{ps}").as_uri()
         ls = Litestream(src, url, workdir=w.dir).start()
         w.stack.append(ls)
-        harness.wait_until(lambda: list_ltx(url), 180, 0.2)
+        wait_until(lambda: list_ltx(url), 180, 0.2)
         ls.stop()
         res, _ = Reader(ext, url, [q(near)]).run_now()
         got = [tuple(r) for r in res[0]]
@@ -473,7 +478,7 @@ def main():
     args = ap.parse_args()
     random.seed(1)
     root = Path(tempfile.mkdtemp(prefix="peer-groups-"))
-    s3 = harness.S3Server(root / "moto").start()
+    s3 = S3Server(root / "moto").start()
     rows = []
     try:
         for name, group in GROUPS:

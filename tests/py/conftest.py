@@ -1,4 +1,4 @@
-"""pytest fixtures for the litestream integration tests (see harness.py and tests/README.md)."""
+"""pytest fixtures for the litestream integration tests (see harness/ and tests/README.md)."""
 
 import os
 import sys
@@ -8,16 +8,19 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import harness  # noqa: E402
-from harness import Litestream, S3Server  # noqa: E402
+# sqlite_hosts stays qualified: the fixture ext_path below shadows its function ext_path.
+from harness import sqlite_hosts  # noqa: E402
+from harness.common import AWS_TEST_ENV, stray_litestream_env, tail  # noqa: E402
+from harness.litestream import Litestream  # noqa: E402
+from harness.s3 import S3Server  # noqa: E402
 
 
 def pytest_configure(config):
     # The extension under test runs inside this process and reads AWS settings from it; moto
     # accepts any credentials. AWS_CA_BUNDLE is left alone here (children get it removed).
-    os.environ.update(harness.AWS_TEST_ENV)
+    os.environ.update(AWS_TEST_ENV)
     # e.g. a LITESTREAM_REPLICA_URL left in the shell would change what every test opens.
-    for k in harness.stray_litestream_env():
+    for k in stray_litestream_env():
         del os.environ[k]
     for k in ("NO_PROXY", "no_proxy"):
         os.environ[k] = ",".join(x for x in (os.environ.get(k), "127.0.0.1", "localhost") if x)
@@ -30,16 +33,16 @@ def pytest_runtest_makereport(item, call):
     if rep.failed and rep.when in ("setup", "call"):
         # Attach the logs of the processes the test started to its failure report.
         for ls in getattr(item, "_litestreams", []):
-            rep.sections.append((f"litestream log {ls.log_path}", harness.tail(ls.log_path, 300)))
+            rep.sections.append((f"litestream log {ls.log_path}", tail(ls.log_path, 300)))
         srv = getattr(item, "_moto", None) or getattr(item, "funcargs", {}).get("s3_server")
         if srv is not None:
-            rep.sections.append((f"moto log {srv.log_path}", harness.tail(srv.log_path, 40)))
+            rep.sections.append((f"moto log {srv.log_path}", tail(srv.log_path, 40)))
 
 
 @pytest.fixture(scope="session")
 def ext_path() -> Path:
     """Path of our extension (LITESTREAM_EXT overrides target/release/liblitestream.so)."""
-    p = harness.ext_path()
+    p = sqlite_hosts.ext_path()
     if not p.exists():
         pytest.fail(f"extension not built: {p} (run `cargo build --release`)")
     return p

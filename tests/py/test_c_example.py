@@ -3,13 +3,14 @@ libsqlite3 and linked to the built library, queries a replica written by the rea
 Litestream."""
 
 import shutil
+import sqlite3
 import subprocess
 
 import pytest
 
-import harness
+from harness.common import REPO_ROOT, child_env
 
-FIXTURE = harness.REPO_ROOT / "tests" / "fixtures" / "ltx" / "v0.5.17-4096"
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "ltx" / "v0.5.17-4096"
 
 
 @pytest.fixture(scope="module")
@@ -17,14 +18,14 @@ def query_replica(tmp_path_factory, ext_path):
     cc = shutil.which("cc") or shutil.which("gcc")
     assert cc, "no C compiler (tests/setup.sh installs gcc)"
     out = tmp_path_factory.mktemp("c") / "query_replica"
-    subprocess.run([cc, "-Wall", "-Werror", f"-I{harness.REPO_ROOT / 'include'}",
-                    str(harness.REPO_ROOT / "c" / "query_replica.c"), f"-L{ext_path.parent}",
+    subprocess.run([cc, "-Wall", "-Werror", f"-I{REPO_ROOT / 'include'}",
+                    str(REPO_ROOT / "c" / "query_replica.c"), f"-L{ext_path.parent}",
                     "-llitestream", "-lsqlite3", "-o", str(out)], check=True)
     return out
 
 
 def run(binary, ext_path, *args):
-    env = harness.child_env({"LD_LIBRARY_PATH": str(ext_path.parent)})
+    env = child_env({"LD_LIBRARY_PATH": str(ext_path.parent)})
     return subprocess.run([str(binary), *args], capture_output=True, text=True, env=env,
                           timeout=60)
 
@@ -35,8 +36,8 @@ def test_c_program_queries_a_replica(query_replica, ext_path, tmp_path):
     res = run(query_replica, ext_path, root.as_uri(),
               "SELECT count(*), litestream_txid() FROM t")
     assert res.returncode == 0, res.stderr
-    want = harness.sqlite3.connect(f"file:{FIXTURE / 'restored-0000000000000004.db'}?immutable=1",
-                                   uri=True).execute("SELECT count(*) FROM t").fetchone()[0]
+    want = sqlite3.connect(f"file:{FIXTURE / 'restored-0000000000000004.db'}?immutable=1",
+                           uri=True).execute("SELECT count(*) FROM t").fetchone()[0]
     assert res.stdout.strip() == f"{want}\t0000000000000004"
 
 
@@ -86,8 +87,8 @@ def test_c_program_sees_restore_progress_and_can_cancel(query_replica, ext_path,
 
     # The callback asks to stop: the restore fails as interrupted, and leaves no file.
     out.unlink()
-    env_run = harness.child_env({"LD_LIBRARY_PATH": str(ext_path.parent),
-                                 "QUERY_REPLICA_STOP_AT": "1"})
+    env_run = child_env({"LD_LIBRARY_PATH": str(ext_path.parent),
+                         "QUERY_REPLICA_STOP_AT": "1"})
     res = subprocess.run([str(query_replica), root.as_uri(), sql], capture_output=True,
                          text=True, env=env_run, timeout=60)
     assert res.returncode == 1

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-import harness
-from harness import all_tables_digest, connect, create_source_db, vfs_uri, wait_until
+from harness.common import wait_until
+from harness.data import ORDERS_SCHEMA, all_tables_digest, create_source_db, insert_orders
+from harness.litestream import Litestream, restore
+from harness.sqlite_hosts import connect, ext_path, run_ext_child, run_sqlite_child, vfs_uri
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
 MARKER = "MARKER-3f9c1d-never-in-plaintext-outside"
@@ -68,13 +70,13 @@ def test_our_encrypted_primary_is_age_files_that_litestream_restores(tmp_path, k
     # Fast compaction and snapshots: the primary also reads back (decrypts) what it compacts.
     w = connect(vfs_uri(url, name=str(db), role="primary", age_recipients=recipient,
                         age_identity_file=str(key), levels="1s,2s", snapshot_interval="3s"))
-    w.executescript(harness.ORDERS_SCHEMA)
-    harness.insert_orders(w, 1, 3000)
+    w.executescript(ORDERS_SCHEMA)
+    insert_orders(w, 1, 3000)
     w.execute("INSERT INTO orders(id, customer, amount, note) VALUES (9999999, ?, 1, ?)",
               (MARKER, MARKER * 40))
     w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     for i in range(40):
-        harness.insert_orders(w, 3001 + 20 * i, 20)
+        insert_orders(w, 3001 + 20 * i, 20)
         time.sleep(0.1)
     wait_until(lambda: not stats(w)["pending"], 60)
     time.sleep(3)  # one more round of every level
@@ -95,7 +97,7 @@ def test_our_encrypted_primary_is_age_files_that_litestream_restores(tmp_path, k
     plain = tmp_path / "plain"
     transform(replica, plain, ["-d", "-i", str(key)])
     out = tmp_path / "restored.db"
-    harness.restore(plain.as_uri(), out)
+    restore(plain.as_uri(), out)
     assert all_tables_digest(sqlite3.connect(out)) == local
 
     # Our reader, with the identity, reads the encrypted replica; so does litestream_restore.
@@ -113,9 +115,9 @@ def test_a_litestream_replica_encrypted_with_age_reads_page_by_page(s3_server, t
     w = create_source_db(src, rows=20000, overflow_rows=5)
     w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     plain = tmp_path / "plain"
-    ls = harness.Litestream(src, plain.as_uri(), workdir=tmp_path).start()
+    ls = Litestream(src, plain.as_uri(), workdir=tmp_path).start()
     ls.wait_synced()
-    harness.insert_orders(w, 20001, 300)
+    insert_orders(w, 20001, 300)
     ls.wait_synced()
     ls.stop()
     native = sqlite3.connect(src)
@@ -129,7 +131,7 @@ def test_a_litestream_replica_encrypted_with_age_reads_page_by_page(s3_server, t
     url = s3_server.replica_url(bucket, "db")
     env_key = key.read_text()
 
-    child = harness.run_ext_child(
+    child = run_ext_child(
         vfs_uri(url, name="enc.db"),
         ["SELECT count(*), sum(amount) FROM orders",
          "SELECT count(*) FROM orders WHERE customer >= 'cust0100' AND customer < 'cust0110'",
@@ -143,8 +145,8 @@ def test_a_litestream_replica_encrypted_with_age_reads_page_by_page(s3_server, t
     # Time travel, history, VACUUM INTO and hydration over the encrypted objects.
     hydrated = tmp_path / "hydrated.db"
     vac = tmp_path / "vacuum.db"
-    c = harness.run_sqlite_child([
-        {"op": "load", "path": str(harness.ext_path())},
+    c = run_sqlite_child([
+        {"op": "load", "path": str(ext_path())},
         {"op": "open", "name": "db", "uri": vfs_uri(url, name="tt.db", hydration_enabled="true",
                                                        hydration_path=str(hydrated))},
         {"op": "query", "conn": "db", "sql": "SELECT txid, timestamp FROM litestream_history"},
@@ -165,9 +167,9 @@ def test_a_litestream_replica_encrypted_with_age_reads_page_by_page(s3_server, t
     ms = int(first[20:23]) + 1
     later = f"{first[:20]}{ms:03d}Z" if ms < 1000 else None
     if later:
-        c = harness.run_ext_child(vfs_uri(url, name="past.db", time=later),
-                                  ["SELECT count(*), litestream_txid() FROM orders"],
-                                  env={"LITESTREAM_AGE_IDENTITY": env_key})
+        c = run_ext_child(vfs_uri(url, name="past.db", time=later),
+                          ["SELECT count(*), litestream_txid() FROM orders"],
+                          env={"LITESTREAM_AGE_IDENTITY": env_key})
         assert c.error is None and rows(c, 0) == [[total - 300, "0000000000000001"]], c.describe()
 
     # A point lookup reads a small part of the objects, within a few chunks of what the same
@@ -177,7 +179,7 @@ def test_a_litestream_replica_encrypted_with_age_reads_page_by_page(s3_server, t
     cost = {}
     for name, u, env in [("sealed", url, {"LITESTREAM_AGE_IDENTITY": env_key}),
                          ("plain", s3_server.replica_url(bucket, "plain"), {})]:
-        c = harness.run_ext_child(vfs_uri(u, name=f"{name}.db", prefetch="0"), lookup, env=env)
+        c = run_ext_child(vfs_uri(u, name=f"{name}.db", prefetch="0"), lookup, env=env)
         assert c.error is None, c.describe()
         assert rows(c, 1) == [list(native.execute("SELECT note FROM orders WHERE id = 12345").fetchone())]
         before, after = (json.loads(rows(c, i)[0][0]) for i in (0, 2))
@@ -194,7 +196,7 @@ def test_keys_that_do_not_fit_are_clear_errors(tmp_path, keys):
     src = tmp_path / "src.db"
     w = create_source_db(src, rows=500, overflow_rows=0)
     plain = tmp_path / "plain"
-    ls = harness.Litestream(src, plain.as_uri(), workdir=tmp_path).start()
+    ls = Litestream(src, plain.as_uri(), workdir=tmp_path).start()
     ls.wait_synced()
     ls.stop()
     sealed = tmp_path / "sealed"
@@ -214,8 +216,8 @@ def test_keys_that_do_not_fit_are_clear_errors(tmp_path, keys):
         (sealed, {"age_identity_file": str(tmp_path / "none.txt")}, "cannot read the identity file"),
     ]
     for root, params, words in cases:
-        r = harness.run_ext_child(vfs_uri(root.as_uri(), name="x.db", **params),
-                                  ["SELECT count(*) FROM orders"])
+        r = run_ext_child(vfs_uri(root.as_uri(), name="x.db", **params),
+                          ["SELECT count(*) FROM orders"])
         assert r.error is not None and words in r.error["message"], (params, r.describe())
         assert r.error["code"] == sqlite3.SQLITE_CANTOPEN, (params, r.describe())
         assert "AGE-SECRET-KEY" not in r.error["message"]
@@ -223,8 +225,8 @@ def test_keys_that_do_not_fit_are_clear_errors(tmp_path, keys):
     # Key rotation: both identities given, files of either key read.
     both = tmp_path / "both.txt"
     both.write_text(other.read_text() + key.read_text())
-    r = harness.run_ext_child(vfs_uri(sealed.as_uri(), name="x.db", age_identity_file=str(both)),
-                              ["SELECT count(*) FROM orders"])
+    r = run_ext_child(vfs_uri(sealed.as_uri(), name="x.db", age_identity_file=str(both)),
+                      ["SELECT count(*) FROM orders"])
     assert r.error is None and rows(r, 0) == [[500]], r.describe()
 
     # A changed byte inside a chunk: corruption, naming the file.
@@ -232,8 +234,8 @@ def test_keys_that_do_not_fit_are_clear_errors(tmp_path, keys):
     body = bytearray(big.read_bytes())
     body[len(body) // 2] ^= 0x40
     big.write_bytes(bytes(body))
-    r = harness.run_ext_child(vfs_uri(sealed.as_uri(), name="x.db", age_identity_file=str(key)),
-                              ["SELECT count(*), sum(length(note)) FROM orders"])
+    r = run_ext_child(vfs_uri(sealed.as_uri(), name="x.db", age_identity_file=str(key)),
+                      ["SELECT count(*), sum(length(note)) FROM orders"])
     assert r.error is not None and big.name in r.error["message"], r.describe()
     assert r.error["code"] in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_CANTOPEN), r.describe()
     assert "authentication" in r.error["message"], r.describe()
@@ -258,7 +260,7 @@ def test_server_side_encryption_with_litestreams_words(s3_server, tmp_path):
         wait_until(lambda: not stats(w)["pending"], 60)
         s = stats(w)
         assert SSE_KEY not in json.dumps(s) and "sse-customer-key" not in s["replica_url"], s
-        r = harness.run_ext_child(vfs_uri(url, name="r.db"), ["SELECT count(*) FROM t"])
+        r = run_ext_child(vfs_uri(url, name="r.db"), ["SELECT count(*) FROM t"])
         assert r.error is None and rows(r, 0) == [[100]], r.describe()
         w.close()
         objects_io = [q for q in proxy.log if q.method == "PUT" or q.is_get]
@@ -268,9 +270,9 @@ def test_server_side_encryption_with_litestreams_words(s3_server, tmp_path):
             assert q.sse.get("x-amz-server-side-encryption-customer-key") == SSE_KEY, q
 
         # A bad value is an error at open that names the parameter, not the key.
-        r = harness.run_ext_child(vfs_uri(f"{base}&sse-customer-key=not-a-key!", name="x.db"),
-                                  ["SELECT 1"])
+        r = run_ext_child(vfs_uri(f"{base}&sse-customer-key=not-a-key!", name="x.db"),
+                          ["SELECT 1"])
         assert r.error is not None and "not-a-key!" not in r.error["message"], r.describe()
-        r = harness.run_ext_child(vfs_uri(f"{url}&sse-kms-key-id=k", name="x.db"), ["SELECT 1"])
+        r = run_ext_child(vfs_uri(f"{url}&sse-kms-key-id=k", name="x.db"), ["SELECT 1"])
         assert r.error is not None and "exclude" in r.error["message"], r.describe()
         assert SSE_KEY not in r.error["message"]

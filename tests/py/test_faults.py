@@ -20,9 +20,12 @@ from pathlib import Path
 
 import pytest
 
-import harness
+from harness.common import child_env, wait_until
+from harness.data import create_source_db, rows_digest, transaction
+from harness.litestream import Litestream, restore
+from harness.ltx import list_ltx
+from harness.sqlite_hosts import child_python, connect, run_ext_child, vfs_uri
 from fault_proxy import FaultProxy
-from harness import connect, restore, rows_digest, vfs_uri, wait_until
 
 NOT_REPLICATED = 6922  # SQLITE_IOERR_VNODE
 
@@ -65,9 +68,9 @@ WRITER = textwrap.dedent("""
 
 def start_writer(ext, uri, log: Path, start: int, n: int, go_on) -> subprocess.Popen:
     return subprocess.Popen(
-        [harness.child_python(), "-c", WRITER, str(ext), uri, str(log), str(start), str(n),
+        [child_python(), "-c", WRITER, str(ext), uri, str(log), str(start), str(n),
          str(go_on)],
-        env=harness.child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def outcomes(log: Path) -> dict:
@@ -205,7 +208,7 @@ def test_sync_local_writer_under_faults_ships_a_prefix(faulty_s3, ext_path, tmp_
     seen = []
     for k in range(4):
         time.sleep(0.7)
-        ids = restored_ids(direct, tmp_path, f"during-{k}.db") if harness.list_ltx(direct) else set()
+        ids = restored_ids(direct, tmp_path, f"during-{k}.db") if list_ltx(direct) else set()
         assert ids == set(range(1, len(ids) + 1)), f"not a prefix: {sorted(ids)[:20]}..."
         seen.append(len(ids))
     wait_until(lambda: len(outcomes(log)) == 400 or w.poll() is not None, 120, 0.05)
@@ -249,13 +252,13 @@ def test_readers_under_faults_never_see_a_wrong_row(s3_server, tmp_path):
     and stalls: every query gives exactly the source's rows, or a clean SQLite error after
     bounded retries; never a wrong row, never a crash."""
     src = tmp_path / "src.db"
-    w = harness.create_source_db(src, rows=3000, overflow_rows=3)
+    w = create_source_db(src, rows=3000, overflow_rows=3)
     bucket = s3_server.new_bucket("faultyreads")
-    ls = harness.Litestream(src, s3_server.replica_url(bucket, "db"), workdir=tmp_path).start()
+    ls = Litestream(src, s3_server.replica_url(bucket, "db"), workdir=tmp_path).start()
     try:
         ls.wait_synced()
         rnd = random.Random(12)
-        with harness.transaction(w):
+        with transaction(w):
             for _ in range(50):
                 w.execute("UPDATE orders SET note = 'changed' WHERE id = ?", (rnd.randint(1, 3000),))
         ls.wait_synced()
@@ -271,7 +274,7 @@ def test_readers_under_faults_never_see_a_wrong_row(s3_server, tmp_path):
         uri = vfs_uri(url, cache_size="256KB", hedge_after="300ms", open_timeout="10s")
         seen = {"ok": 0, "error": 0}
         for _ in range(8):
-            r = harness.run_ext_child(uri, READ_QUERIES, timeout=120)
+            r = run_ext_child(uri, READ_QUERIES, timeout=120)
             assert r.returncode == 0, r.describe()
             assert r.elapsed < 90, r.describe()
             if r.error:

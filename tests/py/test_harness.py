@@ -8,11 +8,13 @@ import time
 
 import pytest
 
-import harness
-from harness import (FAST_COMPACTION, INDEX_RANGE_SQL, OVERFLOW_SQL, all_tables_digest,
-                     create_source_db,
-                     db_digests, db_image, image_digest, insert_orders, integrity_check,
-                     list_ltx, rows_digest, txid_str)
+from harness.data import (INDEX_RANGE_SQL, OVERFLOW_SQL, all_tables_digest, create_source_db,
+                          db_digests, db_image, image_digest, insert_orders, integrity_check,
+                          rows_digest)
+from harness.litestream import FAST_COMPACTION, txid_str
+from harness.ltx import list_ltx, ltx_layout
+from harness.s3 import parse_s3_url
+from harness.sqlite_hosts import go_vfs, go_vfs_path, run_sqlite_child, vfs_uri
 
 
 def restored_matches(ls, src_conn, out_path, txid=None):
@@ -94,16 +96,16 @@ def test_s3_server_basics(s3_server):
     assert s3_server.get(b, "a/0000/x.ltx") == b"hello"
     url = s3_server.replica_url(b, "a")
     assert url == f"s3://{b}/a?endpoint=http://127.0.0.1:{s3_server.port}&force-path-style=true"
-    assert harness.parse_s3_url(url) == (s3_server.endpoint, b, "a")
+    assert parse_s3_url(url) == (s3_server.endpoint, b, "a")
 
 
 def test_vfs_uri_escaping():
     url = "s3://bkt/db?endpoint=http://127.0.0.1:9000&force-path-style=true"
-    uri = harness.vfs_uri(url, poll_interval="200ms")
+    uri = vfs_uri(url, poll_interval="200ms")
     assert uri == ("file:replica.db?vfs=litestream&replica_url=s3://bkt/db%3Fendpoint%3D"
                    "http://127.0.0.1:9000%26force-path-style%3Dtrue&poll_interval=200ms")
-    assert harness.vfs_uri(None, "x.db") == "file:x.db?vfs=litestream"
-    assert "%25" in harness.vfs_uri("file:///tmp/a%b")
+    assert vfs_uri(None, "x.db") == "file:x.db?vfs=litestream"
+    assert "%25" in vfs_uri("file:///tmp/a%b")
 
 
 def test_ltx_layout_of_real_file(tmp_path, litestream, replica_url):
@@ -114,7 +116,7 @@ def test_ltx_layout_of_real_file(tmp_path, litestream, replica_url):
     ls.stop()
     f = [f for f in list_ltx(ls.replica_url) if f.level == 0 and f.max_txid == txid][0]
     data = open(f.location, "rb").read()
-    lay = harness.ltx_layout(data)
+    lay = ltx_layout(data)
     assert data[:4] == b"LTX1"
     assert lay["page_size"] == 4096
     assert (lay["min_txid"], lay["max_txid"]) == (f.min_txid, f.max_txid)
@@ -130,7 +132,7 @@ def test_go_vfs_reads_replica(tmp_path, litestream, replica_url, backend):
     url = replica_url(backend)
     ls = litestream(db, url)
     txid = ls.wait_synced()
-    res = harness.go_vfs(url, [
+    res = go_vfs(url, [
         "SELECT * FROM orders ORDER BY rowid",
         INDEX_RANGE_SQL.replace("?", "'cust0100'", 1).replace("?", "'cust0400'", 1),
         OVERFLOW_SQL,
@@ -157,7 +159,7 @@ def test_go_vfs_facts(tmp_path, litestream, replica_url):
     ls = litestream(db, url)
     ls.wait_synced()
     steps = [
-        {"op": "load", "path": str(harness.go_vfs_path())},
+        {"op": "load", "path": str(go_vfs_path())},
         {"op": "open", "name": "r", "uri": "file:replica.db?vfs=litestream"},
         {"op": "query", "conn": "r", "sql": "INSERT INTO orders(customer, amount) VALUES ('x', 1)",
          "continue_on_error": True},
@@ -166,8 +168,8 @@ def test_go_vfs_facts(tmp_path, litestream, replica_url):
         # The Go extension's auto-extension breaks ordinary connections opened after loading.
         {"op": "open", "name": "plain", "uri": "file::memory:", "continue_on_error": True},
     ]
-    r = harness.run_sqlite_child(steps, env={"LITESTREAM_REPLICA_URL": url,
-                                             "LITESTREAM_LOG_FILE": str(tmp_path / "go.log")})
+    r = run_sqlite_child(steps, env={"LITESTREAM_REPLICA_URL": url,
+                                     "LITESTREAM_LOG_FILE": str(tmp_path / "go.log")})
     assert not r.crashed, r.describe()
     assert r.error is None, r.describe()
     write_err = r.results[2]["error"]
@@ -187,14 +189,14 @@ def test_go_vfs_follows_writer(tmp_path, litestream, replica_url):
     url = replica_url("file")
     ls = litestream(db, url)
     ls.wait_synced()
-    steps = [{"op": "load", "path": str(harness.go_vfs_path())},
+    steps = [{"op": "load", "path": str(go_vfs_path())},
              {"op": "open", "name": "r", "uri": "file:replica.db?vfs=litestream"},
              {"op": "query", "conn": "r", "sql": "SELECT count(*) FROM orders"}]
     for _ in range(28):
         steps += [{"op": "sleep", "seconds": 0.25},
                   {"op": "query", "conn": "r", "sql": "SELECT count(*) FROM orders"}]
     box = {}
-    t = threading.Thread(target=lambda: box.setdefault("r", harness.run_sqlite_child(
+    t = threading.Thread(target=lambda: box.setdefault("r", run_sqlite_child(
         steps, env={"LITESTREAM_REPLICA_URL": url,
                     "LITESTREAM_LOG_FILE": str(tmp_path / "go.log")})))
     t.start()
@@ -243,7 +245,7 @@ def test_fast_compaction_config(tmp_path, litestream, replica_url):
 
 
 def test_child_reports_errors_without_dying(tmp_path):
-    r = harness.run_sqlite_child([
+    r = run_sqlite_child([
         {"op": "open", "name": "a", "uri": f"file:{tmp_path}/a.db"},
         {"op": "query", "conn": "a", "sql": "CREATE TABLE t(x)"},
         {"op": "query", "conn": "a", "sql": "INSERT INTO t VALUES (x'00ff')"},

@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pytest
 
-import harness
-from harness import all_tables_digest, restore, vfs_uri, wait_until
+from harness.common import child_env, wait_until
+from harness.data import all_tables_digest
+from harness.litestream import restore
+from harness.ltx import replica_max_txid
+from harness.sqlite_hosts import child_python, go_vfs, run_ext_child, vfs_uri
 
 # A worker through the extension: `n` transactions of a few rows each into `dbs` (one
 # after the other), a checkpoint of another mode every `every` transactions; each
@@ -95,9 +98,9 @@ def primary_uri(db: Path, url: str, **params) -> str:
 
 
 def py_worker(ext, wid, n, every, log, uris, **kw):
-    return subprocess.Popen([harness.child_python(), "-c", PY_WORKER, str(ext), wid, str(n),
+    return subprocess.Popen([child_python(), "-c", PY_WORKER, str(ext), wid, str(n),
                              str(every), str(log), *uris],
-                            env=harness.child_env(), stdout=subprocess.PIPE,
+                            env=child_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -118,8 +121,8 @@ def wait_shipped_in_child(ext, uri, timeout=90) -> dict:
         print(json.dumps(s))
         c.close()
     """)
-    p = subprocess.run([harness.child_python(), "-c", script, str(ext), uri, str(timeout)],
-                       env=harness.child_env(), capture_output=True, text=True, timeout=timeout + 60)
+    p = subprocess.run([child_python(), "-c", script, str(ext), uri, str(timeout)],
+                       env=child_env(), capture_output=True, text=True, timeout=timeout + 60)
     assert p.returncode == 0, p.stderr[-3000:] + p.stdout[-2000:]
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -150,7 +153,7 @@ def test_every_process_writes_and_every_commit_is_replicated(backend, replica_ur
     rb = tmp_path / "worker.rb"
     rb.write_text(RUBY_WORKER)
     procs.append(subprocess.Popen(["ruby", str(rb), str(ext_path), "ruby", "150", uri],
-                                  env=harness.child_env(), stdout=subprocess.PIPE,
+                                  env=child_env(), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True))
     shell = subprocess.Popen(["sqlite3", str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
@@ -172,13 +175,13 @@ def test_every_process_writes_and_every_commit_is_replicated(backend, replica_ur
     assert counts["shell"] == 200 and counts["ruby"] == 150, counts
     assert restored_digest(url, tmp_path / "restored.db") == local
     # Our read replica and Litestream's Go extension read the same.
-    ours = harness.run_ext_child(vfs_uri(url), ["SELECT count(*), sum(length(v)), "
-                                                "group_concat(who) FROM t"])
+    ours = run_ext_child(vfs_uri(url), ["SELECT count(*), sum(length(v)), "
+                                        "group_concat(who) FROM t"])
     assert ours.error is None, ours.describe()
     expected = sqlite3.connect(db).execute(
         "SELECT count(*), sum(length(v)), group_concat(who) FROM t").fetchall()
     assert ours.results[2] == [list(r) for r in expected]
-    go = harness.go_vfs(url, ["SELECT count(*), sum(length(v)), group_concat(who) FROM t"])
+    go = go_vfs(url, ["SELECT count(*), sum(length(v)), group_concat(who) FROM t"])
     assert go[0] == [list(r) for r in expected]
 
 
@@ -232,7 +235,7 @@ def test_the_shipping_process_killed_another_takes_over(replica_url, ext_path, t
             missing = set(range(first, last + 1)) - ids
             assert not missing, f"{lg.name}: acknowledged ids {sorted(missing)} not in the replica"
     # Reopening goes on from there, and the replica ends equal to the local database.
-    before = harness.replica_max_txid(url)
+    before = replica_max_txid(url)
     stats = wait_shipped_in_child(ext_path, uri)
     assert int(stats["shipped_txid"], 16) >= before
     assert restored_digest(url, tmp_path / "final.db") == local_digest(db)
@@ -274,17 +277,17 @@ def test_two_databases_written_by_the_same_processes(replica_url, ext_path, tmp_
 def test_processes_must_agree_on_the_replica(replica_url, ext_path, tmp_path):
     db = tmp_path / "app.db"
     create_db(db)
-    first = subprocess.Popen([harness.child_python(), "-c", PY_WORKER, str(ext_path), "a",
+    first = subprocess.Popen([child_python(), "-c", PY_WORKER, str(ext_path), "a",
                               "100000", "1000", str(tmp_path / "a.log"),
                               primary_uri(db, replica_url("file", "one"))],
-                             env=harness.child_env(), stdout=subprocess.PIPE,
+                             env=child_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: len(acknowledged(tmp_path / "a.log")) > 5, 60)
-        r = harness.run_ext_child(primary_uri(db, replica_url("file", "two")), ["SELECT 1"])
+        r = run_ext_child(primary_uri(db, replica_url("file", "two")), ["SELECT 1"])
         assert r.error and "replica_url" in r.error["message"], r.describe()
-        r = harness.run_ext_child(primary_uri(db, replica_url("file", "one"), checksum="on"),
-                                  ["SELECT 1"])
+        r = run_ext_child(primary_uri(db, replica_url("file", "one"), checksum="on"),
+                          ["SELECT 1"])
         assert r.error and "checksum" in r.error["message"], r.describe()
     finally:
         first.kill()

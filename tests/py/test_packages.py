@@ -17,17 +17,17 @@ from pathlib import Path
 
 import pytest
 
-import harness
+from harness.common import REPO_ROOT, WORK_DIR, child_env
 
-FIXTURE = harness.REPO_ROOT / "tests" / "fixtures" / "ltx" / "v0.5.17-4096"
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "ltx" / "v0.5.17-4096"
 HOSTS = Path(__file__).resolve().parent / "hosts"
-WORK = harness.WORK_DIR
+WORK = WORK_DIR
 # The fixture replica (tests/fixtures/ltx/README.md): 6 rows at TXID 4; TXID 1 (4 rows) was
 # written at 19:56:50.922Z and TXID 2 at 19:56:51.920Z, so this instant shows TXID 1.
 LATEST = [6, "0000000000000004"]
 PAST_TIME = "2026-11-21T19:56:51.500Z"
 PAST = [4, "0000000000000001"]
-VERSION = re.search(r'^version = "(.*)"', (harness.REPO_ROOT / "Cargo.toml").read_text(),
+VERSION = re.search(r'^version = "(.*)"', (REPO_ROOT / "Cargo.toml").read_text(),
                     re.M).group(1)
 
 
@@ -42,7 +42,7 @@ def run(args, **kwargs):
 def dist(tmp_path_factory):
     """{"dir", "whl", "tgz", "gem", "tar"}: what packaging/build-all.sh printed."""
     out = tmp_path_factory.mktemp("dist")
-    res = run(["bash", harness.REPO_ROOT / "packaging" / "build-all.sh", out], timeout=600)
+    res = run(["bash", REPO_ROOT / "packaging" / "build-all.sh", out], timeout=600)
     paths = [Path(p) for p in res.stdout.split()]
     found = {"dir": paths[0], "tar": Path(f"{paths[0]}.tar.gz")}
     for p in paths[1:]:
@@ -97,7 +97,7 @@ def venv(dist, tmp_path_factory):
 @pytest.mark.parametrize("host", ["sqlite3", "apsw"])
 def test_python_wheel(venv, host, replica, tmp_path):
     res = run([venv / "bin" / "python", HOSTS / "query_replica.py", host, replica, PAST_TIME,
-               tmp_path / "other.db"], env=harness.child_env(), cwd=tmp_path)
+               tmp_path / "other.db"], env=child_env(), cwd=tmp_path)
     check(res.stdout, venv)
 
 
@@ -111,7 +111,7 @@ def test_npm_package(dist, replica, tmp_path):
     script = app / "query_replica.js"
     shutil.copy(HOSTS / "query_replica.js", script)
     # node-sqlite3, built by tests/setup.sh; sqlite-litestream resolves from app/node_modules.
-    env = harness.child_env({"NODE_PATH": WORK / "node" / "node_modules"})
+    env = child_env({"NODE_PATH": WORK / "node" / "node_modules"})
     res = run(["node", script, replica, PAST_TIME, tmp_path / "other.db"], env=env, cwd=app)
     check(res.stdout, app / "node_modules" / "sqlite-litestream")
 
@@ -119,7 +119,7 @@ def test_npm_package(dist, replica, tmp_path):
 def test_ruby_gem(dist, replica, tmp_path):
     gems = tmp_path / "gems"
     run(["gem", "install", "--local", "--no-document", "--install-dir", gems, dist["gem"]])
-    env = harness.child_env({"GEM_PATH": gems, "GEM_HOME": gems})
+    env = child_env({"GEM_PATH": gems, "GEM_HOME": gems})
     res = run(["ruby", HOSTS / "query_replica.rb", replica, PAST_TIME, tmp_path / "other.db"],
               env=env, cwd=tmp_path)
     check(res.stdout, gems)
@@ -133,9 +133,9 @@ def test_c_tarball(dist, replica, tmp_path):
     lib = tmp_path / dist["dir"].name
     exe = tmp_path / "query_replica"
     cc = shutil.which("cc") or shutil.which("gcc")
-    run([cc, "-Wall", "-Werror", f"-I{lib / 'include'}", harness.REPO_ROOT / "c" / "query_replica.c",
+    run([cc, "-Wall", "-Werror", f"-I{lib / 'include'}", REPO_ROOT / "c" / "query_replica.c",
          f"-L{lib}", "-l:litestream.so", "-lsqlite3", f"-Wl,-rpath,{lib}", "-o", exe])
     sql = "SELECT count(*), litestream_txid() FROM t"
-    env = harness.child_env()
+    env = child_env()
     assert run([exe, replica, sql], env=env).stdout.split() == [str(LATEST[0]), LATEST[1]]
     assert run([exe, replica, sql, PAST_TIME], env=env).stdout.split() == [str(PAST[0]), PAST[1]]

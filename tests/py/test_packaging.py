@@ -5,16 +5,16 @@ import re
 import shutil
 import subprocess
 
-import harness
+from harness.common import REPO_ROOT, child_env
 
-FIXTURE = harness.REPO_ROOT / "tests" / "fixtures" / "ltx" / "v0.5.17-4096"
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "ltx" / "v0.5.17-4096"
 
 
 def test_dot_load_litestream_finds_the_entry_point(tmp_path):
-    out = subprocess.run(["bash", str(harness.REPO_ROOT / "packaging" / "build.sh"),
+    out = subprocess.run(["bash", str(REPO_ROOT / "packaging" / "build.sh"),
                           str(tmp_path / "dist")], capture_output=True, text=True, check=True)
     folder = out.stdout.strip().splitlines()[-1]
-    version = re.search(r'^version = "(.*)"', (harness.REPO_ROOT / "Cargo.toml").read_text(),
+    version = re.search(r'^version = "(.*)"', (REPO_ROOT / "Cargo.toml").read_text(),
                         re.M).group(1)
     assert folder.endswith(f"litestream-{version}-linux-" + folder.rsplit("-", 1)[-1])
     assert (tmp_path / "dist" / (folder.rsplit("/", 1)[-1] + ".tar.gz")).exists()
@@ -23,7 +23,7 @@ def test_dot_load_litestream_finds_the_entry_point(tmp_path):
     uri = f"file:app.db?vfs=litestream&replica_url={replica.as_uri()}"
     # With the artifact folder on the library search path, `.load litestream` finds
     # litestream.so and, from its name, the entry point sqlite3_litestream_init.
-    env = harness.child_env({"LD_LIBRARY_PATH": folder})
+    env = child_env({"LD_LIBRARY_PATH": folder})
     res = subprocess.run(["sqlite3", "-bail", "-cmd", ".load litestream", "-cmd", f".open '{uri}'",
                           ":memory:", "SELECT count(*), litestream_txid() FROM t;"],
                          env=env, capture_output=True, text=True, timeout=60)

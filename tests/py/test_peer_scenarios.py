@@ -19,11 +19,14 @@ from pathlib import Path
 
 import pytest
 
-import harness
+from harness.common import child_env, wait_until
+from harness.data import (Appender, create_source_db, db_image, image_digest, insert_orders,
+                          integrity_check, order_row, query_digest, rows_digest)
+from harness.litestream import FAST_COMPACTION, restore
+from harness.ltx import list_ltx
+from harness.sqlite_hosts import child_python, connect, ext_path, vfs_uri
 from fault_proxy import FaultProxy
 from latency_proxy import LatencyProxy
-from harness import (Appender, connect, create_source_db, insert_orders, list_ltx, order_row,
-                     query_digest, rows_digest, vfs_uri, wait_until)
 
 
 def count(conn) -> int:
@@ -99,7 +102,7 @@ def test_time_travel_at_exact_file_timestamps_matches_litestream_restore(tmp_pat
         for at in (rfc3339_ms(ts), rfc3339_ms(ts + 1)):
             out = tmp_path / f"restore-{f.stem}-{at}.db"
             try:
-                harness.restore(url, out, timestamp=at)
+                restore(url, out, timestamp=at)
             except subprocess.CalledProcessError as e:
                 # Litestream 0.5.17 refuses an instant after its newest file ("timestamp
                 # does not exist"); ours shows the newest state there.
@@ -172,7 +175,7 @@ def fast_compacting(s3_server, tmp_path, litestream, rows, stem):
     src = tmp_path / "src.db"
     w = create_source_db(src, rows=rows, overflow_rows=0)
     url = s3_server.replica_url(s3_server.new_bucket(stem), "db")
-    litestream(src, url, config=harness.FAST_COMPACTION).wait_synced()
+    litestream(src, url, config=FAST_COMPACTION).wait_synced()
     w.close()
     return src, url
 
@@ -359,8 +362,8 @@ def hydrate_in_child(uri) -> int:
     """Opens `uri` in a process of its own (one replica, its own counters), waits for the
     hydration to complete (written here, or by another process and adopted), and returns
     how many pages it fetched."""
-    out = subprocess.run([harness.child_python(), "-c", HYDRATE, str(harness.ext_path()), uri],
-                         capture_output=True, text=True, timeout=180, env=harness.child_env())
+    out = subprocess.run([child_python(), "-c", HYDRATE, str(ext_path()), uri],
+                         capture_output=True, text=True, timeout=180, env=child_env())
     assert out.returncode == 0, out.stderr
     s = json.loads(out.stdout)
     assert s["hydration"]["state"] == "ready", s["hydration"]
@@ -392,15 +395,15 @@ def test_hydration_goes_on_across_short_sessions(s3_server, tmp_path, litestream
     record = Path(str(unfinished) + ".state")
     with LatencyProxy(s3_server.endpoint, delay=0.4) as proxy:
         url = f"s3://{bucket}/db?endpoint={proxy.endpoint}&force-path-style=true"
-        env = harness.child_env({"LITESTREAM_REPLICA_URL": url,
-                                 "LITESTREAM_HYDRATION_ENABLED": "true",
-                                 "LITESTREAM_HYDRATION_PATH": str(copy),
-                                 "LITESTREAM_HEDGE_AFTER": "0",
-                                 "LITESTREAM_LOG_LEVEL": os.environ.get("T_LOG", "warn")})
+        env = child_env({"LITESTREAM_REPLICA_URL": url,
+                         "LITESTREAM_HYDRATION_ENABLED": "true",
+                         "LITESTREAM_HYDRATION_PATH": str(copy),
+                         "LITESTREAM_HEDGE_AFTER": "0",
+                         "LITESTREAM_LOG_LEVEL": os.environ.get("T_LOG", "warn")})
         shell = subprocess.Popen(["sqlite3", "-bail"], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  env=env)
-        shell.stdin.write(f".load {harness.ext_path()}\n.open file:replica.db?vfs=litestream\n"
+        shell.stdin.write(f".load {ext_path()}\n.open file:replica.db?vfs=litestream\n"
                           "SELECT count(*) FROM orders;\n")
         shell.stdin.flush()
         # The session ends once some pages are in, long before all are.
@@ -418,8 +421,7 @@ def test_hydration_goes_on_across_short_sessions(s3_server, tmp_path, litestream
         params = dict(hydration_enabled="true", hedge_after="0", poll_interval="100ms")
         resumed = hydrate_in_child(vfs_uri(url, hydration_path=str(copy), **params))
         assert copy.exists() and not unfinished.exists() and not record.exists()
-        assert harness.image_digest(copy.read_bytes()) == harness.image_digest(
-            harness.db_image(src))
+        assert image_digest(copy.read_bytes()) == image_digest(db_image(src))
         # A whole hydration, for comparison: another path, nothing to go on from.
         full = hydrate_in_child(vfs_uri(url, hydration_path=str(tmp_path / "whole.db"),
                                         **params))
@@ -477,8 +479,7 @@ def test_two_processes_hydrating_one_copy_fetch_it_once(s3_server, tmp_path, lit
                                          **params))
     print(f"fetched by the two processes: {sorted(fetched)}; a whole hydration: {whole}")
     assert sorted(fetched) == [0, whole], (fetched, whole)
-    assert harness.image_digest(copy.read_bytes()) == harness.image_digest(
-        harness.db_image(src))
+    assert image_digest(copy.read_bytes()) == image_digest(db_image(src))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,7 +555,7 @@ def test_open_file_handles_stay_bounded_and_none_leak(backend, replica_url, tmp_
     src = tmp_path / "src.db"
     w = create_source_db(src, rows=200, overflow_rows=0)
     url = replica_url(backend)
-    ls = litestream(src, url, config=harness.FAST_COMPACTION)
+    ls = litestream(src, url, config=FAST_COMPACTION)
     ls.wait_synced()
     uri = vfs_uri(url, poll_interval="10ms")
     next_id = [201]
@@ -674,7 +675,7 @@ def test_sqlite_cache_spill_under_a_cache_miss_storm(tmp_path, litestream):
     ls.wait_synced()
     final = appender.next - 1
     wait_until(lambda: count(conn) == final, 30, 0.02, message="the reader to follow")
-    assert harness.integrity_check(conn) == "ok"
+    assert integrity_check(conn) == "ok"
 
 
 LOCK_PAGE_PAGE_SIZES = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
@@ -722,8 +723,7 @@ def test_pages_around_the_lock_page(page_size, tmp_path, litestream):
         # The whole image, restored through the extension, is the source's, byte for byte.
         out = tmp_path / "restored.db"
         conn.execute("SELECT litestream_restore(?)", (str(out),)).fetchone()
-        assert harness.image_digest(out.read_bytes()) == harness.image_digest(
-            harness.db_image(src))
+        assert image_digest(out.read_bytes()) == image_digest(db_image(src))
         out.unlink()
     conn.close()
     w.close()

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
-import harness
-from harness import (ORDERS_SCHEMA, all_tables_digest, connect, insert_orders, integrity_check,
-                     list_ltx, restore, txid_str, vfs_uri, wait_until)
+from harness.common import child_env, wait_until
+from harness.data import (ORDERS_SCHEMA, all_tables_digest, create_source_db, insert_orders,
+                          integrity_check)
+from harness.litestream import restore, txid_str
+from harness.ltx import list_ltx, replica_max_txid
+from harness.sqlite_hosts import child_python, connect, go_vfs, vfs_uri
 
 
 def primary_uri(db: Path, url: str, **params) -> str:
@@ -96,8 +99,8 @@ def test_workload_ships_and_every_reader_agrees(backend, replica_url, tmp_path):
     reader = connect(vfs_uri(url, name=str(tmp_path / "reader.db")))
     assert all_tables_digest(reader) == local
     assert reader.execute("SELECT litestream_txid()").fetchone()[0] == s["shipped_txid"]
-    go_rows = harness.go_vfs(url, ["SELECT count(*), sum(amount) FROM orders",
-                                   "SELECT count(*) FROM audit"])
+    go_rows = go_vfs(url, ["SELECT count(*), sum(amount) FROM orders",
+                           "SELECT count(*) FROM audit"])
     assert go_rows[0][0] == list(conn.execute("SELECT count(*), sum(amount) FROM orders").fetchone())
     assert go_rows[1][0][0] == 300
     # No file overlaps another: one L0 file per batch, TXIDs contiguous from 1.
@@ -179,7 +182,7 @@ def test_a_restart_whose_copy_fails_is_refused_and_loses_nothing(replica_url, tm
 def test_existing_database_ships_a_snapshot_first(replica_url, tmp_path):
     url = replica_url("s3")
     db = tmp_path / "old.db"
-    harness.create_source_db(db, rows=1500).close()
+    create_source_db(db, rows=1500).close()
     conn = open_primary(db, url)
     s = wait_shipped(conn)
     assert s["shipped_txid"] == txid_str(1)
@@ -260,9 +263,9 @@ WRITER = textwrap.dedent("""
 def kill_writer_after(uri: str, log: Path, ext, commits: int, checkpoint_every=97) -> int:
     """Kills a writer (one INSERT a transaction, a TRUNCATE checkpoint every
     `checkpoint_every` of them, 0 for never) once it has committed `commits`."""
-    p = subprocess.Popen([harness.child_python(), "-c", WRITER, str(ext), uri, str(log),
+    p = subprocess.Popen([child_python(), "-c", WRITER, str(ext), uri, str(log),
                           str(checkpoint_every)],
-                         env=harness.child_env(), stderr=subprocess.PIPE)
+                         env=child_env(), stderr=subprocess.PIPE)
     try:
         wait_until(lambda: log.exists() and len(log.read_text().split()) >= commits, 60)
     finally:
@@ -353,7 +356,7 @@ def test_compaction_and_retention_keep_the_replica_readable(replica_url, tmp_pat
     assert all_tables_digest(restored(url, tmp_path, "r.db")) == local
     wait_until(lambda: reader.execute("SELECT litestream_txid()").fetchone()[0] == txid_str(head), 10)
     assert all_tables_digest(reader) == local
-    assert harness.go_vfs(url, ["SELECT count(*) FROM t"])[0][0][0] == n
+    assert go_vfs(url, ["SELECT count(*) FROM t"])[0][0][0] == n
 
 
 def test_large_transaction_streams_from_disk(replica_url, tmp_path):
@@ -401,7 +404,7 @@ def test_restore_never_ships_the_local_database_over_the_replica(replica_url, tm
     head = int(wait_shipped(a)["shipped_txid"], 16)
     a.close()
     other = tmp_path / "other.db"
-    harness.create_source_db(other, rows=300).close()
+    create_source_db(other, rows=300).close()
     b = open_primary(other, url, restore="never")
     s = wait_shipped(b)
     assert int(s["shipped_txid"], 16) == head + 1
@@ -529,7 +532,7 @@ def test_a_wal_that_is_not_the_shipped_one_ships_the_whole_database(ext_path, re
         pos["wal"]["salt1"] ^= 0xFFFF
         pos["wal"]["ckpt_seq"] += 7
     write_state(db, state)
-    head = harness.replica_max_txid(url)
+    head = replica_max_txid(url)
     conn = open_primary(db, url)
     s = wait_shipped(conn)
     # One file with every page, right after what the replica holds.

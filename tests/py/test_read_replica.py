@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
-import harness
-from harness import (FAST_COMPACTION, OVERFLOW_ID_BASE, all_tables_digest, connect,
-                     create_source_db, db_digests, insert_orders, integrity_check, list_ltx,
-                     order_row, query_digest, replica_max_txid, rows_digest, transaction,
-                     vfs_uri, wait_until)
+from harness.common import wait_until
+from harness.data import (Appender, OVERFLOW_ID_BASE, all_tables_digest, create_source_db,
+                          db_digests, insert_orders, integrity_check, open_writer, order_row,
+                          query_digest, rows_digest, transaction)
+from harness.litestream import FAST_COMPACTION, Litestream, restore
+from harness.ltx import CORRUPTIONS, corrupt_ltx, list_ltx, replica_max_txid
+from harness.sqlite_hosts import connect, run_ext_child, run_sqlite_child, vfs_uri
 
 POLL = 0.2  # seconds; the poll_interval used by the readers below
 POLL_PARAM = "200ms"
@@ -37,7 +39,7 @@ class Replicated:
     db: Path
     src: sqlite3.Connection  # autocommit writer on the source
     url: str
-    ls: harness.Litestream
+    ls: Litestream
     txid: int                # replica TXID at which the source state was last confirmed
     page_size: int
 
@@ -168,7 +170,7 @@ class Transferrer(threading.Thread):
     def run(self):
         import random
         rnd = random.Random(7)
-        conn = harness.open_writer(self.db)
+        conn = open_writer(self.db)
         try:
             while not self.stop.is_set():
                 a, b = rnd.sample(range(1, ACCOUNTS + 1), 2)
@@ -249,7 +251,7 @@ def test_reads_stay_correct_during_compaction(replicated, ext_path, backend):
     s = replicated(backend, page_size=4096, rows=300, overflow_rows=2, config=FAST_COMPACTION)
     first_l0 = {f.min_txid for f in list_ltx(s.url) if f.level == 0}
     r = open_reader(s.url, ext_path)
-    w = harness.Appender(s.db, 301)
+    w = Appender(s.db, 301)
     w.start()
     seen_levels, counts, checks = set(), [], 0
     try:
@@ -380,7 +382,7 @@ def test_other_connections_keep_working(replicated, ext_path, tmp_path):
         q("late", "SELECT x FROM t"), q("before", "SELECT x FROM t"),
         q("after", "SELECT x FROM t"), q("mem", "SELECT 1"),
     ]
-    res = harness.run_sqlite_child(steps, timeout=60)
+    res = run_sqlite_child(steps, timeout=60)
     assert not res.crashed, res.describe()
     assert res.error is None, res.describe()
     assert res.results[5] == [["wal"]]
@@ -428,7 +430,7 @@ def test_missing_replica_url(ext_path):
     # An xOpen failure alone is reported by SQLite as the generic "unable to open database
     # file"; the extension must bring its own message to the connection (at open, or at the
     # latest at the first statement).
-    res = harness.run_ext_child(vfs_uri(None, poll_interval=POLL_PARAM), PROBE[:1], ext=ext_path)
+    res = run_ext_child(vfs_uri(None, poll_interval=POLL_PARAM), PROBE[:1], ext=ext_path)
     msg = _expect_error(res)
     assert res.error["step"] in (1, 2), res.describe()
     assert "replica_url" in msg, msg
@@ -437,7 +439,7 @@ def test_missing_replica_url(ext_path):
 @pytest.mark.parametrize("value", ["abc", "-1s", "10parsecs"])
 def test_malformed_poll_interval(replicated, ext_path, value):
     s = replicated("file", rows=10, overflow_rows=0)
-    res = harness.run_ext_child(vfs_uri(s.url, poll_interval=value), PROBE[:1], ext=ext_path)
+    res = run_ext_child(vfs_uri(s.url, poll_interval=value), PROBE[:1], ext=ext_path)
     msg = _expect_error(res)
     assert res.error["step"] in (1, 2), res.describe()
     assert "poll_interval" in msg, msg
@@ -459,8 +461,8 @@ def test_unreachable_endpoint_fails_in_bounded_time(ext_path, blackhole, kind):
     url = f"s3://b/p?endpoint=http://127.0.0.1:{port}&force-path-style=true"
     t0 = time.monotonic()
     try:
-        res = harness.run_ext_child(vfs_uri(url, open_timeout="2s", poll_interval=POLL_PARAM),
-                                    PROBE[:1], ext=ext_path, timeout=25)
+        res = run_ext_child(vfs_uri(url, open_timeout="2s", poll_interval=POLL_PARAM),
+                            PROBE[:1], ext=ext_path, timeout=25)
     except subprocess.TimeoutExpired:
         pytest.fail(f"{kind}: still hanging after 25 s with open_timeout=2s")
     _expect_error(res, within=10)
@@ -487,7 +489,7 @@ def damaged_replica(replicated, tmp_path):
     url = copy.as_uri()
     # The undamaged copy is a valid replica: the real Litestream restores it.
     out = tmp_path / "check.db"
-    harness.restore(url, out)
+    restore(url, out)
     assert db_digests(sqlite3.connect(str(out))) == db_digests(s.src)
     newest = max(list_ltx(url), key=lambda f: f.max_txid)
     assert newest.size > 100_000, "the newest L0 file should hold most pages"
@@ -496,22 +498,22 @@ def damaged_replica(replicated, tmp_path):
 
 def test_undamaged_l0_only_copy_reads(damaged_replica, ext_path):
     s, url, _ = damaged_replica
-    res = harness.run_ext_child(vfs_uri(url, poll_interval=POLL_PARAM), PROBE, ext=ext_path)
+    res = run_ext_child(vfs_uri(url, poll_interval=POLL_PARAM), PROBE, ext=ext_path)
     assert not res.crashed and res.error is None, res.describe()
     assert rows_digest(res.results[3]) == db_digests(s.src)["orders"]
 
 
-@pytest.mark.parametrize("mode", sorted(harness.CORRUPTIONS))
+@pytest.mark.parametrize("mode", sorted(CORRUPTIONS))
 def test_damaged_ltx_is_an_error_not_a_crash(damaged_replica, ext_path, mode):
     s, url, newest = damaged_replica
-    harness.corrupt_ltx(newest, mode, seed=1)
+    corrupt_ltx(newest, mode, seed=1)
     try:
-        res = harness.run_ext_child(vfs_uri(url, poll_interval=POLL_PARAM), PROBE, ext=ext_path,
-                                    timeout=30)
+        res = run_ext_child(vfs_uri(url, poll_interval=POLL_PARAM), PROBE, ext=ext_path,
+                            timeout=30)
     except subprocess.TimeoutExpired:
         pytest.fail(f"{mode}: hangs (> 30 s) on a damaged file")
     assert not res.crashed, f"{mode}: the process died:\n{res.describe()}"
-    must_error = harness.CORRUPTIONS[mode][1]
+    must_error = CORRUPTIONS[mode][1]
     if must_error:
         _expect_error(res)
     elif res.error is None:

@@ -17,7 +17,11 @@ import time
 
 import pytest
 
-import harness
+from harness.common import wait_until
+from harness.data import create_source_db, db_image, image_digest, insert_overflow, transaction
+from harness.litestream import Litestream, txid_str
+from harness.ltx import list_ltx
+from harness.sqlite_hosts import connect, ext_path, run_ext_child, run_sqlite_child, vfs_uri
 from latency_proxy import LatencyProxy
 
 ROWS = 12_000
@@ -29,18 +33,18 @@ def replica(s3_server, tmp_path_factory):
     holds every page, later ones scattered updates and new rows with overflow pages)."""
     work = tmp_path_factory.mktemp("reads")
     src = work / "src.db"
-    w = harness.create_source_db(src, rows=ROWS, overflow_rows=5)
+    w = create_source_db(src, rows=ROWS, overflow_rows=5)
     bucket = s3_server.new_bucket("reads")
-    ls = harness.Litestream(src, s3_server.replica_url(bucket, "db"), workdir=work).start()
+    ls = Litestream(src, s3_server.replica_url(bucket, "db"), workdir=work).start()
     try:
         ls.wait_synced()
         rnd = random.Random(6)
         for round_ in range(3):
-            with harness.transaction(w):
+            with transaction(w):
                 for _ in range(40):
                     w.execute("UPDATE orders SET note = ? WHERE id = ?",
                               (f"updated {round_}", rnd.randint(1, ROWS)))
-            harness.insert_overflow(w, 100 + 10 * round_, 3, 4096)
+            insert_overflow(w, 100 + 10 * round_, 3, 4096)
             ls.wait_synced()
     finally:
         ls.stop()
@@ -58,7 +62,7 @@ def live_replica(s3_server, tmp_path, litestream, stem):
     """A source database (6,000 rows) that Litestream keeps replicating while the test runs:
     yields (src, writer, litestream, proxied replica URL)."""
     src = tmp_path / "src.db"
-    w = harness.create_source_db(src, rows=6000, overflow_rows=3)
+    w = create_source_db(src, rows=6000, overflow_rows=3)
     bucket = s3_server.new_bucket(stem)
     ls = litestream(src, s3_server.replica_url(bucket, "db"))
     ls.wait_synced()
@@ -68,11 +72,11 @@ def live_replica(s3_server, tmp_path, litestream, stem):
 
 def update_and_follow(w, ls, conn, sql):
     """Runs `sql` on the source, waits for the replica, then for `conn` to show that TXID."""
-    with harness.transaction(w):
+    with transaction(w):
         w.execute(sql)
     txid = ls.wait_synced()
-    harness.wait_until(lambda: conn.execute("SELECT litestream_txid()").fetchone()[0]
-                       == harness.txid_str(txid), 30, message="the reader to follow")
+    wait_until(lambda: conn.execute("SELECT litestream_txid()").fetchone()[0]
+               == txid_str(txid), 30, message="the reader to follow")
 
 
 WORKLOAD = [
@@ -87,7 +91,7 @@ TREE_SCAN = "SELECT count(*), sum(amount) FROM orders"
 
 
 def run(url, queries, **params):
-    r = harness.run_ext_child(harness.vfs_uri(url, **params), queries)
+    r = run_ext_child(vfs_uri(url, **params), queries)
     assert not r.crashed and not r.error, r.describe()
     return r.results[2:]
 
@@ -100,7 +104,7 @@ def test_prefetched_and_coalesced_pages_equal_single_reads(replica, tmp_path):
     src, url, proxy = replica
     native = sqlite3.connect(str(src))
     expected = [native.execute(q).fetchall() for q in WORKLOAD]
-    image = harness.db_image(src)
+    image = db_image(src)
     results = {}
     for prefetch in (0, 512):
         out = tmp_path / f"restored-{prefetch}.db"
@@ -148,9 +152,9 @@ def test_request_budget_fails_a_runaway_statement_clearly(replica):
     native = sqlite3.connect(str(src))
     scan = WORKLOAD[0]
     steps = [
-        {"op": "load", "path": str(harness.ext_path())},
+        {"op": "load", "path": str(ext_path())},
         {"op": "open", "name": "db",
-         "uri": harness.vfs_uri(url, prefetch=0, request_budget=3)},
+         "uri": vfs_uri(url, prefetch=0, request_budget=3)},
         {"op": "query", "conn": "db", "sql": scan, "continue_on_error": True},
         {"op": "query", "conn": "db", "sql": "PRAGMA litestream_stats"},
         {"op": "query", "conn": "db", "sql": "PRAGMA litestream_request_budget"},
@@ -159,7 +163,7 @@ def test_request_budget_fails_a_runaway_statement_clearly(replica):
         {"op": "query", "conn": "db", "sql": "PRAGMA litestream_request_budget = 'lots'",
          "continue_on_error": True},
     ]
-    r = harness.run_sqlite_child(steps)
+    r = run_sqlite_child(steps)
     assert not r.crashed and not r.error, r.describe()
     failed, stats, budget, _set, ok, bad = r.results[2:]
     assert "error" in failed and "I/O" in failed["error"]["message"], failed
@@ -174,7 +178,7 @@ def test_request_budget_fails_a_runaway_statement_clearly(replica):
 
 def test_prefetch_parameter_is_checked(replica):
     src, url, proxy = replica
-    r = harness.run_ext_child(harness.vfs_uri(url, prefetch="many"), ["SELECT 1"])
+    r = run_ext_child(vfs_uri(url, prefetch="many"), ["SELECT 1"])
     assert r.error and "prefetch" in r.error["message"], r.describe()
     rows = run(url, ["PRAGMA litestream_prefetch", "PRAGMA litestream_prefetch = 7",
                      "PRAGMA litestream_prefetch"], prefetch=3)
@@ -207,8 +211,8 @@ def test_disk_cache_restart_warm_shared_and_never_older(s3_server, tmp_path, lit
         # Litestream writes its start-up snapshot (and an L1 file) of the same TXID shortly
         # after the first L0 file: the disk cache is keyed by file, so wait until the files
         # the readers plan from are settled.
-        harness.wait_until(lambda: any(f.level == 9 for f in harness.list_ltx(url)), 30,
-                           message="Litestream's start-up snapshot")
+        wait_until(lambda: any(f.level == 9 for f in list_ltx(url)), 30,
+                   message="Litestream's start-up snapshot")
         time.sleep(0.5)
         params = dict(cache_path=str(cache), cache_size="16KB", poll_interval="100ms")
         queries = [TREE_SCAN, WORKLOAD[0], WORKLOAD[1], stats_query()]
@@ -242,14 +246,14 @@ def test_disk_cache_restart_warm_shared_and_never_older(s3_server, tmp_path, lit
         assert not list(fresh.rglob("*.tmp")), "temporary entries left behind"
 
         # The primary changes every row's amount: a reader of the new state gets new pages.
-        with harness.transaction(w):
+        with transaction(w):
             w.execute("UPDATE orders SET amount = amount + 1")
         ls.wait_synced()
         changed = expect(run(url, queries, **params))
         assert changed["connection"]["get_requests"] > 0
         # In this process: a connection that read the old state and kept its disk cache sees
         # the new state once it arrives, through a tiny memory cache.
-        conn = harness.connect(harness.vfs_uri(url, **params))
+        conn = connect(vfs_uri(url, **params))
         before = conn.execute(TREE_SCAN).fetchone()
         update_and_follow(w, ls, conn, "UPDATE orders SET amount = amount * 2 WHERE id % 3 = 0")
         after = conn.execute(TREE_SCAN).fetchone()
@@ -265,20 +269,20 @@ def test_hydration_serves_the_copy_and_follows_the_replica(s3_server, tmp_path, 
     copy = tmp_path / "hydrated.db"
     with live_replica(s3_server, tmp_path, litestream, "hydrate") as (src, w, ls, url):
         # A path without hydration_enabled is ignored (as the Go extension ignores it).
-        r = harness.run_ext_child(harness.vfs_uri(url, hydration_path=str(copy)), ["SELECT 1"])
+        r = run_ext_child(vfs_uri(url, hydration_path=str(copy)), ["SELECT 1"])
         assert r.error is None and not copy.exists(), r.describe()
 
-        conn = harness.connect(harness.vfs_uri(url, hydration_enabled="true",
-                                               hydration_path=str(copy), cache_size="16KB",
-                                               poll_interval="100ms"))
+        conn = connect(vfs_uri(url, hydration_enabled="true",
+                               hydration_path=str(copy), cache_size="16KB",
+                               poll_interval="100ms"))
 
         def stats():
             return json.loads(conn.execute("PRAGMA litestream_stats").fetchone()[0])
 
-        harness.wait_until(lambda: stats()["hydration"]["state"] != "hydrating", 60,
-                           message="hydration")
+        wait_until(lambda: stats()["hydration"]["state"] != "hydrating", 60,
+                   message="hydration")
         assert stats()["hydration"]["state"] == "ready", stats()["hydration"]
-        assert harness.image_digest(copy.read_bytes()) == harness.image_digest(harness.db_image(src))
+        assert image_digest(copy.read_bytes()) == image_digest(db_image(src))
         # Brought by the cold-start engine: its progress reached the end, in ranged reads.
         p = stats()["restore"]
         assert p["what"] == "hydration" and p["state"] == "done", p
@@ -306,9 +310,9 @@ def test_hydration_serves_the_copy_and_follows_the_replica(s3_server, tmp_path, 
         # is hydrated again, and reads come from the new copy.
         update_and_follow(w, ls, conn, "UPDATE orders SET note = note || '!'")
         txid = conn.execute("SELECT litestream_txid()").fetchone()[0]
-        harness.wait_until(lambda: stats()["hydration"]["txid"] == txid, 60,
-                           message="hydrating the new state")
-        assert harness.image_digest(copy.read_bytes()) == harness.image_digest(harness.db_image(src))
+        wait_until(lambda: stats()["hydration"]["txid"] == txid, 60,
+                   message="hydrating the new state")
+        assert image_digest(copy.read_bytes()) == image_digest(db_image(src))
         for q in WORKLOAD[:2]:
             assert conn.execute(q).fetchall() == native.execute(q).fetchall(), q
         s = stats()

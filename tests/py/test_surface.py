@@ -9,8 +9,9 @@ import threading
 
 import pytest
 
-import harness
-from harness import connect, create_source_db, table_digest, vfs_uri, wait_until
+from harness.common import wait_until
+from harness.data import create_source_db, table_digest
+from harness.sqlite_hosts import connect, load_extension, vfs_uri
 
 
 @pytest.fixture
@@ -169,7 +170,7 @@ def test_attached_replica_and_schema_argument(source, ext_path, tmp_path):
 
 def test_loading_twice_is_harmless(source, ext_path):
     _, url, _ = source
-    harness.load_extension(ext_path)
+    load_extension(ext_path)
     for _ in range(2):
         c = sqlite3.connect(":memory:")
         c.enable_load_extension(True)

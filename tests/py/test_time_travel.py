@@ -13,8 +13,10 @@ import time
 
 import pytest
 
-import harness
-from harness import connect, create_source_db, insert_orders, table_digest, vfs_uri, wait_until
+from harness.common import wait_until
+from harness.data import create_source_db, insert_orders, table_digest
+from harness.litestream import FAST_COMPACTION, Litestream
+from harness.sqlite_hosts import connect, run_ext_child, vfs_uri
 
 BATCH = 50
 GAP = 3.0  # seconds between a batch being in the replica and the next commit
@@ -37,7 +39,7 @@ def history(tmp_path_factory, ext_path):
     db = tmp / "src.db"
     w = create_source_db(db, rows=BATCH, overflow_rows=2)
     url = f"file://{tmp}/replica"
-    ls = harness.Litestream(db, url, workdir=tmp).start()
+    ls = Litestream(db, url, workdir=tmp).start()
     marks = []
     try:
         for k in range(3):
@@ -172,7 +174,7 @@ def test_restore_and_vacuum_into_match_litestream_restore(history, ext_path, tmp
     # The smallest parts, one at a time (a process of its own: a process shares one replica
     # per URL, with the first open's settings): the same bytes.
     small = tmp_path / "small.db"
-    c = harness.run_ext_child(
+    c = run_ext_child(
         vfs_uri(url, name="restore-small.db", restore_part_size="64KB", restore_concurrency="1"),
         [f"SELECT litestream_restore('{small}', '{rfc3339(t)}')", "SELECT litestream_stats()"])
     assert c.error is None, c.describe()
@@ -200,7 +202,7 @@ def test_time_travel_after_compaction(tmp_path, ext_path):
     db = tmp_path / "src.db"
     w = create_source_db(db, rows=BATCH, overflow_rows=0)
     url = f"file://{tmp_path}/replica"
-    ls = harness.Litestream(db, url, workdir=tmp_path, config=harness.FAST_COMPACTION).start()
+    ls = Litestream(db, url, workdir=tmp_path, config=FAST_COMPACTION).start()
     instants = []
     try:
         for k in range(4):

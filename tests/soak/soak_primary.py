@@ -35,7 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "py"))
 os.environ.setdefault("LITESTREAM_TEST_VENV", str(ROOT / "tests" / ".work" / "venv"))
-import harness  # noqa: E402
+from harness.common import child_env  # noqa: E402
+from harness.litestream import restore  # noqa: E402
+from harness.s3 import S3Server  # noqa: E402
+from harness.sqlite_hosts import child_python, ext_path, run_sqlite_child, vfs_uri  # noqa: E402
 from fault_proxy import FaultProxy  # noqa: E402
 
 WRITER = r"""
@@ -91,9 +94,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     rnd = random.Random(a.seed)
-    ext = str(harness.ext_path())
+    ext = str(ext_path())
     work = Path(tempfile.mkdtemp(prefix="soak-primary-"))
-    s3 = harness.S3Server(work / "moto").start()
+    s3 = S3Server(work / "moto").start()
     proxy = FaultProxy(s3.endpoint, seed=a.seed).start()
     bucket = s3.new_bucket("soak")
     through = f"s3://{bucket}/db?endpoint={proxy.endpoint}&force-path-style=true"
@@ -116,12 +119,12 @@ def main() -> None:
 
     def spawn(i):
         sync = "remote" if i % 2 == 0 else "local"
-        uri = harness.vfs_uri(through, name=str(db), role="primary", sync=sync, sync_timeout="5s")
+        uri = vfs_uri(through, name=str(db), role="primary", sync=sync, sync_timeout="5s")
         log = work / f"w{i}.log"
         if log not in logs:
             logs.append(log)
-        procs[i] = subprocess.Popen([harness.child_python(), "-c", WRITER, ext, uri, f"w{i}",
-                                     str(log)], env=harness.child_env(),
+        procs[i] = subprocess.Popen([child_python(), "-c", WRITER, ext, uri, f"w{i}",
+                                     str(log)], env=child_env(),
                                     stdout=subprocess.DEVNULL, stderr=open(work / f"w{i}.err", "a"))
 
     report = {"kills": 0, "checks": 0, "check_failures": [], "shell_commits": 0}
@@ -165,7 +168,7 @@ def main() -> None:
             got = outcomes(logs)
             out = work / f"check-{report['checks']}.db"
             try:
-                harness.restore(direct, out)
+                restore(direct, out)
                 replica = keys(out)
                 missing = [k for k, w in got.items() if w == "ok" and k not in replica
                            and k in outcomes(logs)]
@@ -182,13 +185,13 @@ def main() -> None:
     for p in procs.values():
         p.send_signal(signal.SIGKILL)
         p.wait()
-    uri = harness.vfs_uri(through, name=str(db), role="primary")
-    r = harness.run_sqlite_child([{"op": "load", "path": ext}, {"op": "open", "name": "db", "uri": uri},
-                                  {"op": "query", "conn": "db", "sql": "SELECT count(*) FROM t"}]
-                                 + [{"op": "sleep", "seconds": 1}] * 20, timeout=300)
+    uri = vfs_uri(through, name=str(db), role="primary")
+    r = run_sqlite_child([{"op": "load", "path": ext}, {"op": "open", "name": "db", "uri": uri},
+                          {"op": "query", "conn": "db", "sql": "SELECT count(*) FROM t"}]
+                         + [{"op": "sleep", "seconds": 1}] * 20, timeout=300)
     got = outcomes(logs)
     final = work / "final.db"
-    harness.restore(direct, final)
+    restore(direct, final)
     replica, local = keys(final), keys(db)
     acked = {k for k, w in got.items() if w == "ok"}
     failed = {k for k, w in got.items() if w.startswith("err")}
