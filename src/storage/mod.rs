@@ -413,6 +413,8 @@ impl Store {
             .iter()
             .filter_map(|m| self.parse_listed(&m.location, m.size))
             .filter(|f| f.level == level)
+            // Some stores ignore the offset (fake-gcs-server does; S3-compatibles may).
+            .filter(|f| after.is_none_or(|a| f.name() > a.name()))
             .collect();
         files.sort_by_key(|f| (f.min, f.max));
         Ok(files)

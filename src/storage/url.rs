@@ -148,9 +148,7 @@ fn truthy(v: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// `file:///path`: a folder on the local file system.
-    File {
-        path: std::path::PathBuf,
-    },
+    File { path: std::path::PathBuf },
     S3 {
         bucket: String,
         prefix: String,
@@ -167,6 +165,9 @@ pub enum Target {
     Gcs {
         bucket: String,
         prefix: String,
+        /// `STORAGE_EMULATOR_HOST`, as Litestream and Google's SDKs read it: a GCS emulator
+        /// at this base URL, without OAuth.
+        emulator: Option<String>,
     },
     /// Litestream's form is `abs://ACCOUNT@CONTAINER/PATH`; the account may also come from
     /// AZURE_STORAGE_ACCOUNT_NAME.
@@ -226,13 +227,7 @@ pub fn parse(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Target> 
         }
         "s3" => {
             let bucket = host("missing bucket: s3://bucket/prefix")?;
-            let endpoint = param("endpoint").map(|ep| {
-                if ep.contains("://") {
-                    ep
-                } else {
-                    format!("https://{ep}")
-                }
-            });
+            let endpoint = param("endpoint").map(|ep| with_scheme(&ep, "https"));
             let region = param("region")
                 .or_else(|| env("AWS_REGION"))
                 .or_else(|| env("AWS_DEFAULT_REGION"))
@@ -253,6 +248,9 @@ pub fn parse(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Target> 
         "gs" | "gcs" => Ok(Target::Gcs {
             bucket: host("missing bucket: gs://bucket/prefix")?,
             prefix,
+            emulator: env("STORAGE_EMULATOR_HOST")
+                .filter(|h| !h.trim().is_empty())
+                .map(|h| with_scheme(h.trim(), "http")),
         }),
         "abs" | "az" => Ok(Target::Azure {
             account: Some(url.username().to_string()).filter(|a| !a.is_empty()),
@@ -264,6 +262,15 @@ pub fn parse(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Target> 
             raw,
             format!("unsupported scheme {other:?} (expected file, s3, gs, abs or az)"),
         )),
+    }
+}
+
+/// `host[:port]` or a URL: a URL, with `scheme` when none was given.
+fn with_scheme(at: &str, scheme: &str) -> String {
+    if at.contains("://") {
+        at.to_string()
+    } else {
+        format!("{scheme}://{at}")
     }
 }
 
@@ -338,13 +345,21 @@ fn build(target: Target, raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Bac
             let store = b.build().map_err(built)?;
             Ok(remote(Arc::new(store), prefix, Layout::HexLevels))
         }
-        Target::Gcs { bucket, prefix } => {
-            let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+        Target::Gcs {
+            bucket,
+            prefix,
+            emulator,
+        } => {
+            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(bucket)
-                .with_retry(retry)
-                .with_client_options(client)
-                .build()
-                .map_err(built)?;
+                .with_retry(retry);
+            if let Some(base) = &emulator {
+                // Emulators take any token; asking Google's metadata service for one would
+                // fail off Google's cloud.
+                b = b.with_base_url(base).with_bearer_token("emulator");
+            }
+            let client = client.with_allow_http(emulator.is_some());
+            let store = b.with_client_options(client).build().map_err(built)?;
             Ok(remote(Arc::new(store), prefix, Layout::LtxDecimal))
         }
         Target::Azure {
@@ -359,6 +374,10 @@ fn build(target: Target, raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Bac
                 .with_client_options(client);
             if let Some(account) = account {
                 b = b.with_account(account);
+            }
+            // Litestream's name for the key, beside Azure's own (AZURE_STORAGE_ACCOUNT_KEY).
+            if let Ok(key) = std::env::var("LITESTREAM_AZURE_ACCOUNT_KEY") {
+                b = b.with_access_key(key);
             }
             if let Some(ep) = endpoint {
                 b = b.with_endpoint(ep).with_allow_http(true);
@@ -449,6 +468,7 @@ mod tests {
                 Target::Gcs {
                     bucket: "bucket".into(),
                     prefix: "p/q".into(),
+                    emulator: None,
                 },
             ),
             (
