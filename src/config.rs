@@ -188,6 +188,15 @@ pub const PARAMS: &[Param] = &[
         d.config.primary.retention.l0_retention = positive_duration(src, v)?;
         Ok(())
     }),
+    param(
+        "check_conditional_writes",
+        "true",
+        Twin::None,
+        |d, src, v| {
+            d.config.primary.check_conditional_writes = boolean(src, v)?;
+            Ok(())
+        },
+    ),
     param("buffer_path", "<db>-litestream", Twin::None, |d, _, v| {
         d.config.primary.meta_dir = Some(v.to_string());
         Ok(())
@@ -351,6 +360,9 @@ pub struct PrimaryConfig {
     /// `<database>-litestream` beside the database.
     pub meta_dir: Option<String>,
     pub retention: Retention,
+    /// `check_conditional_writes`: a leader checks at start that the store refuses a
+    /// second create-only write of one object, and refuses to ship to one that does not.
+    pub check_conditional_writes: bool,
 }
 
 /// Compaction and retention of a primary's replica, with Litestream's defaults.
@@ -389,6 +401,7 @@ impl Default for PrimaryConfig {
             sync_timeout: Duration::from_secs(30),
             meta_dir: None,
             retention: Retention::default(),
+            check_conditional_writes: true,
         }
     }
 }

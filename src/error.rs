@@ -15,6 +15,11 @@ pub enum Error {
     #[error("litestream: {param}: {reason}")]
     Config { param: String, reason: String },
 
+    /// The store does not honour create-only writes, on which the single-writer claims
+    /// depend.
+    #[error("litestream: replica {url}: the store does not honour conditional writes (a create-only PUT of one object succeeded twice), so two primaries could both ship and overwrite each other's files; this happens with some S3-compatible servers and with proxies that drop the If-None-Match header. Use a store that enforces them, or open with check_conditional_writes=false if only one process of one machine ever writes this replica")]
+    Unconditional { url: String },
+
     /// The replica URL cannot be turned into a store.
     #[error("litestream: replica_url {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
@@ -128,6 +133,7 @@ impl Error {
             Error::Config { .. }
             | Error::BadUrl { .. }
             | Error::Empty { .. }
+            | Error::Unconditional { .. }
             | Error::NoState { .. }
             | Error::Gap { .. }
             | Error::Crypt { .. } => code::SQLITE_CANTOPEN,

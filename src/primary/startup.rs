@@ -418,6 +418,16 @@ fn survey(p: &Primary) -> Result<Known> {
         }
         Err(e) => return Err(e),
     };
+    // The claims that keep a second primary out are create-only writes: a store that
+    // ignores the condition would let two primaries ship over each other, silently.
+    if listed.is_some() && config.primary.check_conditional_writes && !p.store.is_local() {
+        let store = p.store.clone();
+        if !crate::runtime::block_on(async move { store.honours_create_only().await })? {
+            return Err(Error::Unconditional {
+                url: config.replica_url.clone(),
+            });
+        }
+    }
     let planned = match listed.as_deref().map(|l| plan(l, None)) {
         Some(Ok(pl)) => Some(pl),
         Some(Err(PlanProblem::Empty)) | None => None,

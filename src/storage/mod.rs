@@ -5,6 +5,7 @@
 
 pub mod crypt;
 pub mod layout;
+pub mod provider;
 pub mod url;
 
 use std::future::Future;
@@ -598,6 +599,7 @@ impl Store {
             let n = bytes.len() as u64;
             let opts = PutOptions {
                 mode: PutMode::Create,
+                attributes: self.backend.put_attributes.clone(),
                 ..Default::default()
             };
             match self
@@ -609,6 +611,19 @@ impl Store {
                 Ok(_) => {
                     self.stats.put_bytes.fetch_add(n, Ordering::Relaxed);
                     Ok(Created::Yes)
+                }
+                // S3 answers 409 ConditionalRequestConflict while another conditional
+                // write of the name is in flight: nothing exists yet, so AWS advises to
+                // retry (the retry then finds the winner's object, or creates it).
+                Err(e @ object_store::Error::AlreadyExists { .. })
+                    if e.to_string().contains("ConditionalRequestConflict") =>
+                {
+                    let source = Box::new(e);
+                    let e = object_store::Error::Generic {
+                        store: "S3",
+                        source,
+                    };
+                    Err(self.fail(path.to_string(), e))
                 }
                 Err(object_store::Error::AlreadyExists { .. })
                 | Err(object_store::Error::Precondition { .. }) => Ok(Created::AlreadyExists),
@@ -660,21 +675,28 @@ impl Store {
         }
         self.stats.put_requests.fetch_add(1, Ordering::Relaxed);
         let fail = |e| self.fail(path.to_string(), e);
+        let opts = object_store::PutMultipartOptions {
+            attributes: self.backend.put_attributes.clone(),
+            ..Default::default()
+        };
         let upload = self
             .backend
             .store
-            .put_multipart(&path)
+            .put_multipart_opts(&path, opts)
             .await
             .map_err(fail)?;
-        let mut w = object_store::WriteMultipart::new(upload);
+        let part = self.backend.part_size;
+        let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, part);
         let mut f = tokio::fs::File::open(local).await.map_err(io)?;
-        let mut buf = vec![0u8; 8 << 20];
+        let mut buf = vec![0u8; part];
         loop {
             let n = f.read(&mut buf).await.map_err(io)?;
             if n == 0 {
                 break;
             }
-            w.wait_for_capacity(4).await.map_err(fail)?;
+            w.wait_for_capacity(self.backend.multipart_concurrency)
+                .await
+                .map_err(fail)?;
             w.write(&buf[..n]);
         }
         w.finish().await.map_err(fail)?;
@@ -693,6 +715,22 @@ impl Store {
             }
         })
         .await
+    }
+
+    /// Whether the store honours create-only writes, on which the single-writer claims
+    /// depend: a probe object is created twice (the second must fail), then deleted.
+    pub async fn honours_create_only(&self) -> Result<bool> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let rel = format!("probes/create-only-{}-{nanos}", std::process::id());
+        let probe = Bytes::from_static(b"litestream: create-only probe\n");
+        // The first write may answer AlreadyExists too: a retry after an answer that was
+        // lost finds its own object (the name is this process's alone).
+        self.put_new(&rel, probe.clone()).await?;
+        let second = self.put_new(&rel, probe).await?;
+        self.delete(&rel).await?;
+        Ok(second == Created::AlreadyExists)
     }
 
     /// Deletes the single-writer claims (`claims/<TXID>`) of TXIDs below `txid`.

@@ -9,6 +9,7 @@ use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 use super::layout::Layout;
+use super::provider::{self, Provider};
 use crate::error::{Error, Result};
 
 /// A parsed replica URL, turned into an object store and the root of the replica in it.
@@ -18,6 +19,11 @@ pub struct Backend {
     pub layout: Layout,
     /// For file:// replicas, the root folder on the local file system.
     pub local_root: Option<std::path::PathBuf>,
+    /// Attributes of every object written (an S3 storage class).
+    pub put_attributes: object_store::Attributes,
+    /// Parts of a multipart upload in flight, and their size.
+    pub multipart_concurrency: usize,
+    pub part_size: usize,
 }
 
 impl std::fmt::Debug for Backend {
@@ -138,30 +144,16 @@ fn bad(url: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-fn truthy(v: &str) -> bool {
-    matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
-}
-
 /// Where a replica URL points, read and checked before any client is built: a pure
 /// function of the URL and the environment (`parse`), so that every form is tested row by
 /// row; `build` then makes the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// `file:///path`: a folder on the local file system.
-    File { path: std::path::PathBuf },
-    S3 {
-        bucket: String,
-        prefix: String,
-        /// An S3-compatible server (`endpoint=`), with its scheme.
-        endpoint: Option<String>,
-        region: String,
-        /// Bucket in the path, not in the host name.
-        path_style: bool,
-        /// Requests are not signed: a custom endpoint without credentials in the
-        /// environment is read as a public bucket rather than sending the SDK off to the
-        /// instance-metadata service.
-        unsigned: bool,
+    File {
+        path: std::path::PathBuf,
     },
+    S3(S3Target),
     Gcs {
         bucket: String,
         prefix: String,
@@ -178,6 +170,58 @@ pub enum Target {
         endpoint: Option<String>,
     },
 }
+
+/// An `s3://` replica, with Litestream's words for its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Target {
+    pub bucket: String,
+    pub prefix: String,
+    /// An S3-compatible server (`endpoint=`, a bucket host such as
+    /// `bucket.s3.REGION.backblazeb2.com`, or LITESTREAM_S3_ENDPOINT), with its scheme.
+    pub endpoint: Option<String>,
+    pub provider: Provider,
+    pub region: String,
+    /// Bucket in the path, not in the host name (`force-path-style`, `forcePathStyle`).
+    pub path_style: bool,
+    /// Requests are not signed: a custom endpoint without credentials in the environment
+    /// is read as a public bucket rather than sending the SDK off to the instance-metadata
+    /// service.
+    pub unsigned: bool,
+    /// `skip-verify`: TLS certificates are not checked (self-signed development servers).
+    pub skip_verify: bool,
+    /// `sign-payload`: false sends UNSIGNED-PAYLOAD instead of the body's SHA-256.
+    pub sign_payload: Option<bool>,
+    /// `storage-class`: the class of every object written (`STANDARD_IA`, ...).
+    pub storage_class: Option<String>,
+    /// `concurrency`: parts of a multipart upload in flight (else the provider's default).
+    pub concurrency: usize,
+    /// `part-size`: bytes per part of a multipart upload.
+    pub part_size: usize,
+}
+
+/// The query parameters an `s3://` URL takes (Litestream's, in both spellings;
+/// `require-content-md5` is accepted and checked but has no effect: object_store sends a
+/// Content-MD5 where S3 demands one, and a SHA-256 of every signed payload).
+const S3_PARAMS: &[&str] = &[
+    "endpoint",
+    "region",
+    "force-path-style",
+    "forcePathStyle",
+    "skip-verify",
+    "skipVerify",
+    "sign-payload",
+    "signPayload",
+    "require-content-md5",
+    "requireContentMD5",
+    "storage-class",
+    "storageClass",
+    "concurrency",
+    "part-size",
+    "partSize",
+];
+
+/// Bytes per part of a multipart upload unless `part-size` says otherwise.
+const DEFAULT_PART_SIZE: usize = 8 << 20;
 
 /// Reads a replica URL. `env` looks up environment variables (a parameter for tests).
 pub fn parse(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Target> {
@@ -226,38 +270,82 @@ pub fn parse(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Target> 
             Ok(Target::File { path })
         }
         "s3" => {
-            let bucket = host("missing bucket: s3://bucket/prefix")?;
-            let endpoint = param("endpoint").map(|ep| with_scheme(&ep, "https"));
-            let region = param("region")
-                .or_else(|| env("AWS_REGION"))
-                .or_else(|| env("AWS_DEFAULT_REGION"))
-                .unwrap_or_else(|| "us-east-1".to_string());
-            let path_style = param("force-path-style")
-                .map(|v| truthy(&v))
-                .unwrap_or(endpoint.is_some());
-            let unsigned = endpoint.is_some() && env("AWS_ACCESS_KEY_ID").is_none();
-            Ok(Target::S3 {
-                bucket,
+            known_params(raw, &query, S3_PARAMS)?;
+            let hs = provider::host_style(url.host_str().unwrap_or(""), url.port());
+            if hs.bucket.is_empty() {
+                return Err(bad(raw, "missing bucket: s3://bucket/prefix"));
+            }
+            let flag = |names: &[&str]| -> Result<Option<bool>> {
+                match names.iter().find_map(|n| param(n).map(|v| (n, v))) {
+                    None => Ok(None),
+                    Some((n, v)) => boolean(&v)
+                        .map(Some)
+                        .ok_or_else(|| bad(raw, format!("{n}={v:?} is not true or false"))),
+                }
+            };
+            let number = |names: &[&str]| -> Result<Option<usize>> {
+                match names.iter().find_map(|n| param(n).map(|v| (n, v))) {
+                    None => Ok(None),
+                    Some((n, v)) => match v.trim().parse::<usize>() {
+                        Ok(k) if k > 0 => Ok(Some(k)),
+                        _ => Err(bad(raw, format!("{n}={v:?} is not a positive number"))),
+                    },
+                }
+            };
+            let given_endpoint = param("endpoint")
+                .or_else(|| {
+                    hs.endpoint
+                        .is_none()
+                        .then(|| env("LITESTREAM_S3_ENDPOINT"))?
+                })
+                .filter(|e| !e.trim().is_empty())
+                .map(|e| provider::with_scheme(e.trim()));
+            let endpoint = given_endpoint.clone().or(hs.endpoint);
+            let provider = Provider::of(endpoint.as_deref());
+            let defaults = provider.defaults();
+            let key = env("AWS_ACCESS_KEY_ID").or_else(|| env("LITESTREAM_ACCESS_KEY_ID"));
+            let _ = flag(&["require-content-md5", "requireContentMD5"])?;
+            Ok(Target::S3(S3Target {
+                bucket: hs.bucket,
                 prefix,
+                region: param("region")
+                    .or(hs.region)
+                    .or_else(|| env("AWS_REGION"))
+                    .or_else(|| env("AWS_DEFAULT_REGION"))
+                    .unwrap_or_else(|| "us-east-1".to_string()),
+                // A custom endpoint implies path style, as in Litestream.
+                path_style: flag(&["force-path-style", "forcePathStyle"])?
+                    .unwrap_or(given_endpoint.is_some() || defaults.path_style),
+                unsigned: endpoint.is_some() && key.is_none(),
                 endpoint,
-                region,
-                path_style,
-                unsigned,
-            })
+                provider,
+                skip_verify: flag(&["skip-verify", "skipVerify"])?.unwrap_or(false),
+                sign_payload: flag(&["sign-payload", "signPayload"])?,
+                storage_class: param("storage-class")
+                    .or_else(|| param("storageClass"))
+                    .filter(|c| !c.is_empty()),
+                concurrency: number(&["concurrency"])?.unwrap_or(defaults.multipart_concurrency),
+                part_size: number(&["part-size", "partSize"])?
+                    .unwrap_or(DEFAULT_PART_SIZE)
+                    .clamp(5 << 20, 5 << 30),
+            }))
         }
-        "gs" | "gcs" => Ok(Target::Gcs {
+        "gs" | "gcs" => known_params(raw, &query, &[]).and(Ok(Target::Gcs {
             bucket: host("missing bucket: gs://bucket/prefix")?,
             prefix,
             emulator: env("STORAGE_EMULATOR_HOST")
                 .filter(|h| !h.trim().is_empty())
-                .map(|h| with_scheme(h.trim(), "http")),
-        }),
-        "abs" | "az" => Ok(Target::Azure {
+                .map(|h| match h.trim() {
+                    h if h.contains("://") => h.to_string(),
+                    h => format!("http://{h}"),
+                }),
+        })),
+        "abs" | "az" => known_params(raw, &query, &["endpoint"]).and(Ok(Target::Azure {
             account: Some(url.username().to_string()).filter(|a| !a.is_empty()),
             container: host("missing container: abs://account@container/prefix")?,
             prefix,
             endpoint: param("endpoint"),
-        }),
+        })),
         other => Err(bad(
             raw,
             format!("unsupported scheme {other:?} (expected file, s3, gs, abs or az)"),
@@ -265,12 +353,28 @@ pub fn parse(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Target> 
     }
 }
 
-/// `host[:port]` or a URL: a URL, with `scheme` when none was given.
-fn with_scheme(at: &str, scheme: &str) -> String {
-    if at.contains("://") {
-        at.to_string()
-    } else {
-        format!("{scheme}://{at}")
+/// Refuses query parameters that `raw`'s scheme does not take, naming the first.
+fn known_params(raw: &str, query: &[(String, String)], known: &[&str]) -> Result<()> {
+    match query.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some((k, _)) => Err(bad(
+            raw,
+            format!(
+                "unknown parameter {k:?} in the replica URL ({}); a parameter of the database belongs outside replica_url (inside it, '&' must be written %26)",
+                match known {
+                    [] => "this scheme takes none".to_string(),
+                    _ => format!("it takes {}", known.join(", ")),
+                }
+            ),
+        )),
+    }
+}
+
+fn boolean(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "t" | "yes" | "on" => Some(true),
+        "false" | "0" | "f" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -301,6 +405,9 @@ fn build(target: Target, raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Bac
         root: Path::from(prefix),
         layout,
         local_root: None,
+        put_attributes: Default::default(),
+        multipart_concurrency: 4,
+        part_size: DEFAULT_PART_SIZE,
     };
     let built = |e: object_store::Error| bad(raw, e.to_string());
     match target {
@@ -314,27 +421,44 @@ fn build(target: Target, raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Bac
                 root,
                 layout: Layout::LtxDecimal,
                 local_root: Some(path),
+                put_attributes: Default::default(),
+                multipart_concurrency: 4,
+                part_size: DEFAULT_PART_SIZE,
             })
         }
-        Target::S3 {
-            bucket,
-            prefix,
-            endpoint,
-            region,
-            path_style,
-            unsigned,
-        } => {
+        Target::S3(t) => {
+            let mut client = client.with_allow_invalid_certificates(t.skip_verify);
+            if t.provider.defaults().consistent_header {
+                let mut headers = object_store::HeaderMap::new();
+                headers.insert(
+                    "x-tigris-consistent",
+                    object_store::HeaderValue::from_static("true"),
+                );
+                client = client.with_default_headers(headers);
+            }
             let mut b = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
+                .with_bucket_name(&t.bucket)
                 .with_retry(retry)
                 .with_client_options(client)
-                .with_region(region)
-                .with_virtual_hosted_style_request(!path_style)
-                .with_skip_signature(unsigned);
-            if let Some(ep) = &endpoint {
+                .with_region(&t.region)
+                .with_virtual_hosted_style_request(!t.path_style)
+                .with_skip_signature(t.unsigned);
+            // Litestream's credentials, where AWS's own are not set.
+            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+                if let Ok(id) = std::env::var("LITESTREAM_ACCESS_KEY_ID") {
+                    b = b.with_access_key_id(id);
+                }
+                if let Ok(secret) = std::env::var("LITESTREAM_SECRET_ACCESS_KEY") {
+                    b = b.with_secret_access_key(secret);
+                }
+            }
+            if let Some(ep) = &t.endpoint {
                 b = b
                     .with_endpoint(ep)
                     .with_allow_http(ep.starts_with("http://"));
+            }
+            if let Some(sign) = t.sign_payload {
+                b = b.with_unsigned_payload(!sign);
             }
             if let Some(key) = &sse.customer_key {
                 b = b.with_ssec_encryption(key);
@@ -343,7 +467,15 @@ fn build(target: Target, raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Bac
                 b = b.with_sse_kms_encryption(id);
             }
             let store = b.build().map_err(built)?;
-            Ok(remote(Arc::new(store), prefix, Layout::HexLevels))
+            let mut backend = remote(Arc::new(store), t.prefix, Layout::HexLevels);
+            if let Some(class) = t.storage_class {
+                backend
+                    .put_attributes
+                    .insert(object_store::Attribute::StorageClass, class.into());
+            }
+            backend.multipart_concurrency = t.concurrency;
+            backend.part_size = t.part_size;
+            Ok(backend)
         }
         Target::Gcs {
             bucket,
@@ -411,14 +543,20 @@ mod tests {
             style: bool,
             unsigned: bool,
         ) -> Target {
-            Target::S3 {
+            Target::S3(S3Target {
                 bucket: b.into(),
                 prefix: prefix.into(),
                 endpoint: ep.map(Into::into),
+                provider: Provider::of(ep),
                 region: region.into(),
                 path_style: style,
                 unsigned,
-            }
+                skip_verify: false,
+                sign_payload: None,
+                storage_class: None,
+                concurrency: Provider::of(ep).defaults().multipart_concurrency,
+                part_size: DEFAULT_PART_SIZE,
+            })
         }
         type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
         let rows: Vec<(&str, Env, Target)> = vec![
@@ -451,7 +589,7 @@ mod tests {
                 s3(
                     "b",
                     "app",
-                    Some("https://127.0.0.1:9000"),
+                    Some("http://127.0.0.1:9000"),
                     "us-east-1",
                     true,
                     true,
@@ -505,6 +643,72 @@ mod tests {
         ] {
             let e = parse(raw, &none).unwrap_err().to_string();
             assert!(e.contains(says) && e.contains(raw), "{raw}: {e}");
+        }
+    }
+
+    /// Litestream's words for S3, as its users write them.
+    #[test]
+    fn litestream_s3_words() {
+        let s3 = |raw: &str, env: &dyn Fn(&str) -> Option<String>| match parse(raw, env) {
+            Ok(Target::S3(t)) => t,
+            other => panic!("{raw}: {other:?}"),
+        };
+        let none = |_: &str| None;
+        // Buckets named with their provider's host.
+        let t = s3("s3://b.s3.us-west-002.backblazeb2.com/app", &none);
+        assert_eq!((t.bucket.as_str(), t.region.as_str()), ("b", "us-west-002"));
+        assert_eq!(
+            t.endpoint.as_deref(),
+            Some("https://s3.us-west-002.backblazeb2.com")
+        );
+        assert_eq!((t.provider, t.path_style), (Provider::Backblaze, true));
+        let t = s3("s3://b.localhost:9000/app", &none);
+        assert_eq!(t.endpoint.as_deref(), Some("http://localhost:9000"));
+        assert!(t.path_style && t.unsigned);
+        let t = s3("s3://b.s3.eu-west-3.amazonaws.com/app", &none);
+        assert_eq!((t.region.as_str(), t.endpoint.clone()), ("eu-west-3", None));
+        // LITESTREAM_S3_ENDPOINT implies path style; the URL's endpoint wins over it.
+        let env = |k: &str| (k == "LITESTREAM_S3_ENDPOINT").then(|| "minio.lan:9000".into());
+        let t = s3("s3://b/app", &env);
+        assert_eq!(t.endpoint.as_deref(), Some("https://minio.lan:9000"));
+        assert!(t.path_style);
+        let t = s3("s3://b/app?endpoint=http://h:1&forcePathStyle=false", &env);
+        assert_eq!(
+            (t.endpoint.as_deref(), t.path_style),
+            (Some("http://h:1"), false)
+        );
+        // Litestream's credentials count as credentials: the client signs.
+        let env = |k: &str| (k == "LITESTREAM_ACCESS_KEY_ID").then(|| "id".into());
+        assert!(!s3("s3://b/app?endpoint=http://h:1", &env).unsigned);
+        // The other words, in both spellings.
+        let t = s3(
+            "s3://b/app?skip-verify=true&signPayload=false&storage-class=STANDARD_IA&concurrency=3&part-size=16777216&require-content-md5=true",
+            &none,
+        );
+        assert!(t.skip_verify);
+        assert_eq!(
+            (t.sign_payload, t.storage_class.as_deref()),
+            (Some(false), Some("STANDARD_IA"))
+        );
+        assert_eq!((t.concurrency, t.part_size), (3, 16 << 20));
+        // Provider defaults: R2's multipart concurrency, Tigris's header (in `build`).
+        let t = s3(
+            "s3://b/app?endpoint=https://acc.r2.cloudflarestorage.com",
+            &none,
+        );
+        assert_eq!((t.provider, t.concurrency), (Provider::CloudflareR2, 2));
+        // Unknown parameters and bad values are errors naming them.
+        for (raw, says) in [
+            ("s3://b/app?regoin=x", "unknown parameter \"regoin\""),
+            ("s3://b/app?poll_interval=1s", "%26"),
+            ("s3://b/app?skip-verify=maybe", "skip-verify"),
+            ("s3://b/app?concurrency=0", "concurrency"),
+            ("gs://b/app?endpoint=x", "takes none"),
+            ("abs://a@c/app?region=x", "it takes endpoint"),
+            ("s3://localhost:9000/app", "missing bucket"),
+        ] {
+            let e = parse(raw, &none).unwrap_err().to_string();
+            assert!(e.contains(says), "{raw}: {e}");
         }
     }
 

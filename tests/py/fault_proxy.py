@@ -11,6 +11,8 @@ stores have, chosen at run time, per request:
     latency     wait `seconds` more, then answer normally
     empty       answer a listing with an empty result without forwarding (a store whose
                 listing does not show new objects yet: eventual consistency)
+    unconditional  forward without the If-None-Match header (a proxy that strips it, or a
+                store that ignores it: a create-only write overwrites)
 
 Each fault has a rate (probability per matching request), optionally a method
 ("GET", "PUT", "HEAD", "DELETE", "POST", or "LIST" for listings), a path substring, and a
@@ -40,7 +42,7 @@ from typing import Optional
 
 from latency_proxy import HOP_BY_HOP, LatencyProxy, Request
 
-KINDS = ("status", "reset", "drop", "truncate", "stall", "latency", "empty")
+KINDS = ("status", "reset", "drop", "truncate", "stall", "latency", "empty", "unconditional")
 
 
 @dataclass
@@ -149,7 +151,7 @@ class FaultProxy(LatencyProxy):
         if kind in ("stall", "latency"):
             time.sleep(fault.seconds)
         time.sleep(self.delay)
-        resp = self._upstream(h, body)
+        resp = self._upstream(h, body, strip=("if-none-match",) if kind == "unconditional" else ())
         if resp is None:
             return
         status, reason, headers, data = resp
@@ -177,9 +179,10 @@ class FaultProxy(LatencyProxy):
             pass
         self._record(h, status, len(data) if h.command != "HEAD" else 0, start)
 
-    def _upstream(self, h: BaseHTTPRequestHandler, body):
+    def _upstream(self, h: BaseHTTPRequestHandler, body, strip=()):
         import http.client
-        headers = {k: v for k, v in h.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers = {k: v for k, v in h.headers.items()
+                   if k.lower() not in HOP_BY_HOP and k.lower() not in strip}
         for attempt in range(2):
             conn = self._upstream_conn()
             try:

@@ -37,6 +37,8 @@ class Request:
     end: float
     # The x-amz-server-side-encryption* headers the request carried (name: value).
     sse: dict = field(default_factory=dict)
+    # Every header the request carried, names in lower case.
+    headers: dict = field(default_factory=dict)
 
     @property
     def is_list(self) -> bool:
@@ -182,4 +184,5 @@ class LatencyProxy:
                    if k.lower().startswith("x-amz-server-side-encryption")}
             self.log.append(Request(h.command, h.path, h.headers.get("Range"), resp.status,
                                     len(data) if h.command != "HEAD" else 0, start,
-                                    time.monotonic(), sse))
+                                    time.monotonic(), sse,
+                                    {k.lower(): v for k, v in h.headers.items()}))

@@ -351,3 +351,54 @@ def test_a_close_while_the_store_is_down_keeps_what_did_not_ship(faulty_s3, ext_
     out, err = w.communicate(timeout=120)
     assert w.returncode == 0, err[-3000:]
     assert restored_ids(direct, tmp_path, "healed.db") == ids_of(db) == set(range(1, 21)) | set(range(100, 130)) | {1000}
+
+
+def test_a_store_that_ignores_create_only_writes_is_refused(faulty_s3, ext_path, tmp_path):
+    """A proxy that drops If-None-Match makes every create-only write an overwrite: the
+    single-writer claims would mean nothing. The primary refuses to start, naming the
+    parameter that overrides the check, and ships nothing; with the override it ships."""
+    proxy, through, direct = faulty_s3
+    proxy.add("unconditional", method="PUT")
+    db = tmp_path / "app.db"
+    with pytest.raises(sqlite3.Error) as info:
+        c = connect(primary_uri(db, through), ext=ext_path)
+        c.execute("CREATE TABLE t(x)")
+    e = info.value
+    assert e.sqlite_errorname == "SQLITE_CANTOPEN", e
+    assert "does not honour conditional writes" in str(e), e
+    assert "check_conditional_writes=false" in str(e), e
+    assert proxy.injected["unconditional"] >= 2
+    assert list_ltx(direct) == []
+    c = connect(primary_uri(tmp_path / "b.db", through, check_conditional_writes="false",
+                            sync="remote"), ext=ext_path)
+    c.execute("CREATE TABLE t(x)")
+    c.execute("INSERT INTO t VALUES (1)")
+    c.close()
+    assert restored_ids_table(direct, tmp_path) == [(1,)]
+
+
+def restored_ids_table(url: str, tmp_path: Path) -> list:
+    out = tmp_path / "t.db"
+    restore(url, out)
+    return sqlite3.connect(out).execute("SELECT x FROM t").fetchall()
+
+
+def test_a_conditional_request_conflict_is_retried(faulty_s3, ext_path, tmp_path):
+    """S3 answers 409 ConditionalRequestConflict while another conditional write of the same
+    name is in flight; nothing exists yet, and AWS advises to retry. A claim answered so is
+    retried, not read as lost to another primary."""
+    proxy, through, direct = faulty_s3
+    db, log, go_on = tmp_path / "app.db", tmp_path / "log", tmp_path / "go_on"
+    proxy.add("status", status=409, code="ConditionalRequestConflict", method="PUT",
+              path="/claims/", rate=0.5, count=6)
+    w = start_writer(ext_path, primary_uri(db, through, sync="remote", sync_timeout="10s"),
+                     log, 1, 20, go_on)
+    wait_until(lambda: len(outcomes(log)) == 20 or w.poll() is not None, 120, 0.05)
+    go_on.touch()
+    out, err = w.communicate(timeout=120)
+    assert w.returncode == 0, err[-3000:]
+    assert all(wh == "ok" for wh in outcomes(log).values()), outcomes(log)
+    assert proxy.injected["status"] > 0
+    stats = json.loads(open(log).read().split("shipped ", 1)[1].splitlines()[0])
+    assert stats["stopped"] is None, stats
+    assert restored_ids(direct, tmp_path, "r.db") == ids_of(db) == set(range(1, 21))
