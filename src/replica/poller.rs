@@ -112,12 +112,41 @@ async fn poll_once(replica: &Arc<Replica>) -> Result<usize> {
 /// One poll, with the planner held: the polled levels are listed together (one round trip),
 /// each after the last file seen in it. Returns how many new files were listed.
 pub(super) async fn poll_planned(replica: &Arc<Replica>, planner: &mut Planner) -> Result<usize> {
+    // Each level is listed from the newest file seen in it, that file included: if every
+    // level comes back without it and without anything newer, the replica was deleted or
+    // replaced under us, which listing only what is new would never show (the reader would
+    // look fresh forever). A healthy replica keeps its newest snapshot, and the newest
+    // L0 and L1 files until they are compacted upward.
     let lists = POLLED_LEVELS.map(|level| {
-        let after = planner.last_listed.get(&level).cloned();
+        let seen = planner.last_listed.get(&level).cloned();
         let store = replica.store.clone();
-        async move { store.list_level(level, after.as_ref()).await }
+        async move {
+            match &seen {
+                Some(f) => store.list_level_from(level, f).await,
+                None => store.list_level(level, None).await,
+            }
+            .map(|files| (seen, files))
+        }
     });
     let listed_levels = futures::future::try_join_all(lists).await?;
+    let seen_any = listed_levels.iter().any(|(seen, _)| seen.is_some());
+    if seen_any && listed_levels.iter().all(|(_, files)| files.is_empty()) {
+        let newest = listed_levels
+            .iter()
+            .filter_map(|(s, _)| s.as_ref())
+            .max_by_key(|f| f.max);
+        return Err(Error::NoState {
+            url: replica.store.url().to_string(),
+            reason: format!(
+                "its newest files ({}) are gone and nothing newer replaced them: the replica was deleted or replaced",
+                newest.map_or(String::new(), |f| f.to_string())
+            ),
+        });
+    }
+    let listed_levels = listed_levels.into_iter().map(|(seen, mut files)| {
+        files.retain(|f| seen.as_ref().is_none_or(|s| f.name() > s.name()));
+        files
+    });
     let mut new_files = 0;
     for (level, listed) in POLLED_LEVELS.into_iter().zip(listed_levels) {
         if let Some(newest) = listed.iter().max_by_key(|f| f.name()) {

@@ -392,16 +392,31 @@ impl Store {
     /// Files of one level whose names sort after `after` (start-after listing where the
     /// store supports it, so a poll does not re-list the whole level).
     pub async fn list_level(&self, level: u8, after: Option<&FileInfo>) -> Result<Vec<FileInfo>> {
+        let offset = after.map(FileInfo::name);
+        self.list_level_offset(level, offset).await
+    }
+
+    /// Files of one level whose names sort at or after `from`'s: `from` itself, if it is
+    /// still there, and what came after it.
+    pub async fn list_level_from(&self, level: u8, from: &FileInfo) -> Result<Vec<FileInfo>> {
+        // Every name of the level ends in ".ltx": the name without its last character sorts
+        // just before it, and after every other name before it.
+        let mut offset = from.name();
+        offset.pop();
+        self.list_level_offset(level, Some(offset)).await
+    }
+
+    async fn list_level_offset(&self, level: u8, offset: Option<String>) -> Result<Vec<FileInfo>> {
         let dir = self.level_path(level);
         let what = || format!("listing {dir} ({})", self.url);
         let metas: Vec<_> = self
             .call(&what, true, || async {
                 self.stats.list_requests.fetch_add(1, Ordering::Relaxed);
-                let stream = match after {
-                    Some(f) => self
+                let stream = match &offset {
+                    Some(o) => self
                         .backend
                         .store
-                        .list_with_offset(Some(&dir), &join(&dir, &f.name())),
+                        .list_with_offset(Some(&dir), &join(&dir, o)),
                     None => self.backend.store.list(Some(&dir)),
                 };
                 stream
@@ -415,7 +430,11 @@ impl Store {
             .filter_map(|m| self.parse_listed(&m.location, m.size))
             .filter(|f| f.level == level)
             // Some stores ignore the offset (fake-gcs-server does; S3-compatibles may).
-            .filter(|f| after.is_none_or(|a| f.name() > a.name()))
+            .filter(|f| {
+                offset
+                    .as_ref()
+                    .is_none_or(|o| f.name().as_str() > o.as_str())
+            })
             .collect();
         files.sort_by_key(|f| (f.min, f.max));
         Ok(files)

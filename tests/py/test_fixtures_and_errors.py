@@ -241,3 +241,32 @@ def test_restore_errors(tmp_path, ext_path):
     assert info.value.sqlite_errorname == "SQLITE_IOERR", info.value
     assert "no/such/dir" in str(info.value)
     assert not missing_dir.exists()
+
+
+def test_a_deleted_replica_is_reported_not_served_as_fresh(tmp_path, ext_path, litestream):
+    """The replica's folder removed under an open reader: the state it pinned still reads
+    (from cache), but the poll says the replica is gone and litestream_lag() grows, instead
+    of a healthy-looking reader with lag 0."""
+    from harness.data import create_source_db
+    src = tmp_path / "src.db"
+    create_source_db(src, rows=100, overflow_rows=0)
+    root = tmp_path / "replica"
+    ls = litestream(src, root.as_uri())
+    ls.wait_synced()
+    ls.stop()
+    c = connect(vfs_uri(root.as_uri(), poll_interval="100ms", poll_interval_max="100ms"),
+                ext=ext_path)
+    assert c.execute("SELECT count(*) FROM orders").fetchone()[0] == 100
+    time.sleep(0.3)
+    assert c.execute("SELECT litestream_lag()").fetchone()[0] == 0
+    shutil.rmtree(root)
+
+    def poll_error():
+        stats = json.loads(c.execute("PRAGMA litestream_stats").fetchone()[0])
+        return stats["poll"]["last_error"] or ""
+    deadline = time.time() + 10
+    while "deleted or replaced" not in poll_error():
+        assert time.time() < deadline, poll_error()
+        time.sleep(0.05)
+    time.sleep(1.2)
+    assert c.execute("SELECT litestream_lag()").fetchone()[0] >= 1

@@ -35,12 +35,16 @@ def storage_classes(endpoint: str, bucket: str, prefix: str) -> dict:
             for c in root.findall(f"{NS}Contents")}
 
 
-def test_storage_class_reaches_every_object(s3_server, proxied, ext_path, tmp_path):
+@pytest.mark.parametrize("words", ["", "&signPayload=false&storageClass=STANDARD_IA",
+                                   "&sign-payload=true&storage-class=STANDARD_IA&region=eu-west-3"])
+def test_the_words_reach_every_request(s3_server, proxied, ext_path, tmp_path, words):
+    """storage-class on every object written, sign-payload in every signature (UNSIGNED-
+    PAYLOAD, or the body's SHA-256), region in every credential scope."""
     bucket, proxy = proxied
-    url = (f"s3://{bucket}/db?endpoint={proxy.endpoint}&force-path-style=true"
-           "&storage-class=STANDARD_IA")
-    c = connect(vfs_uri(url, name=str(tmp_path / "app.db"), role="primary", sync="remote",
-                        levels="1s", snapshot_interval="2s"), ext=ext_path)
+    url = f"s3://{bucket}/db?endpoint={proxy.endpoint}&force-path-style=true{words}"
+    q = dict(urllib.parse.parse_qsl(words.lstrip("&")))
+    c = connect(vfs_uri(url, name=str(tmp_path / "app.db"), role="primary", sync="remote"),
+                ext=ext_path)
     c.execute("CREATE TABLE t(x)")
     for i in range(5):
         c.execute("INSERT INTO t VALUES (?)", (i,))
@@ -48,9 +52,18 @@ def test_storage_class_reaches_every_object(s3_server, proxied, ext_path, tmp_pa
     classes = {k: v for k, v in storage_classes(s3_server.endpoint, bucket, "db/").items()
                if k.endswith(".ltx")}
     assert classes, "nothing shipped"
-    assert set(classes.values()) == {"STANDARD_IA"}, classes
+    want_class = q.get("storage-class", q.get("storageClass", "STANDARD"))
+    assert set(classes.values()) == {want_class}, classes
     puts = [r for r in proxy.log if r.method == "PUT" and r.path.split("?")[0].endswith(".ltx")]
-    assert puts and all(r.headers.get("x-amz-storage-class") == "STANDARD_IA" for r in puts)
+    assert puts
+    unsigned = q.get("sign-payload", q.get("signPayload")) == "false"
+    region = q.get("region", "us-east-1")
+    for r in puts:
+        sha = r.headers.get("x-amz-content-sha256")
+        assert (sha == "UNSIGNED-PAYLOAD") == unsigned, sha
+        assert f"/{region}/s3/aws4_request" in r.headers.get("authorization", "")
+        if "storage" in words.lower():
+            assert r.headers.get("x-amz-storage-class") == want_class
 
 
 def test_a_bucket_named_with_its_servers_host(s3_server, ext_path, tmp_path):
