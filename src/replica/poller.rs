@@ -192,7 +192,7 @@ pub(super) async fn poll_planned(replica: &Arc<Replica>, planner: &mut Planner) 
         snap = s;
         moved.extend(m);
     }
-    let stuck = planner.pending.iter().any(|f| f.min > snap.txid);
+    let stuck = planner.pending.iter().any(|f| f.max > snap.txid);
     if stuck && best_start(&planner.pending, snap.txid.get() + 1).is_none() {
         // Newer files exist but none continues our chain: what continued it was compacted
         // and deleted before we listed it. Rebuild from a full listing.
@@ -238,11 +238,13 @@ pub(super) async fn poll_planned(replica: &Arc<Replica>, planner: &mut Planner) 
     Ok(new_files)
 }
 
-/// Among `files`, the one starting at `next` that reaches furthest (higher level on ties).
+/// Among `files`, the one that continues a state ending just before `next` (it starts at
+/// or before `next` and ends at or after it; see `plan`) and reaches furthest (higher
+/// level on ties).
 fn best_start(files: &[FileInfo], next: u64) -> Option<FileInfo> {
     files
         .iter()
-        .filter(|f| f.min.get() == next)
+        .filter(|f| f.min.get() <= next && f.max.get() >= next)
         .max_by_key(|f| (f.max, f.level))
         .cloned()
 }

@@ -91,12 +91,14 @@ impl Snapshot {
         Some(snap)
     }
 
-    /// The state after `meta`, whose MinTXID must be `self.txid + 1`.
+    /// The state after `meta`, whose MinTXID is at most `self.txid + 1` and whose MaxTXID is
+    /// above `self.txid` (a compacted file may overlap the state: see `plan`).
     pub fn apply(&self, file: &LoadedFile) -> (Snapshot, Vec<Moved>) {
         let meta = file.meta.clone();
         let mut next = self.clone();
         let mut moved = Vec::new();
-        let until = Txid::new(meta.header.min_txid.get().saturating_sub(1));
+        // The versions replaced were read by every state up to this one.
+        let until = self.txid;
         for e in file.pages.iter() {
             let loc = Loc {
                 file: meta.id,

@@ -143,19 +143,19 @@ impl Replica {
 
 /// The files whose end TXID a chain from TXID 1 reaches, in (max, level) order.
 pub fn reachable(files: &[FileInfo]) -> Vec<FileInfo> {
-    let mut by_min: Vec<&FileInfo> = files.iter().collect();
-    by_min.sort_by_key(|f| (f.min, f.max, f.level));
-    // A file extends a reachable state when it starts right after one; every file that
-    // ends before this one starts was seen first.
+    let mut by_max: Vec<&FileInfo> = files.iter().collect();
+    by_max.sort_by_key(|f| (f.max, f.level));
+    // A file extends a reachable state that ends from just before its start to just before
+    // its end (it may overlap the state: see `plan`); every file that ends before this one
+    // does was seen first.
     let mut ends = std::collections::BTreeSet::from([0u64]);
     let mut out = Vec::new();
-    for f in by_min {
-        if ends.contains(&(f.min.get() - 1)) {
+    for f in by_max {
+        if ends.range(f.min.get() - 1..f.max.get()).next().is_some() {
             ends.insert(f.max.get());
             out.push(f.clone());
         }
     }
-    out.sort_by_key(|f| (f.max, f.level));
     out
 }
 
@@ -184,5 +184,9 @@ mod tests {
         // L0 7 and 8 continue from 6, which only the compacted 5..8 held: unreachable on
         // their own; 9 continues from 8 (reached by 5..8); 11..12 lies after a gap.
         assert_eq!(got, vec![(9, 4), (1, 8), (0, 9)]);
+        // A compacted file that starts inside the state it continues (see `plan`).
+        let overlap = vec![f(9, 1, 74), f(1, 73, 86), f(0, 87, 87)];
+        let got: Vec<_> = reachable(&overlap).iter().map(|f| f.max.get()).collect();
+        assert_eq!(got, vec![74, 86, 87]);
     }
 }

@@ -59,13 +59,20 @@ pub fn set_time(file: &mut ReplicaFile, value: &str) -> Result<Value> {
 
 /// `litestream_restore(path [, instant])`: writes the database file exactly as of the state
 /// shown (or the given instant): every page, at its size, to a temporary name then renamed.
-/// Returns the number of pages written.
+/// Returns the number of pages written. An existing file is never replaced, as the
+/// Litestream CLI refuses to restore over one: it may be unrelated, or a live database.
 pub fn restore(
     file: &ReplicaFile,
     path: &str,
     instant: Option<&str>,
     interrupted: &dyn Fn() -> bool,
 ) -> Result<Value> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Err(Error::config(
+            "litestream_restore",
+            format!("{path} already exists: restore to a new name, or remove it first"),
+        ));
+    }
     let replica = file.replica()?;
     let snap = match instant {
         None => file.snapshot()?,

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # sqlite_hosts stays qualified: the fixture ext_path below shadows its function ext_path.
 from harness import sqlite_hosts  # noqa: E402
 from harness.common import AWS_TEST_ENV, stray_litestream_env, tail  # noqa: E402
+from harness.emulators import Azurite, FakeGcs  # noqa: E402
 from harness.litestream import Litestream  # noqa: E402
 from harness.s3 import S3Server  # noqa: E402
 
@@ -37,6 +38,11 @@ def pytest_runtest_makereport(item, call):
         srv = getattr(item, "_moto", None) or getattr(item, "funcargs", {}).get("s3_server")
         if srv is not None:
             rep.sections.append((f"moto log {srv.log_path}", tail(srv.log_path, 40)))
+        # Emulators (harness.emulators) among the test's fixtures.
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, (Azurite, FakeGcs)):
+                for path in value.log_paths():
+                    rep.sections.append((f"log {path}", tail(path, 40)))
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +59,46 @@ def s3_server(tmp_path_factory):
     """moto's S3 server for the whole session: .endpoint, .make_bucket(name),
     .new_bucket(), .replica_url(bucket, prefix), .list_keys(bucket, prefix), .get/.put/.delete."""
     srv = S3Server(tmp_path_factory.mktemp("moto")).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _start_emulator(server):
+    """Starts an emulator for the session and puts the environment our extension needs for
+    its replicas into this process (the in-process extension reads it at open; child_env
+    passes it on). Fails, with the logs, if it cannot start: nothing is skipped."""
+    try:
+        server.start()
+        error = None
+    except Exception as e:  # noqa: BLE001
+        error = e
+    if error is not None:
+        server.stop()
+        pytest.fail(str(error), pytrace=False)
+    os.environ.update(server.env)
+    return server
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """Azurite (Azure Blob) for the whole session, container "replicas" created:
+    .replica(prefix) -> ReplicaSpec(url, env, litestream_replica, litestream_env),
+    .endpoint, .list_keys(container, prefix). Sets AZURE_STORAGE_ACCOUNT_KEY here."""
+    srv = _start_emulator(Azurite(tmp_path_factory.mktemp("azurite")))
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory):
+    """fake-gcs-server behind gcs_xml_shim.py for the whole session, bucket "replicas"
+    created: .replica(prefix) -> ReplicaSpec, .host, .list_keys(bucket, prefix). Sets
+    STORAGE_EMULATOR_HOST here (to the shim)."""
+    srv = _start_emulator(FakeGcs(tmp_path_factory.mktemp("fake-gcs")))
     try:
         yield srv
     finally:

@@ -240,6 +240,12 @@ def test_restore_errors(tmp_path, ext_path):
         r.execute("SELECT litestream_restore(?)", (str(missing_dir),)).fetchone()
     assert info.value.sqlite_errorname == "SQLITE_IOERR", info.value
     assert "no/such/dir" in str(info.value)
+    # An existing file is never replaced (the Litestream CLI refuses too).
+    existing = tmp_path / "precious.db"
+    existing.write_bytes(b"not a replica")
+    with pytest.raises(sqlite3.Error, match="already exists") as info:
+        r.execute("SELECT litestream_restore(?)", (str(existing),)).fetchone()
+    assert existing.read_bytes() == b"not a replica"
     assert not missing_dir.exists()
 
 
@@ -270,3 +276,20 @@ def test_a_deleted_replica_is_reported_not_served_as_fresh(tmp_path, ext_path, l
         time.sleep(0.05)
     time.sleep(1.2)
     assert c.execute("SELECT litestream_lag()").fetchone()[0] >= 1
+
+
+def test_a_file_that_overlaps_the_state_it_continues(tmp_path, ext_path):
+    """`tests/fixtures/ltx/overlap-primary`: a snapshot of 1-0x74 continued only by a
+    level-1 file of 0x73-0x86 (see the fixtures' README). Read, and restored byte for byte,
+    as `litestream restore` restores it."""
+    root = tmp_path / "replica"
+    shutil.copytree(FIXTURES / "overlap-primary" / "replica", root)
+    expected = tmp_path / "theirs.db"
+    restore(root.as_uri(), expected)
+    r = connect(vfs_uri(root.as_uri(), name="overlap.db"), ext=ext_path)
+    assert r.execute("SELECT litestream_txid()").fetchone()[0] == "000000000000009a"
+    want = sqlite3.connect(expected).execute("SELECT * FROM t ORDER BY id").fetchall()
+    assert r.execute("SELECT * FROM t ORDER BY id").fetchall() == want
+    ours = tmp_path / "ours.db"
+    r.execute("SELECT litestream_restore(?)", (str(ours),)).fetchone()
+    assert ours.read_bytes() == expected.read_bytes()

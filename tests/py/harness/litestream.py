@@ -48,13 +48,19 @@ class Litestream:
     db_options / replica_options are merged into the db / replica entries of the config;
     config (e.g. FAST_COMPACTION) is merged at top level. sync-interval and monitor-interval
     default to 100ms (Litestream defaults: 1s each).
+
+    replica_config, when given, is the replica entry instead of {"url": replica_url} (e.g.
+    {"type": "abs", "account-name": ..., "endpoint": ...}: a bare abs:// URL cannot name an
+    endpoint); replica_url then only names the replica for the harness (list_ltx, wait_synced)
+    and restore() goes through `-config`. env: extra environment (child_env(env)).
     """
 
     def __init__(self, db_path: os.PathLike | str, replica_url: str,
                  workdir: Optional[os.PathLike | str] = None, config: Optional[dict] = None,
                  sync_interval: str = "100ms", monitor_interval: str = "100ms",
                  db_options: Optional[dict] = None, replica_options: Optional[dict] = None,
-                 log_level: str = "info", env: Optional[dict] = None):
+                 log_level: str = "info", env: Optional[dict] = None,
+                 replica_config: Optional[dict] = None):
         self.db_path = Path(db_path).resolve()
         self.replica_url = replica_url
         self.workdir = Path(workdir) if workdir else self.db_path.parent
@@ -63,8 +69,10 @@ class Litestream:
         self.config_path = self.workdir / f"{stem}.litestream.yml"
         self.log_path = self.workdir / f"{stem}.litestream.log"
         self._restore_dir = Path(tempfile.mkdtemp(prefix="restore-", dir=self.workdir))
-        replica = {"url": replica_url, "sync-interval": sync_interval}
+        replica = dict(replica_config) if replica_config else {"url": replica_url}
+        replica["sync-interval"] = sync_interval
         replica.update(replica_options or {})
+        self.replica_config = replica if replica_config else None
         db = {"path": str(self.db_path), "monitor-interval": monitor_interval, "replica": replica}
         db.update(db_options or {})
         cfg = {"logging": {"level": log_level}, "shutdown-sync-timeout": "5s"}
@@ -123,7 +131,8 @@ class Litestream:
                 txid: Optional[int] = None, url: Optional[str] = None, timeout: float = 120,
                 extra_args: Sequence[str] = ()) -> dict:
         return restore(url or self.replica_url, out_path, timestamp=timestamp, txid=txid,
-                       timeout=timeout, extra_args=extra_args, env=self.env)
+                       timeout=timeout, extra_args=extra_args, env=self.env,
+                       replica_config=None if url else self.replica_config)
 
     def list_ltx(self) -> list[LtxFile]:
         return list_ltx(self.replica_url)
@@ -179,16 +188,27 @@ class Litestream:
 
 def restore(url: str, out_path: os.PathLike | str, timestamp: Optional[str] = None,
             txid: Optional[int] = None, timeout: float = 120, extra_args: Sequence[str] = (),
-            env: Optional[dict] = None) -> dict:
-    """`litestream restore -json -o OUT URL`; returns its JSON summary (keys include "txid")."""
+            env: Optional[dict] = None, replica_config: Optional[dict] = None) -> dict:
+    """`litestream restore -json -o OUT URL`; returns its JSON summary (keys include "txid").
+
+    With replica_config (a replica entry of a Litestream config, e.g. {"type": "abs", ...}):
+    `litestream restore -config CFG -o OUT DB` with a generated config naming only that
+    replica; url is then not used."""
     args = [str(litestream_bin()), "restore", "-json", "-o", str(out_path)]
     if timestamp:
         args += ["-timestamp", timestamp]
     if txid is not None:
         args += ["-txid", txid_str(txid)]
-    args += list(extra_args) + [url]
-    p = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
-                       env=env or child_env(), stdin=subprocess.DEVNULL)
+    with tempfile.TemporaryDirectory(prefix="restore-config-") as cfg_dir:
+        if replica_config is None:
+            args += list(extra_args) + [url]
+        else:
+            db = Path(cfg_dir) / "db"  # a name for the database entry; never created
+            cfg = Path(cfg_dir) / "litestream.yml"
+            cfg.write_text(_yaml_doc({"dbs": [{"path": str(db), "replica": replica_config}]}))
+            args += ["-config", str(cfg)] + list(extra_args) + [str(db)]
+        p = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
+                           env=env or child_env(), stdin=subprocess.DEVNULL)
     if p.returncode != 0:
         raise subprocess.CalledProcessError(p.returncode, args, p.stdout, p.stderr)
     # The JSON summary is the last {...} block of stdout.

@@ -1,5 +1,5 @@
-"""Litestream replicas as files: LTX listings of file:// and S3 replicas without a process,
-and LTX file surgery for corruption tests."""
+"""Litestream replicas as files: LTX listings of file://, S3 and emulator (abs://, gs://)
+replicas without a process, and LTX file surgery for corruption tests."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from harness.common import HarnessError
+from harness.emulators import list_keys as emulator_list_keys
 from harness.s3 import parse_s3_url, s3_list_keys
 
 
@@ -40,7 +41,8 @@ def _parse_ltx_name(name: str) -> Optional[tuple[int, int]]:
 
 
 def list_ltx(url: str) -> list[LtxFile]:
-    """All LTX files of a file:// or s3:// replica, sorted by (level, min_txid)."""
+    """All LTX files of a file:// or s3:// replica, or of an abs:// or gs:// replica on an
+    emulator (harness.emulators.list_keys), sorted by (level, min_txid)."""
     out = []
     if url.startswith("file://"):
         root = Path(urllib.parse.urlsplit(url).path) / "ltx"
@@ -65,6 +67,16 @@ def list_ltx(url: str) -> list[LtxFile]:
             t = _parse_ltx_name(rest[1])
             if t:
                 out.append(LtxFile(int(rest[0], 16), t[0], t[1], size, key))
+    elif url.startswith(("abs://", "az://", "gs://", "gcs://")):
+        # Emulators (harness.emulators): <prefix>/ltx/<level in decimal>/<min>-<max>.ltx
+        prefix, keys = emulator_list_keys(url)
+        for key, size in keys:
+            rest = key[len(prefix) + 1:].split("/")
+            if len(rest) != 3 or rest[0] != "ltx" or not rest[1].isdigit():
+                continue
+            t = _parse_ltx_name(rest[2])
+            if t:
+                out.append(LtxFile(int(rest[1]), t[0], t[1], size, key))
     else:
         raise HarnessError(f"unsupported replica URL {url}")
     return sorted(out, key=lambda f: (f.level, f.min_txid, f.max_txid))
