@@ -447,13 +447,20 @@ pub struct Config {
     /// flight, and the most bytes each covers (memory: about twice their product).
     pub restore_concurrency: usize,
     pub restore_part_size: u64,
+    /// What the open says at INFO about the settings (parsing has no effects): settings
+    /// given but ignored.
+    pub notes: Vec<String>,
 }
 
 impl Config {
-    /// Sets the process's log level when `log_level` was given.
-    pub fn apply_log_level(&self) {
+    /// The open's effects of the configuration on the process: the log level when
+    /// `log_level` was given (it is the process's), then the notes.
+    pub fn apply_to_process(&self) {
         if let Some(level) = self.log_level {
             crate::log::set_level(level);
+        }
+        for note in &self.notes {
+            crate::log_info!("litestream: {note}");
         }
     }
 
@@ -510,6 +517,7 @@ impl Draft {
                 sse: Default::default(),
                 restore_concurrency: 16,
                 restore_part_size: 8 << 20,
+                notes: Vec::new(),
             },
             hydration_enabled: false,
             hydration_path: None,
@@ -537,9 +545,9 @@ impl Draft {
             (true, path) => Some(path.map(|(_, p)| p)),
             // The Go extension ignores a path without hydration: so do we, saying so.
             (false, Some((src, _))) => {
-                crate::log_info!(
-                    "litestream: {src} is set but hydration is not enabled (hydration_enabled=true): ignored"
-                );
+                config.notes.push(format!(
+                    "{src} is set but hydration is not enabled (hydration_enabled=true): ignored"
+                ));
                 None
             }
             (false, None) => None,
@@ -770,6 +778,11 @@ mod tests {
         // A path without hydration is ignored, as the Go extension ignores it.
         let c = Config::from_params(&[url, ("hydration_path", "/tmp/h.db")], &no_env).unwrap();
         assert_eq!(c.hydration, None);
+        assert!(
+            c.notes[0].contains("hydration_path is set but"),
+            "{:?}",
+            c.notes
+        );
     }
 
     /// Every row of `PARAMS`: a bad value is refused naming the parameter, given in the

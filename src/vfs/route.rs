@@ -58,7 +58,7 @@ pub fn route(
 /// The configuration of an open, its log level applied.
 pub fn config(params: &dyn Params, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
     let c = Config::from_params(params, env)?;
-    c.apply_log_level();
+    c.apply_to_process();
     Ok(c)
 }
 

@@ -260,22 +260,82 @@ pub const FUNCTIONS: &[SqlFunction] = &[
     },
 ];
 
+/// Our pragmas, `PRAGMA litestream_<name>[=value]`, by name (case-insensitive). The
+/// twins of the parameters are held to `config::PARAMS` by a test below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pragma {
+    Txid,
+    Role,
+    WriteEnabled,
+    Lag,
+    Stats,
+    Time,
+    ReplicaUrl,
+    PollInterval,
+    CacheSize,
+    RetainSize,
+    OpenTimeout,
+    Prefetch,
+    RequestBudget,
+    HedgeAfter,
+    Sync,
+}
+
+const PRAGMAS: &[(&str, Pragma)] = &[
+    ("litestream_txid", Pragma::Txid),
+    ("litestream_role", Pragma::Role),
+    ("litestream_write_enabled", Pragma::WriteEnabled),
+    ("litestream_lag", Pragma::Lag),
+    ("litestream_stats", Pragma::Stats),
+    ("litestream_time", Pragma::Time),
+    ("litestream_replica_url", Pragma::ReplicaUrl),
+    ("litestream_poll_interval", Pragma::PollInterval),
+    ("litestream_cache_size", Pragma::CacheSize),
+    ("litestream_retain_size", Pragma::RetainSize),
+    ("litestream_open_timeout", Pragma::OpenTimeout),
+    ("litestream_prefetch", Pragma::Prefetch),
+    ("litestream_request_budget", Pragma::RequestBudget),
+    ("litestream_hedge_after", Pragma::HedgeAfter),
+    ("litestream_sync", Pragma::Sync),
+];
+
+impl TryFrom<&str> for Pragma {
+    /// Not one of ours: SQLite goes on to its own pragmas.
+    type Error = ();
+
+    fn try_from(name: &str) -> std::result::Result<Pragma, ()> {
+        PRAGMAS
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, p)| *p)
+            .ok_or(())
+    }
+}
+
+impl Pragma {
+    pub fn name(self) -> &'static str {
+        PRAGMAS
+            .iter()
+            .find(|(_, p)| *p == self)
+            .map_or("litestream", |(n, _)| n)
+    }
+}
+
 /// Handles `PRAGMA <name>[=value]` for our names. `None`: not one of ours (SQLite goes on
 /// to its own pragmas).
 pub fn pragma(file: &mut ReplicaFile, name: &str, value: Option<&str>) -> Option<Result<Value>> {
-    let name = name.to_ascii_lowercase();
-    if name.starts_with("litestream_") {
-        file.note_reader();
-    }
+    let pragma = Pragma::try_from(name).ok()?;
+    let name = pragma.name();
+    file.note_reader();
     let read_only = |f: fn(&ReplicaFile) -> Result<Value>, file: &ReplicaFile| match value {
         None => f(file),
-        Some(_) => Err(Error::config(&name, "is read-only")),
+        Some(_) => Err(Error::config(name, "is read-only")),
     };
-    let result = match name.as_str() {
-        "litestream_txid" => read_only(txid, file),
-        "litestream_role" => read_only(|_| Ok(Value::Text("replica".into())), file),
+    let result = match pragma {
+        Pragma::Txid => read_only(txid, file),
+        Pragma::Role => read_only(|_| Ok(Value::Text("replica".into())), file),
         // The Go extension's switch of its write mode: 0 on a replica, which cannot write.
-        "litestream_write_enabled" => match value.map(parse_flag) {
+        Pragma::WriteEnabled => match value.map(parse_flag) {
             None | Some(Some(false)) => Ok(Value::Int(0)),
             Some(Some(true)) => Err(Error::config(
                 "litestream_write_enabled",
@@ -286,42 +346,42 @@ pub fn pragma(file: &mut ReplicaFile, name: &str, value: Option<&str>) -> Option
                 format!("{:?} is not 0 or 1", value.unwrap_or_default()),
             )),
         },
-        "litestream_lag" => read_only(lag, file),
-        "litestream_stats" => read_only(stats, file),
+        Pragma::Lag => read_only(lag, file),
+        Pragma::Stats => read_only(stats, file),
         // Setting answers with the instant now shown (a row, where the Go extension's
         // empty answer trips some hosts).
-        "litestream_time" => match value {
+        Pragma::Time => match value {
             None => time(file),
             Some(v) => set_time(file, v).and_then(|_| time(file)),
         },
-        "litestream_replica_url" => read_only(
+        Pragma::ReplicaUrl => read_only(
             |f| Ok(Value::Text(f.replica()?.store.url().to_string())),
             file,
         ),
-        "litestream_poll_interval" => (|| {
+        Pragma::PollInterval => (|| {
             let replica = file.replica()?;
             if let Some(v) = value {
-                replica.set_poll_interval(config::positive_duration(&name, v)?);
+                replica.set_poll_interval(config::positive_duration(name, v)?);
             }
             Ok(Value::Text(format_duration(
                 replica.settings().poll_interval,
             )))
         })(),
-        "litestream_cache_size" => (|| {
+        Pragma::CacheSize => (|| {
             let replica = file.replica()?;
             if let Some(v) = value {
-                replica.cache.set_capacity(config::size(&name, v)?);
+                replica.cache.set_capacity(config::size(name, v)?);
             }
             Ok(Value::Int(replica.cache.capacity() as i64))
         })(),
-        "litestream_retain_size" => (|| {
+        Pragma::RetainSize => (|| {
             let replica = file.replica()?;
             if let Some(v) = value {
-                replica.retention.set_budget(config::size(&name, v)?);
+                replica.retention.set_budget(config::size(name, v)?);
             }
             Ok(Value::Int(replica.retention.usage().budget as i64))
         })(),
-        "litestream_open_timeout" => read_only(
+        Pragma::OpenTimeout => read_only(
             |f| {
                 Ok(Value::Text(format_duration(
                     f.replica()?.settings().open_timeout,
@@ -330,33 +390,34 @@ pub fn pragma(file: &mut ReplicaFile, name: &str, value: Option<&str>) -> Option
             file,
         ),
         // Reads on object storage.
-        "litestream_prefetch" => (|| {
+        Pragma::Prefetch => (|| {
             let replica = file.replica()?;
             if let Some(v) = value {
                 replica
                     .prefetcher
-                    .set_limit(config::count(&name, v, u32::MAX as u64)? as u32);
+                    .set_limit(config::count(name, v, u32::MAX as u64)? as u32);
             }
             Ok(Value::Int(replica.prefetcher.limit() as i64))
         })(),
-        "litestream_request_budget" => (|| {
+        Pragma::RequestBudget => (|| {
             if let Some(v) = value {
-                let budget = config::count(&name, v, i64::MAX as u64)?;
+                let budget = config::count(name, v, i64::MAX as u64)?;
                 file.meters.budget.store(budget, Ordering::Relaxed);
             }
             Ok(Value::Int(file.meters.budget.load(Ordering::Relaxed) as i64))
         })(),
-        "litestream_hedge_after" => (|| {
+        Pragma::HedgeAfter => (|| {
             let replica = file.replica()?;
             if let Some(v) = value {
-                replica.store.set_hedge_after(config::duration(&name, v)?);
+                replica.store.set_hedge_after(config::duration(name, v)?);
             }
             Ok(Value::Text(match replica.store.hedge_after() {
                 d if d.is_zero() => "0".into(),
                 d => format_duration(d),
             }))
         })(),
-        _ => return None,
+        // A primary's.
+        Pragma::Sync => return None,
     };
     Some(result)
 }
@@ -490,24 +551,27 @@ pub fn primary_pragma(
     value: Option<&str>,
 ) -> Option<Result<Value>> {
     let sync = &mut conn.sync;
-    let name = name.to_ascii_lowercase();
-    let read_only = |f: &dyn Fn(&Primary) -> Result<Value>| match value {
-        None => f(p),
-        Some(_) => Err(Error::config(&name, "is read-only")),
-    };
     let v = value.map(|v| {
         v.trim()
             .trim_matches(|c| c == '\'' || c == '"')
             .to_ascii_lowercase()
     });
+    let Ok(pragma) = Pragma::try_from(name) else {
+        return sqlite_pragma_guard(name, v.as_deref()).map(Err);
+    };
+    let name = pragma.name();
+    let read_only = |f: &dyn Fn(&Primary) -> Result<Value>| match value {
+        None => f(p),
+        Some(_) => Err(Error::config(name, "is read-only")),
+    };
     let current = *sync;
-    Some(match name.as_str() {
-        "litestream_txid" => read_only(&primary_txid),
-        "litestream_lag" => read_only(&primary_lag),
-        "litestream_stats" => read_only(&|p| primary_stats(p, current)),
-        "litestream_role" => read_only(&|_| Ok(Value::Text("primary".into()))),
-        "litestream_replica_url" => read_only(&|p| Ok(Value::Text(p.replica_url().into()))),
-        "litestream_write_enabled" => match value.map(parse_flag) {
+    Some(match pragma {
+        Pragma::Txid => read_only(&primary_txid),
+        Pragma::Lag => read_only(&primary_lag),
+        Pragma::Stats => read_only(&|p| primary_stats(p, current)),
+        Pragma::Role => read_only(&|_| Ok(Value::Text("primary".into()))),
+        Pragma::ReplicaUrl => read_only(&|p| Ok(Value::Text(p.replica_url().into()))),
+        Pragma::WriteEnabled => match value.map(parse_flag) {
             None => Ok(Value::Int(conn.writes as i64)),
             Some(Some(on)) => {
                 conn.writes = on;
@@ -518,7 +582,7 @@ pub fn primary_pragma(
                 format!("{:?} is not 0 or 1", value.unwrap_or_default()),
             )),
         },
-        "litestream_sync" => match v.as_deref() {
+        Pragma::Sync => match v.as_deref() {
             None => Ok(Value::Text(sync_name(current).into())),
             Some("local") => {
                 *sync = SyncMode::Local;
@@ -533,16 +597,32 @@ pub fn primary_pragma(
                 format!("{other:?} is not local or remote"),
             )),
         },
-        "journal_mode" if v.as_deref().is_some_and(|v| v != "wal") => Err(Error::config(
+        Pragma::PollInterval
+        | Pragma::CacheSize
+        | Pragma::RetainSize
+        | Pragma::OpenTimeout
+        | Pragma::Time
+        | Pragma::Prefetch
+        | Pragma::RequestBudget
+        // A replica's settings: not a primary's (SQLite answers nothing, as for a pragma
+        // it does not know).
+        | Pragma::HedgeAfter => return None,
+    })
+}
+
+/// SQLite's own pragmas that would stop a primary's capture, refused on its connections.
+fn sqlite_pragma_guard(name: &str, value: Option<&str>) -> Option<Error> {
+    match (name.to_ascii_lowercase().as_str(), value) {
+        ("journal_mode", Some(v)) if v != "wal" => Some(Error::config(
             "journal_mode",
             "role=primary keeps the database in WAL mode (its WAL is what ships)",
         )),
-        "locking_mode" if v.as_deref() == Some("exclusive") => Err(Error::config(
+        ("locking_mode", Some("exclusive")) => Some(Error::config(
             "locking_mode",
             "role=primary needs the shared WAL index; exclusive locking mode is not supported",
         )),
-        _ => return None,
-    })
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -576,6 +656,24 @@ mod tests {
                     assert_eq!(refused, p.twin == Twin::Read, "{name}: read-only or not");
                 }
             }
+        }
+    }
+
+    /// Every pragma is found by its name, in any case; the twins `PARAMS` names are pragmas;
+    /// other names are not ours.
+    #[test]
+    fn pragmas_parse_from_their_names() {
+        for (name, p) in PRAGMAS {
+            assert_eq!(Pragma::try_from(*name), Ok(*p));
+            assert_eq!(Pragma::try_from(name.to_ascii_uppercase().as_str()), Ok(*p));
+            assert_eq!(p.name(), *name);
+        }
+        for param in PARAMS.iter().filter(|p| p.twin != Twin::None) {
+            let name = format!("litestream_{}", param.name);
+            assert!(Pragma::try_from(name.as_str()).is_ok(), "{name}");
+        }
+        for other in ["journal_mode", "litestream_nonsense", "litestream"] {
+            assert_eq!(Pragma::try_from(other), Err(()));
         }
     }
 }
