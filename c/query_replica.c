@@ -9,7 +9,9 @@
 **
 ** Restores report their progress on stderr ("SELECT litestream_restore('/tmp/copy.db')");
 ** with QUERY_REPLICA_STOP_AT=<bytes> in the environment, a restore is cancelled once that
-** much is done.
+** much is done. The extension's log (LITESTREAM_LOG_LEVEL=info for more) arrives through
+** SQLite's own logger, as any host's logging can take it: here it goes to stderr as
+** "log(<code>): <line>".
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,11 +25,18 @@ static int progress(void *stop_at, const char *what, sqlite3_uint64 done,
   return stop_at && done >= *(sqlite3_uint64 *)stop_at;
 }
 
+static void logger(void *unused, int code, const char *line) {
+  (void)unused;
+  fprintf(stderr, "log(%d): %s\n", code, line);
+}
+
 int main(int argc, char **argv) {
   if (argc != 3 && argc != 4) {
     fprintf(stderr, "usage: %s REPLICA_URL SQL [TIME]\n", argv[0]);
     return 2;
   }
+  /* Before SQLite is initialised: where sqlite3_log, and so the extension's log, goes. */
+  sqlite3_config(SQLITE_CONFIG_LOG, logger, (void *)0);
   const char *stop = getenv("QUERY_REPLICA_STOP_AT");
   static sqlite3_uint64 stop_at;
   if (stop) stop_at = strtoull(stop, 0, 10);

@@ -49,6 +49,15 @@ pub enum Error {
     #[error("litestream: {file} not found in the replica")]
     NotFound { file: String },
 
+    /// No credentials anywhere, so the client's last resort, the cloud's instance metadata
+    /// service, was asked and did not answer.
+    #[error("litestream: storage error on {file}: no credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or LITESTREAM_ACCESS_KEY_ID and LITESTREAM_SECRET_ACCESS_KEY, or a profile in ~/.aws/credentials named by AWS_PROFILE; for gs://, GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT; for abs://, AZURE_STORAGE_ACCOUNT_KEY); the instance metadata service, tried last, answered: {source}")]
+    NoCredentials {
+        file: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+
     /// The object store failed (after its retries).
     #[error("litestream: storage error on {file}: {source}")]
     Storage {
@@ -140,6 +149,7 @@ impl Error {
             Error::Corrupt { .. } | Error::Tampered { .. } => code::SQLITE_CORRUPT,
             Error::NotFound { .. }
             | Error::Storage { .. }
+            | Error::NoCredentials { .. }
             | Error::Timeout { .. }
             | Error::Budget { .. } => code::SQLITE_IOERR_READ,
             Error::SnapshotTooOld { .. } => code::SQLITE_BUSY_SNAPSHOT,
@@ -174,6 +184,11 @@ impl Error {
     pub fn storage(file: impl Into<String>, source: object_store::Error) -> Self {
         match source {
             object_store::Error::NotFound { .. } => Error::NotFound { file: file.into() },
+            // AWS's and Google's instance metadata address: where the clients go last.
+            other if other.to_string().contains("169.254.169.254") => Error::NoCredentials {
+                file: file.into(),
+                source: Box::new(other),
+            },
             other => Error::Storage {
                 file: file.into(),
                 source: Box::new(other),
@@ -227,5 +242,21 @@ mod tests {
             Error::ReadOnly("x".into()).statement_code(),
             code::SQLITE_READONLY
         );
+    }
+
+    /// No credentials: the clients end at the instance metadata service; the error says
+    /// what to set instead of only that the metadata service failed, and is not retried.
+    #[test]
+    fn no_credentials_is_named() {
+        let imds = object_store::Error::Generic {
+            store: "S3",
+            source: "error sending request for url (http://169.254.169.254/latest/api/token)"
+                .into(),
+        };
+        let e = Error::storage("listing s3://b/p", imds);
+        assert!(matches!(e, Error::NoCredentials { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("no credentials found") && text.contains("AWS_ACCESS_KEY_ID"));
+        assert_eq!(e.sqlite_code(), libsqlite3_sys::SQLITE_IOERR_READ);
     }
 }

@@ -378,6 +378,66 @@ fn boolean(v: &str) -> Option<bool> {
     }
 }
 
+/// Keys from an AWS shared credentials file.
+#[derive(PartialEq)]
+struct Credentials {
+    key_id: String,
+    secret: String,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, (secret))", self.key_id)
+    }
+}
+
+/// The profile `AWS_PROFILE` (else `default`) of the shared credentials file
+/// (`AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`), if it has keys.
+fn shared_credentials() -> Option<Credentials> {
+    let path = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".aws/credentials"))
+        })?;
+    let text = std::fs::read_to_string(path).ok()?;
+    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+    profile_credentials(&text, &profile)
+}
+
+/// The keys of `profile` in the text of a credentials file (INI: `[profile]`, then
+/// `aws_access_key_id = …`, `aws_secret_access_key = …`, `aws_session_token = …`).
+fn profile_credentials(text: &str, profile: &str) -> Option<Credentials> {
+    let mut section = None;
+    let (mut key_id, mut secret, mut token) = (None, None, None);
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = Some(name.trim().to_string());
+            continue;
+        }
+        if section.as_deref() != Some(profile) {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            let v = Some(v.trim().to_string());
+            match k.trim().to_ascii_lowercase().as_str() {
+                "aws_access_key_id" => key_id = v,
+                "aws_secret_access_key" => secret = v,
+                "aws_session_token" => token = v,
+                _ => {}
+            }
+        }
+    }
+    Some(Credentials {
+        key_id: key_id?,
+        secret: secret?,
+        token,
+    })
+}
+
 /// Opens the replica at `raw` (see `parse`) with the process's environment.
 pub fn open(raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Backend> {
     build(parse(raw, &|k| std::env::var(k).ok())?, raw, timeouts, sse)
@@ -441,17 +501,27 @@ fn build(target: Target, raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Bac
                 .with_retry(retry)
                 .with_client_options(client)
                 .with_region(&t.region)
-                .with_virtual_hosted_style_request(!t.path_style)
-                .with_skip_signature(t.unsigned);
-            // Litestream's credentials, where AWS's own are not set.
+                .with_virtual_hosted_style_request(!t.path_style);
+            let mut unsigned = t.unsigned;
+            // Litestream's credentials, where AWS's own are not set; else the shared
+            // credentials file's profile (AWS_PROFILE, or "default"), as the AWS CLI reads it.
             if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
                 if let Ok(id) = std::env::var("LITESTREAM_ACCESS_KEY_ID") {
                     b = b.with_access_key_id(id);
-                }
-                if let Ok(secret) = std::env::var("LITESTREAM_SECRET_ACCESS_KEY") {
-                    b = b.with_secret_access_key(secret);
+                    if let Ok(secret) = std::env::var("LITESTREAM_SECRET_ACCESS_KEY") {
+                        b = b.with_secret_access_key(secret);
+                    }
+                } else if let Some(creds) = shared_credentials() {
+                    b = b
+                        .with_access_key_id(creds.key_id)
+                        .with_secret_access_key(creds.secret);
+                    if let Some(token) = creds.token {
+                        b = b.with_token(token);
+                    }
+                    unsigned = false;
                 }
             }
+            b = b.with_skip_signature(unsigned);
             if let Some(ep) = &t.endpoint {
                 b = b
                     .with_endpoint(ep)
@@ -710,6 +780,24 @@ mod tests {
             let e = parse(raw, &none).unwrap_err().to_string();
             assert!(e.contains(says), "{raw}: {e}");
         }
+    }
+
+    #[test]
+    fn shared_credentials_profiles() {
+        let text = "# keys\n[default]\naws_access_key_id = AKIA1\naws_secret_access_key=s1\n\n[work]\n aws_access_key_id = AKIA2 \naws_secret_access_key = s2\naws_session_token = t2\n[empty]\nregion = x\n";
+        let c = profile_credentials(text, "default").unwrap();
+        assert_eq!(
+            (c.key_id.as_str(), c.secret.as_str(), c.token),
+            ("AKIA1", "s1", None)
+        );
+        let c = profile_credentials(text, "work").unwrap();
+        assert_eq!(
+            (c.key_id.as_str(), c.token.as_deref()),
+            ("AKIA2", Some("t2"))
+        );
+        assert_eq!(profile_credentials(text, "empty"), None);
+        assert_eq!(profile_credentials(text, "missing"), None);
+        assert!(!format!("{c:?}").contains("s2"));
     }
 
     #[test]

@@ -104,3 +104,23 @@ pub unsafe fn text<'a>(p: *const c_char) -> Option<std::borrow::Cow<'a, str>> {
     // SAFETY: the caller promises a valid NUL-terminated string.
     Some(unsafe { CStr::from_ptr(p) }.to_string_lossy())
 }
+
+/// Sends a log line through the host's `sqlite3_log` (a no-op unless the host configured a
+/// logger), with SQLite's codes for the level: SQLITE_NOTICE, SQLITE_WARNING, SQLITE_ERROR.
+pub fn sqlite_log(level: crate::log::LogLevel, line: &str) {
+    use crate::log::LogLevel;
+    let Some(log) = get().and_then(|a| a.log) else {
+        return;
+    };
+    let code = match level {
+        LogLevel::Debug | LogLevel::Info => ffi::SQLITE_NOTICE,
+        LogLevel::Warn => ffi::SQLITE_WARNING,
+        LogLevel::Error => ffi::SQLITE_ERROR,
+    };
+    let Ok(text) = std::ffi::CString::new(line.replace('\0', " ")) else {
+        return;
+    };
+    // SAFETY: sqlite3_log is safe to call from any thread at any time; the format is a
+    // static "%s" and its one argument a NUL-terminated string that outlives the call.
+    unsafe { log(code, c"%s".as_ptr(), text.as_ptr()) };
+}

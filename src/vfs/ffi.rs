@@ -225,6 +225,8 @@ fn register_vfs() -> Result<(), Error> {
         if rc != ffi::SQLITE_OK {
             return Err(format!("sqlite3_vfs_register failed ({rc})"));
         }
+        // From now on the log goes through the host's sqlite3_log too.
+        crate::log::set_sink(api::sqlite_log);
         Ok(())
     });
     result

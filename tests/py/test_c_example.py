@@ -24,8 +24,8 @@ def query_replica(tmp_path_factory, ext_path):
     return out
 
 
-def run(binary, ext_path, *args):
-    env = child_env({"LD_LIBRARY_PATH": str(ext_path.parent)})
+def run(binary, ext_path, *args, env=None):
+    env = child_env({"LD_LIBRARY_PATH": str(ext_path.parent), **(env or {})})
     return subprocess.run([str(binary), *args], capture_output=True, text=True, env=env,
                           timeout=60)
 
@@ -39,6 +39,22 @@ def test_c_program_queries_a_replica(query_replica, ext_path, tmp_path):
     want = sqlite3.connect(f"file:{FIXTURE / 'restored-0000000000000004.db'}?immutable=1",
                            uri=True).execute("SELECT count(*) FROM t").fetchone()[0]
     assert res.stdout.strip() == f"{want}\t0000000000000004"
+
+
+def test_the_log_reaches_the_hosts_sqlite3_log(query_replica, ext_path, tmp_path):
+    """The extension's log goes through sqlite3_log, where the host's logger takes it (the
+    program prints each line as "log(<code>): <line>"), one `litestream <level>:` prefix
+    per line; SQLITE_NOTICE (27) for debug and info."""
+    root = tmp_path / "replica"
+    shutil.copytree(FIXTURE / "replica", root)
+    res = run(query_replica, ext_path, root.as_uri(), "SELECT count(*) FROM t",
+              env={"LITESTREAM_LOG_LEVEL": "debug"})
+    assert res.returncode == 0, res.stderr
+    logged = [line for line in res.stderr.splitlines() if line.startswith("log(")]
+    assert any(line.startswith("log(27): litestream debug: plan: ") for line in logged), \
+        res.stderr
+    assert not any("litestream: litestream" in line or "debug: litestream:" in line
+                   for line in res.stderr.splitlines()), res.stderr
 
 
 def test_c_program_reports_open_errors(query_replica, ext_path, tmp_path):

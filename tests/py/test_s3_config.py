@@ -115,3 +115,24 @@ def test_unknown_or_bad_url_parameters_are_refused_by_name(s3_server, ext_path, 
         connect(vfs_uri(url), ext=ext_path).execute("SELECT 1 FROM sqlite_master").fetchall()
     e = info.value
     assert e.sqlite_errorname == "SQLITE_CANTOPEN" and says in str(e), e
+
+
+def test_a_profile_of_the_shared_credentials_file(s3_server, proxied, tmp_path):
+    """No key in the environment, AWS_PROFILE naming a profile of the shared credentials
+    file (AWS_SHARED_CREDENTIALS_FILE): requests are signed with that profile's key."""
+    bucket, proxy = proxied
+    src = tmp_path / "src.db"
+    create_source_db(src, rows=50)
+    with Litestream(src, s3_server.replica_url(bucket, "db")) as ls:
+        ls.wait_synced()
+    creds = tmp_path / "credentials"
+    creds.write_text("[default]\naws_access_key_id = from-default\naws_secret_access_key = x\n"
+                     "[work]\naws_access_key_id = from-work-profile\n"
+                     "aws_secret_access_key = y\n")
+    env = {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None,
+           "AWS_SHARED_CREDENTIALS_FILE": str(creds), "AWS_PROFILE": "work"}
+    url = f"s3://{bucket}/db?endpoint={proxy.endpoint}"
+    r = run_ext_child(vfs_uri(url), ["SELECT count(*) FROM orders"], env=env)
+    assert r.error is None and not r.crashed, r.describe()
+    auth = {q.headers.get("authorization", "") for q in proxy.log}
+    assert auth and all("Credential=from-work-profile/" in a for a in auth), auth
