@@ -3,3 +3,6 @@ export function getLoadablePath(): string;
 /** Loads the extension through any binding with db.loadExtension(path[, callback]). */
 export function load(db: { loadExtension(path: string, ...rest: any[]): any },
                      callback?: (err: Error | null) => void): any;
+/** The URI that opens `path` through the VFS, every parameter value percent-escaped. */
+export function uri(path: string,
+                    params?: { replica_url?: string; [name: string]: string | number | boolean | undefined }): string;

@@ -30,4 +30,16 @@ function load(db, callback) {
     : db.loadExtension(getLoadablePath(), callback);
 }
 
-module.exports = { getLoadablePath, load };
+/** The URI that opens `path` through the VFS: `file:<path>?vfs=litestream&replica_url=…` and
+ * the other parameters of `params` ({ replica_url, poll_interval: "500ms", ... }). Every value
+ * is percent-escaped, so a replica URL with its own query or a path with '#', '%' or '?'
+ * arrives intact. The VFS must be registered (load) before the first open that names it. */
+function uri(path, params = {}) {
+  const query = [["vfs", "litestream"], ...Object.entries(params)]
+    .filter(([, v]) => v !== undefined && v !== null)
+    .map(([k, v]) => `${k}=${encodeURIComponent(String(v))}`);
+  const file = String(path).split("/").map(encodeURIComponent).join("/");
+  return `file:${file}?${query.join("&")}`;
+}
+
+module.exports = { getLoadablePath, load, uri };

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import urllib.parse
 import zipfile
 from pathlib import Path
 
@@ -54,9 +55,13 @@ def dist(tmp_path_factory):
 
 @pytest.fixture
 def replica(tmp_path):
-    root = tmp_path / "replica"
+    """A replica in a folder whose URL has '&', '%' and escaped '#' and spaces of its own, as
+    a replica URL with a query would: the packages' uri() must carry it intact."""
+    root = tmp_path / "r&d #1 100%"
     shutil.copytree(FIXTURE / "replica", root)
-    return root.as_uri()
+    url = "file://" + urllib.parse.quote(str(root), safe="/&")
+    assert "&" in url and "%25" in url and "%23" in url
+    return url
 
 
 def check(out: str, installed_under: Path):
@@ -67,6 +72,8 @@ def check(out: str, installed_under: Path):
     assert r["latest"] == LATEST
     assert r["past"] == PAST
     assert r["others"] == [2, 2]
+    # Python's sqlite3 host: connect(), called before anything was loaded, loads and opens.
+    return r
 
 
 def test_artifacts_carry_the_cargo_version(dist):
@@ -98,7 +105,9 @@ def venv(dist, tmp_path_factory):
 def test_python_wheel(venv, host, replica, tmp_path):
     res = run([venv / "bin" / "python", HOSTS / "query_replica.py", host, replica, PAST_TIME,
                tmp_path / "other.db"], env=child_env(), cwd=tmp_path)
-    check(res.stdout, venv)
+    r = check(res.stdout, venv)
+    # connect(), called before anything was loaded, loads the extension and opens.
+    assert r["connect"] == (LATEST if host == "sqlite3" else None)
 
 
 def test_npm_package(dist, replica, tmp_path):

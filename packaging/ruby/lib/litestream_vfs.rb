@@ -10,6 +10,16 @@ module LitestreamVFS
     File.expand_path("litestream_vfs/litestream", __dir__)
   end
 
+  # The URI that opens path through the VFS: "file:<path>?vfs=litestream&replica_url=…" and
+  # the other parameters (poll_interval: "500ms", ...). Every value is percent-escaped, so a
+  # replica URL with its own query or a path with '#', '%' or '?' arrives intact. Open it
+  # with SQLite3::Constants::Open::URI; the VFS must be loaded before.
+  def self.uri(path, params = {})
+    escape = ->(v) { v.to_s.b.gsub(/[^A-Za-z0-9\-._~:\/@]/) { |c| format("%%%02X", c.ord) } }
+    query = [["vfs", "litestream"]] + params.reject { |_, v| v.nil? }.to_a
+    "file:#{escape.(path)}?" + query.map { |k, v| "#{k}=#{escape.(v)}" }.join("&")
+  end
+
   # Loads the extension through db (a SQLite3::Database); the VFS is then registered for every
   # connection in this process. Extension loading is switched off again afterwards.
   def self.load(db)

@@ -23,7 +23,7 @@ const one = async (db, sql) => Object.values((await all(db, sql))[0]);
 
   const loader = await open(":memory:", rw);
   await new Promise((resolve, reject) => litestream.load(loader, (e) => (e ? reject(e) : resolve())));
-  const db = await open(`file:replica.db?vfs=litestream&replica_url=${encodeURIComponent(url)}`,
+  const db = await open(litestream.uri("replica.db", { replica_url: url }),
                         sqlite3.OPEN_READONLY | sqlite3.OPEN_URI);
   const latest = await one(db, "SELECT count(*), litestream_txid() FROM t");
   await all(db, `PRAGMA litestream_time = '${when}'`);

@@ -1,16 +1,17 @@
 """Run by test_packages.py inside a fresh venv that has the sqlite-litestream wheel (and apsw):
     python query_replica.py sqlite3|apsw REPLICA_URL TIME OTHER_DB
 Prints JSON: where the library came from, (count, txid) now and at TIME, and the row counts
-that a connection opened before the load, and one opened after, see in OTHER_DB."""
+that a connection opened before the load, and one opened after, see in OTHER_DB. With the
+sqlite3 host, also (count, txid) through sqlite_litestream.connect(), called before anything
+was loaded."""
 
 import json
 import sys
-import urllib.parse
 
 import sqlite_litestream
 
 host, url, when, other_path = sys.argv[1:]
-uri = f"file:replica.db?vfs=litestream&replica_url={urllib.parse.quote(url, safe='')}"
+uri = sqlite_litestream.uri("replica.db", url)
 if host == "sqlite3":
     import sqlite3 as lib
 
@@ -38,6 +39,11 @@ other = connect(other_path)
 other.execute("CREATE TABLE kv(k, v)")
 other.execute("INSERT INTO kv VALUES ('a', 1)")
 
+# connect() loads the extension itself when nothing has yet.
+via_connect = None
+if host == "sqlite3":
+    via_connect = one(sqlite_litestream.connect("replica2.db", url),
+                      "SELECT count(*), litestream_txid() FROM t")
 sqlite_litestream.load(connect(":memory:"))
 db = open_replica()
 latest = one(db, "SELECT count(*), litestream_txid() FROM t")
@@ -46,5 +52,6 @@ past = one(db, "SELECT count(*), litestream_txid() FROM t")
 
 other.execute("INSERT INTO kv VALUES ('b', 2)")
 print(json.dumps({"path": sqlite_litestream.loadable_path(), "latest": latest, "past": past,
+                  "connect": via_connect,
                   "others": [one(other, "SELECT count(*) FROM kv")[0],
                              one(connect(other_path), "SELECT count(*) FROM kv")[0]]}))

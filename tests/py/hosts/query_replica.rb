@@ -1,7 +1,6 @@
 # Run by test_packages.py with GEM_PATH set to where the sqlite-litestream gem was installed:
 #   ruby query_replica.rb REPLICA_URL TIME OTHER_DB        (Debian's ruby-sqlite3)
 # Prints the same JSON as query_replica.py.
-require "erb"
 require "json"
 require "sqlite3"
 require "litestream_vfs"
@@ -15,7 +14,7 @@ other.execute("INSERT INTO kv VALUES ('a', 1)")
 
 LitestreamVFS.load(SQLite3::Database.new(":memory:"))
 open = SQLite3::Constants::Open
-db = SQLite3::Database.new("file:replica.db?vfs=litestream&replica_url=#{ERB::Util.url_encode(url)}",
+db = SQLite3::Database.new(LitestreamVFS.uri("replica.db", replica_url: url),
                            flags: open::READONLY | open::URI)
 latest = db.execute("SELECT count(*), litestream_txid() FROM t").first
 db.execute("PRAGMA litestream_time = '#{time}'")
