@@ -20,10 +20,24 @@ pub fn guard(on_panic: c_int, f: impl FnOnce() -> c_int) -> c_int {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(on_panic)
 }
 
-/// Remembers the host's routine table. Called by every entry point before anything else.
-pub fn set(api: *const ffi::sqlite3_api_routines) {
-    if !api.is_null() {
-        API.store(api as *mut _, Ordering::Release);
+/// Remembers the host's routine table: the first one passed. Called by every entry point
+/// before anything else. A different table later belongs to another SQLite library in the
+/// process (Python's sqlite3 beside apsw, two Node bindings): our VFS, functions and
+/// background threads are bound to the first, so that one is kept and `false` says the
+/// caller must be refused.
+pub fn set(api: *const ffi::sqlite3_api_routines) -> bool {
+    if api.is_null() {
+        return true;
+    }
+    let new = api as *mut ffi::sqlite3_api_routines;
+    match API.compare_exchange(
+        std::ptr::null_mut(),
+        new,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => true,
+        Err(first) => first == new,
     }
 }
 
@@ -73,7 +87,13 @@ pub fn is_interrupted(db: *mut ffi::sqlite3) -> bool {
 /// Copies `s` into memory from sqlite3_malloc, as SQLite requires of strings it will free
 /// (pragma results, error messages). Interior NULs end the string early.
 pub fn sqlite_string(s: &str) -> *mut c_char {
-    let Some(malloc) = get().and_then(|a| a.malloc) else {
+    sqlite_string_of(get(), s)
+}
+
+/// [`sqlite_string`] with the allocator of the library whose routine table is `api` (the
+/// one that will free it).
+pub fn sqlite_string_of(api: Option<&ffi::sqlite3_api_routines>, s: &str) -> *mut c_char {
+    let Some(malloc) = api.and_then(|a| a.malloc) else {
         return std::ptr::null_mut();
     };
     let bytes = s.as_bytes();

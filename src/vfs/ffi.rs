@@ -32,7 +32,16 @@ pub unsafe extern "C" fn sqlite3_litestream_init(
     api_table: *const ffi::sqlite3_api_routines,
 ) -> c_int {
     guard(ffi::SQLITE_INTERNAL, || {
-        api::set(api_table);
+        if !api::set(api_table) {
+            if !pz_err.is_null() {
+                let why = "litestream: the extension is loaded already, into another SQLite library of this process (Python's sqlite3 beside apsw, say); it serves one library per process: load it into that one";
+                // SAFETY: SQLite passes a valid out-pointer for the message, and a routine
+                // table that lives as long as the process; the message is allocated by that
+                // library, which frees it.
+                unsafe { *pz_err = api::sqlite_string_of(api_table.as_ref(), why) };
+            }
+            return ffi::SQLITE_ERROR;
+        }
         match init(db) {
             Ok(()) => ffi::SQLITE_OK_LOAD_PERMANENTLY,
             Err(e) => {
@@ -135,8 +144,8 @@ pub unsafe extern "C" fn sqlite3_litestream_autoinit(
     api_table: *const ffi::sqlite3_api_routines,
 ) -> c_int {
     guard(ffi::SQLITE_OK, || {
-        api::set(api_table);
-        if db.is_null() {
+        // Registered only by the library we serve; any other is none of our business.
+        if !api::set(api_table) || db.is_null() {
             return ffi::SQLITE_OK;
         }
         if let Err(e) = register_vfs().and_then(|()| register_functions(db)) {

@@ -108,6 +108,10 @@ def test_python_wheel(venv, host, replica, tmp_path):
     r = check(res.stdout, venv)
     # connect(), called before anything was loaded, loads the extension and opens.
     assert r["connect"] == (LATEST if host == "sqlite3" else None)
+    if host == "apsw":
+        # A second SQLite library in the process (the standard library's, beside apsw's
+        # own) is refused; the first keeps working (the rows above were read after it).
+        assert "another SQLite library" in r["second_library"], r["second_library"]
 
 
 def test_npm_package(dist, replica, tmp_path):

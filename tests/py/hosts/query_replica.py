@@ -45,6 +45,16 @@ if host == "sqlite3":
     via_connect = one(sqlite_litestream.connect("replica2.db", url),
                       "SELECT count(*), litestream_txid() FROM t")
 sqlite_litestream.load(connect(":memory:"))
+# With apsw (its own SQLite), loading into the standard library's sqlite3 too is a second
+# SQLite library in this process: refused, with a message.
+second_library = None
+if host == "apsw":
+    import sqlite3
+    try:
+        sqlite_litestream.load(sqlite3.connect(":memory:"))
+        second_library = "loaded"
+    except sqlite3.Error as e:
+        second_library = str(e)
 db = open_replica()
 latest = one(db, "SELECT count(*), litestream_txid() FROM t")
 db.execute(f"PRAGMA litestream_time = '{when}'")
@@ -52,6 +62,6 @@ past = one(db, "SELECT count(*), litestream_txid() FROM t")
 
 other.execute("INSERT INTO kv VALUES ('b', 2)")
 print(json.dumps({"path": sqlite_litestream.loadable_path(), "latest": latest, "past": past,
-                  "connect": via_connect,
+                  "connect": via_connect, "second_library": second_library,
                   "others": [one(other, "SELECT count(*) FROM kv")[0],
                              one(connect(other_path), "SELECT count(*) FROM kv")[0]]}))
