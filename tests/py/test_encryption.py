@@ -3,6 +3,7 @@
 Oracles: Debian's `age` (the reference Go implementation) encrypts and decrypts, and the real
 Litestream writes and restores the plaintext the objects hold."""
 
+import datetime as dt
 import json
 import shutil
 import sqlite3
@@ -163,14 +164,14 @@ def test_a_litestream_replica_encrypted_with_age_reads_page_by_page(s3_server, t
     assert hydration["state"] == "ready" and hydrated.exists(), hydration
     assert all_tables_digest(sqlite3.connect(hydrated)) == all_tables_digest(native)
     # A millisecond after the first file's timestamp, its state (TXID 1) shows.
-    first = history[0][1]
-    ms = int(first[20:23]) + 1
-    later = f"{first[:20]}{ms:03d}Z" if ms < 1000 else None
-    if later:
-        c = run_ext_child(vfs_uri(url, name="past.db", time=later),
-                          ["SELECT count(*), litestream_txid() FROM orders"],
-                          env={"LITESTREAM_AGE_IDENTITY": env_key})
-        assert c.error is None and rows(c, 0) == [[total - 300, "0000000000000001"]], c.describe()
+    # (Timestamps drop trailing zeros of their fraction: "…:12.96Z" is 960 ms.)
+    first = dt.datetime.fromisoformat(history[0][1].replace("Z", "+00:00"))
+    later = (first + dt.timedelta(milliseconds=1)).isoformat(timespec="milliseconds")
+    later = later.replace("+00:00", "Z")
+    c = run_ext_child(vfs_uri(url, name="past.db", time=later),
+                      ["SELECT count(*), litestream_txid() FROM orders"],
+                      env={"LITESTREAM_AGE_IDENTITY": env_key})
+    assert c.error is None and rows(c, 0) == [[total - 300, "0000000000000001"]], c.describe()
 
     # A point lookup reads a small part of the objects, within a few chunks of what the same
     # lookup reads from the plaintext replica.
