@@ -7,7 +7,6 @@ the server and our extension reads it (rows, following, time travel, restore, ea
 
 import dataclasses
 import datetime as dt
-import json
 import sqlite3
 import time
 
@@ -19,7 +18,7 @@ from harness.data import (all_tables_digest, create_source_db, db_digests, inser
 from harness.emulators import ReplicaSpec
 from harness.litestream import Litestream, restore
 from harness.ltx import list_ltx
-from harness.sqlite_hosts import connect, vfs_uri
+from harness.sqlite_hosts import connect, litestream_stats, vfs_uri, wait_shipped
 
 BACKENDS = ["abs", "gs", "s3", "file"]
 SERVER_FIXTURE = {"abs": "azurite", "gs": "fake_gcs", "s3": "s3_server", "file": "file_root"}
@@ -187,16 +186,12 @@ def test_restore_matches_litestream_restore(rep, backend, server, ext_path, tmp_
 # Our primary on the server
 
 
-def stats(conn) -> dict:
-    return json.loads(conn.execute("PRAGMA litestream_stats").fetchone()[0])
+stats = litestream_stats
 
 
-def wait_shipped(conn, timeout: float = 60) -> int:
+def shipped_txid(conn) -> int:
     """Waits until nothing committed is waiting to ship; returns the shipped TXID."""
-    wait_until(lambda: not stats(conn)["pending"], timeout)
-    s = stats(conn)
-    assert s["last_error"] is None and s["stopped"] is None, s
-    return int(s["shipped_txid"], 16)
+    return int(wait_shipped(conn)["shipped_txid"], 16)
 
 
 def levels_of(url: str) -> dict:
@@ -241,7 +236,7 @@ def test_primary_compacts_refuses_a_second_primary_and_litestream_restores_it(
         b.execute("INSERT INTO t(who, v) VALUES ('b', 0)")
     assert "another primary" in stats(b)["stopped"]
     a.execute("INSERT INTO t(who, v) VALUES ('a', 'last')")
-    head = wait_shipped(a)
+    head = shipped_txid(a)
     local = all_tables_digest(a)
 
     reader = connect(vfs_uri(spec.url, name=str(tmp_path / "reader.db")), ext=ext_path)

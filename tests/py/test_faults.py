@@ -224,8 +224,17 @@ def test_sync_local_writer_under_faults_ships_a_prefix(faulty_s3, ext_path, tmp_
 def test_lost_answers_to_claims_do_not_stop_shipping(faulty_s3, ext_path, tmp_path):
     """A claim whose answer was lost after the store created it is found to be ours."""
     proxy, through, direct = faulty_s3
-    db, log, go_on = tmp_path / "app.db", tmp_path / "log", tmp_path / "go_on"
     proxy.add("drop", rate=0.5, method="PUT", path="/claims/")
+    stats = twenty_acknowledged_commits(ext_path, through, direct, tmp_path)
+    assert proxy.injected["drop"] > 0
+    assert stats["retries"] + stats["storage"]["retries"] > 0, stats
+
+
+def twenty_acknowledged_commits(ext_path, through: str, direct: str, tmp_path: Path) -> dict:
+    """A sync=remote writer of twenty commits through the proxy: every commit acknowledged,
+    shipping not stopped, and the replica (read straight from moto) equal to the local
+    database. Returns the writer's stats once all shipped."""
+    db, log, go_on = tmp_path / "app.db", tmp_path / "log", tmp_path / "go_on"
     uri = primary_uri(db, through, sync="remote", sync_timeout="10s")
     w = start_writer(ext_path, uri, log, 1, 20, go_on)
     wait_until(lambda: len(outcomes(log)) == 20 or w.poll() is not None, 120, 0.05)
@@ -233,11 +242,10 @@ def test_lost_answers_to_claims_do_not_stop_shipping(faulty_s3, ext_path, tmp_pa
     out, err = w.communicate(timeout=120)
     assert w.returncode == 0, err[-3000:]
     assert all(wh == "ok" for wh in outcomes(log).values()), outcomes(log)
-    assert proxy.injected["drop"] > 0
     stats = json.loads(open(log).read().split("shipped ", 1)[1].splitlines()[0])
     assert stats["stopped"] is None, stats
-    assert stats["retries"] + stats["storage"]["retries"] > 0, stats
     assert restored_ids(direct, tmp_path, "r.db") == ids_of(db) == set(range(1, 21))
+    return stats
 
 
 READ_QUERIES = [
@@ -388,17 +396,9 @@ def test_a_conditional_request_conflict_is_retried(faulty_s3, ext_path, tmp_path
     name is in flight; nothing exists yet, and AWS advises to retry. A claim answered so is
     retried, not read as lost to another primary."""
     proxy, through, direct = faulty_s3
-    db, log, go_on = tmp_path / "app.db", tmp_path / "log", tmp_path / "go_on"
     proxy.add("status", status=409, code="ConditionalRequestConflict", method="PUT",
               path="/claims/", rate=0.5, count=6)
-    w = start_writer(ext_path, primary_uri(db, through, sync="remote", sync_timeout="10s"),
-                     log, 1, 20, go_on)
-    wait_until(lambda: len(outcomes(log)) == 20 or w.poll() is not None, 120, 0.05)
-    go_on.touch()
-    out, err = w.communicate(timeout=120)
-    assert w.returncode == 0, err[-3000:]
-    assert all(wh == "ok" for wh in outcomes(log).values()), outcomes(log)
+    stats = twenty_acknowledged_commits(ext_path, through, direct, tmp_path)
     assert proxy.injected["status"] > 0
-    stats = json.loads(open(log).read().split("shipped ", 1)[1].splitlines()[0])
-    assert stats["stopped"] is None, stats
-    assert restored_ids(direct, tmp_path, "r.db") == ids_of(db) == set(range(1, 21))
+    # Retried by the storage layer (a transient failure), not settled as a lost claim.
+    assert stats["storage"]["retries"] > 0, stats

@@ -22,7 +22,8 @@ from harness.data import (ORDERS_SCHEMA, all_tables_digest, create_source_db, in
                           integrity_check)
 from harness.litestream import restore, txid_str
 from harness.ltx import list_ltx, replica_max_txid
-from harness.sqlite_hosts import child_python, connect, go_vfs, vfs_uri
+from harness.sqlite_hosts import (child_python, connect, go_vfs, litestream_stats, vfs_uri,
+                                  wait_shipped)
 
 
 def primary_uri(db: Path, url: str, **params) -> str:
@@ -33,16 +34,7 @@ def open_primary(db: Path, url: str, **params) -> sqlite3.Connection:
     return connect(primary_uri(db, url, **params))
 
 
-def stats(conn) -> dict:
-    return json.loads(conn.execute("PRAGMA litestream_stats").fetchone()[0])
-
-
-def wait_shipped(conn, timeout: float = 60) -> dict:
-    """Waits until nothing committed is waiting to ship; returns the stats then."""
-    wait_until(lambda: not stats(conn)["pending"], timeout)
-    s = stats(conn)
-    assert s["last_error"] is None and s["stopped"] is None, s
-    return s
+stats = litestream_stats
 
 
 def restored(url: str, tmp_path: Path, name: str) -> sqlite3.Connection:

@@ -15,7 +15,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Iterable, Optional
 
-from harness.common import REPO_ROOT, HarnessError, _must_exist, child_env, tail, venv_dir
+from harness.common import (REPO_ROOT, HarnessError, _must_exist, child_env, tail, venv_dir,
+                            wait_until)
 
 HERE = Path(__file__).resolve().parents[1]
 CHILD_SCRIPT = HERE / "sqlite_child.py"
@@ -106,6 +107,20 @@ def vfs_uri(replica_url: Optional[str], name: str = "replica.db", vfs: Optional[
     q.extend((k, v) for k, v in params.items() if v is not None)
     query = "&".join(f"{k}={_uri_quote(v)}" for k, v in q)
     return f"file:{urllib.parse.quote(name, safe='/')}" + (f"?{query}" if query else "")
+
+
+def litestream_stats(conn: sqlite3.Connection) -> dict:
+    """`PRAGMA litestream_stats` of a connection (a replica's or a primary's), parsed."""
+    return json.loads(conn.execute("PRAGMA litestream_stats").fetchone()[0])
+
+
+def wait_shipped(conn: sqlite3.Connection, timeout: float = 60) -> dict:
+    """On a primary connection: waits until nothing committed is waiting to ship, checks
+    that shipping has no error and did not stop, and returns the stats then."""
+    wait_until(lambda: not litestream_stats(conn)["pending"], timeout)
+    s = litestream_stats(conn)
+    assert s["last_error"] is None and s["stopped"] is None, s
+    return s
 
 
 # --------------------------------------------------------------------------------------------
