@@ -87,6 +87,23 @@ pub const PARAMS: &[Param] = &[
         d.config.poll_interval_max = duration(src, v)?;
         Ok(())
     }),
+    param("manifest", "true", Twin::None, |d, src, v| {
+        d.config.manifest = boolean(src, v)?;
+        Ok(())
+    }),
+    param("list_interval", "1m", Twin::None, |d, src, v| {
+        d.config.list_interval = duration(src, v)?;
+        Ok(())
+    }),
+    param(
+        "max_requests_per_second",
+        "0 (none)",
+        Twin::None,
+        |d, src, v| {
+            d.config.max_requests_per_second = Some(count(src, v, 1_000_000)? as u32);
+            Ok(())
+        },
+    ),
     param("cache_size", "64MB", Twin::ReadSet, |d, src, v| {
         d.config.cache_size = size(src, v)?;
         Ok(())
@@ -413,6 +430,14 @@ pub struct Config {
     /// `poll_interval_max`: how far the wait between polls of a replica nobody reads grows
     /// (not above `poll_interval`: it never backs off).
     pub poll_interval_max: Duration,
+    /// `manifest`: a primary keeps the replica's manifest (`storage::manifest`) current,
+    /// and a replica follows it instead of listing.
+    pub manifest: bool,
+    /// `list_interval`: how often a replica following a manifest also lists (0: never).
+    pub list_interval: Duration,
+    /// `max_requests_per_second`: the process's bound on the requests of every replica's
+    /// polls (0: none); None when not given (an open without it leaves the bound as is).
+    pub max_requests_per_second: Option<u32>,
     pub cache_size: u64,
     pub open_timeout: Duration,
     /// `time`: open looking at this instant (time travel) instead of the newest state.
@@ -500,6 +525,9 @@ impl Draft {
                 replica_url: String::new(),
                 poll_interval: DEFAULT_POLL_INTERVAL,
                 poll_interval_max: DEFAULT_POLL_INTERVAL_MAX,
+                manifest: true,
+                list_interval: Duration::from_secs(60),
+                max_requests_per_second: None,
                 cache_size: DEFAULT_CACHE_SIZE,
                 open_timeout: DEFAULT_OPEN_TIMEOUT,
                 time: None,

@@ -33,6 +33,16 @@ struct Compactor {
     last_retention: Option<Instant>,
     /// L0 files compacted into L1, and when: deleted once `l0_retention` has passed.
     compacted_l0: Vec<(FileInfo, Instant)>,
+    /// What each level holds, as a TXID that grows when it changes: level 0 the shipped
+    /// TXID, level k the end of the last file this process compacted into it.
+    holds: BTreeMap<u8, u64>,
+    /// What level k-1 held when level k last ran; a level whose inputs have not changed
+    /// since is not listed again, so an idle database costs no request.
+    consumed: BTreeMap<u8, u64>,
+    /// Changes (files written or deleted) so far, and the count retention last saw.
+    changes: u64,
+    retention_saw: Option<(u64, u64)>,
+    snapshot_saw: Option<u64>,
 }
 
 async fn run(weak: Weak<Primary>) {
@@ -42,6 +52,11 @@ async fn run(weak: Weak<Primary>) {
         last_snapshot: None,
         last_retention: None,
         compacted_l0: Vec::new(),
+        holds: BTreeMap::new(),
+        consumed: BTreeMap::new(),
+        changes: 0,
+        retention_saw: None,
+        snapshot_saw: None,
     };
     loop {
         let Some(p) = weak.upgrade() else { return };
@@ -55,8 +70,18 @@ async fn run(weak: Weak<Primary>) {
             .min(r.l0_retention)
             .clamp(Duration::from_millis(200), Duration::from_secs(10))
             / 2;
+        let before = c.changes;
         if let Err(e) = c.tick(&p, &r, started).await {
             crate::log_warn!("litestream: {}: compaction: {e}", p.db_path.display());
+        }
+        if let Some(l) = p.leader.get() {
+            if c.changes != before {
+                l.feed.relist().await;
+            }
+            // Also retries a manifest the shipper failed to write.
+            if let Err(e) = l.feed.publish(&p.store).await {
+                crate::log_warn!("litestream: {}: manifest: {e}", p.db_path.display());
+            }
         }
         drop(p);
         tokio::time::sleep(tick).await;
@@ -68,11 +93,19 @@ impl Compactor {
         let due = |last: Option<&Instant>, every: Duration| {
             last.copied().unwrap_or(started).elapsed() >= every
         };
+        let shipped = p.published().shipped_txid;
+        self.holds.insert(0, shipped);
         for (i, every) in r.levels.iter().enumerate() {
             let level = i as u8 + 1;
-            if due(self.last_run.get(&level), *every) {
+            let inputs_hold = self.holds.get(&(level - 1)).copied().unwrap_or(0);
+            if due(self.last_run.get(&level), *every)
+                && self.consumed.get(&level) != Some(&inputs_hold)
+            {
                 self.last_run.insert(level, Instant::now());
-                if let Some(inputs) = compact_level(p, level).await? {
+                self.consumed.insert(level, inputs_hold);
+                if let Some((inputs, max)) = compact_level(p, level).await? {
+                    self.changes += 1;
+                    self.holds.insert(level, max.get());
                     if level == 1 {
                         let now = Instant::now();
                         self.compacted_l0
@@ -81,9 +114,14 @@ impl Compactor {
                 }
             }
         }
-        if due(self.last_snapshot.as_ref(), r.snapshot_interval) {
+        if due(self.last_snapshot.as_ref(), r.snapshot_interval)
+            && self.snapshot_saw != Some(shipped)
+        {
             self.last_snapshot = Some(Instant::now());
-            snapshot(p).await?;
+            self.snapshot_saw = Some(shipped);
+            if snapshot(p).await? {
+                self.changes += 1;
+            }
         }
         let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.compacted_l0)
             .into_iter()
@@ -91,22 +129,31 @@ impl Compactor {
         self.compacted_l0 = kept;
         for (f, _) in expired {
             p.store.delete(&p.store.file_rel(0, f.min, f.max)).await?;
+            self.changes += 1;
         }
-        // Retention lists every level: not on every tick.
+        // Retention lists every level: not on every tick, and not again while nothing
+        // changed (a snapshot that expires while the database is idle goes at the next
+        // change).
+        let saw = (shipped, self.changes);
         if due(
             self.last_retention.as_ref(),
             r.l0_retention.min(r.snapshot_retention) / 2,
-        ) {
+        ) && self.retention_saw != Some(saw)
+        {
             self.last_retention = Some(Instant::now());
-            enforce_snapshot_retention(p, r).await?;
+            if enforce_snapshot_retention(p, r).await? {
+                self.changes += 1;
+            }
+            self.retention_saw = Some((shipped, self.changes));
         }
         Ok(())
     }
 }
 
 /// Merges the files of `level - 1` that follow the newest file of `level` into one file of
-/// `level`. Returns the inputs, or None when there was nothing to merge.
-async fn compact_level(p: &Primary, level: u8) -> Result<Option<Vec<FileInfo>>> {
+/// `level`. Returns the inputs and the new file's last TXID, or None when there was
+/// nothing to merge.
+async fn compact_level(p: &Primary, level: u8) -> Result<Option<(Vec<FileInfo>, Txid)>> {
     let done = p.store.list_level(level, None).await?;
     let below = p.store.list_level(level - 1, None).await?;
     // Continue after the newest file of this level; with none left (retention removed them
@@ -168,7 +215,7 @@ async fn compact_level(p: &Primary, level: u8) -> Result<Option<Vec<FileInfo>>> 
         p.db_path.display(),
         inputs.len()
     );
-    Ok(Some(inputs))
+    Ok(Some((inputs, max)))
 }
 
 fn encode<'a>(
@@ -186,14 +233,15 @@ fn encode<'a>(
     Ok(Bytes::from(out))
 }
 
-/// A snapshot of the newest shipped state, read back through the replica reader.
-async fn snapshot(p: &Primary) -> Result<()> {
+/// A snapshot of the newest shipped state, read back through the replica reader. Returns
+/// whether one was written.
+async fn snapshot(p: &Primary) -> Result<bool> {
     let Some(txid) = Some(p.published().shipped_txid).filter(|&t| t > 0) else {
-        return Ok(());
+        return Ok(false);
     };
     let snaps = p.store.list_level(SNAPSHOT_LEVEL, None).await?;
     if snaps.iter().any(|f| f.max.get() >= txid) {
-        return Ok(());
+        return Ok(false);
     }
     let mut rc = p.config.clone();
     rc.role = crate::config::Role::Replica;
@@ -223,7 +271,7 @@ async fn snapshot(p: &Primary) -> Result<()> {
     p.store
         .put_new(&p.store.file_rel(SNAPSHOT_LEVEL, Txid::new(1), max), bytes)
         .await?;
-    Ok(())
+    Ok(true)
 }
 
 fn write_pages(
@@ -242,42 +290,42 @@ fn write_pages(
 }
 
 /// Deletes snapshots older than the retention (never the newest), then everything of
-/// levels 1–3 and the claims below the oldest snapshot kept.
-async fn enforce_snapshot_retention(p: &Primary, r: &Retention) -> Result<()> {
+/// levels 1–3 and the claims below the oldest snapshot kept. Returns whether it deleted a
+/// file.
+async fn enforce_snapshot_retention(p: &Primary, r: &Retention) -> Result<bool> {
     let snaps = p.store.list_level(SNAPSHOT_LEVEL, None).await?;
     let Some(newest) = snaps.iter().max_by_key(|f| f.max) else {
-        return Ok(());
+        return Ok(false);
     };
     let cutoff = crate::clock::now_ms() - r.snapshot_retention.as_millis() as i64;
     let mut kept_floor = newest.max;
+    let mut doomed = Vec::new();
     for f in &snaps {
         if f == newest {
             continue;
         }
-        let ts = snapshot_time(p, f).await?;
-        if ts < cutoff {
-            p.store
-                .delete(&p.store.file_rel(f.level, f.min, f.max))
-                .await?;
+        if snapshot_time(p, f).await? < cutoff {
+            doomed.push(f.clone());
         } else {
             kept_floor = kept_floor.min(f.max);
         }
     }
-    for level in 1..=3 {
-        for f in p.store.list_level(level, None).await? {
-            if f.max < kept_floor {
-                p.store
-                    .delete(&p.store.file_rel(level, f.min, f.max))
-                    .await?;
-            }
-        }
+    for level in 0..=3 {
+        doomed.extend(
+            p.store
+                .list_level(level, None)
+                .await?
+                .into_iter()
+                .filter(|f| f.max < kept_floor),
+        );
     }
-    for f in p.store.list_level(0, None).await? {
-        if f.max < kept_floor {
-            p.store.delete(&p.store.file_rel(0, f.min, f.max)).await?;
-        }
+    for f in &doomed {
+        p.store
+            .delete(&p.store.file_rel(f.level, f.min, f.max))
+            .await?;
     }
-    p.store.delete_claims_below(kept_floor).await
+    p.store.delete_claims_below(kept_floor).await?;
+    Ok(!doomed.is_empty())
 }
 
 async fn snapshot_time(p: &Primary, f: &FileInfo) -> Result<i64> {

@@ -20,6 +20,7 @@
 //! while a process of ours holds the *pin* (`WalLocks::pin`, `vfs/pin.rs`).
 
 mod compact;
+mod feed;
 mod lease;
 pub mod local;
 mod mirror;

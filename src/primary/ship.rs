@@ -72,6 +72,8 @@ pub(super) struct Leader {
     resync_wanted: AtomicBool,
     /// When the state file was last synced (ms since the epoch).
     state_synced_ms: AtomicI64,
+    /// The replica's manifest, rewritten after uploads and compactions.
+    pub feed: super::feed::Feed,
 }
 
 /// How often the state file is synced as uploads land. Between syncs a power failure can
@@ -89,6 +91,7 @@ impl Leader {
         mirrors: Mirrors,
         published: Published,
         publisher: Publisher,
+        feed: super::feed::Feed,
     ) -> Leader {
         Leader {
             _lease: lease,
@@ -108,6 +111,7 @@ impl Leader {
             restart_refused: AtomicBool::new(false),
             resync_wanted: AtomicBool::new(false),
             state_synced_ms: AtomicI64::new(crate::clock::now_ms()),
+            feed,
         }
     }
 
@@ -634,6 +638,12 @@ impl Shipper {
                 s.resync = false;
             })
         })?;
+        l.feed
+            .uploaded(
+                p.store
+                    .stored_info(0, Txid::new(min), Txid::new(after.txid), n),
+            )
+            .await;
         let f = self.queue.pop_front().expect("front checked above");
         f.body.discard();
         if let Some(w) = &after.wal {
@@ -951,7 +961,14 @@ async fn run(weak: Weak<Primary>, mut sh: Shipper) {
         };
         let started = tokio::time::Instant::now();
         match sh.round(&p, &l).await {
-            Ok(None) => backoff = FIRST_RETRY,
+            Ok(None) => {
+                backoff = FIRST_RETRY;
+                // A hint for readers: a failure is retried after the next upload or by
+                // the compactor, and never holds shipping back.
+                if let Err(e) = l.feed.publish(&p.store).await {
+                    crate::log_warn!("litestream: {}: manifest: {e}", p.db_path.display());
+                }
+            }
             Ok(Some(lost)) => {
                 crate::log_warn!(
                     "litestream: {}: shipping stopped: {lost}",

@@ -346,8 +346,9 @@ fn prepare(
     published.counters.pending_files = sh.queue.len();
     let mut publisher = Publisher::open(meta_dir)?;
     publisher.write(&published)?;
+    let feed = super::feed::Feed::new(config.manifest);
     let leader = Leader::new(
-        lease, node_id, state, state_file, mirrors, published, publisher,
+        lease, node_id, state, state_file, mirrors, published, publisher, feed,
     );
     Ok((leader, sh))
 }

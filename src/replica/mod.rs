@@ -5,10 +5,12 @@
 pub mod cache;
 mod copy_record;
 pub mod disk_cache;
+mod feed;
 pub mod files;
 pub mod hydrate;
 pub mod index;
 pub mod meter;
+pub mod pace;
 pub mod plan;
 mod poller;
 pub mod prefetch;
@@ -44,6 +46,10 @@ pub struct Settings {
     /// Cold starts: ranged reads in flight, and the most bytes each covers.
     pub restore_concurrency: usize,
     pub restore_part_size: u64,
+    /// Follow the replica's manifest (`manifest`), and list anyway this often
+    /// (`list_interval`).
+    pub manifest: bool,
+    pub list_interval: Duration,
 }
 
 /// What the poller last did, for `PRAGMA litestream_stats`.
@@ -56,6 +62,13 @@ pub struct PollStatus {
     pub replans: u64,
     /// The last error a page read returned to SQLite (SQLite itself can only show its code).
     pub last_read_error: Option<String>,
+    /// How polls learn of new files: `"manifest"` or `"listing"`, what they cost, and why
+    /// the manifest is not followed.
+    pub feed_mode: &'static str,
+    pub manifest_gets: u64,
+    pub not_modified: u64,
+    pub listings: u64,
+    pub manifest_refused: Option<String>,
 }
 
 pub struct Replica {
@@ -116,6 +129,8 @@ struct Planner {
     pending: Vec<FileInfo>,
     /// Stable ids of the files met so far, so cache keys survive a re-plan.
     ids: HashMap<FileInfo, FileId>,
+    /// The change feed, as far as the polls followed it.
+    follow: feed::Follow,
 }
 
 impl Replica {
@@ -149,6 +164,8 @@ impl Replica {
                 open_timeout: config.open_timeout,
                 restore_concurrency: config.restore_concurrency,
                 restore_part_size: config.restore_part_size,
+                manifest: config.manifest,
+                list_interval: config.list_interval,
             }),
             current: RwLock::new(Arc::new(Snapshot {
                 txid: Txid::ZERO,
@@ -183,6 +200,9 @@ impl Replica {
             headers: Mutex::new(HashMap::new()),
             indexes: Mutex::new(files::IndexCache::new(INDEX_CACHE_ENTRIES)),
         });
+        if let Some(rate) = config.max_requests_per_second {
+            pace::set_rate(rate);
+        }
         let r = replica.clone();
         let (timeout, poll) = (config.open_timeout, config.poll_interval);
         crate::runtime::block_on(Self::initial_plan(r, timeout, poll))?;
@@ -547,6 +567,7 @@ impl Replica {
                 self.cache_whole_file(file, Some(&snap));
             }
         }
+        planner.follow.listed(Instant::now());
         planner.last_listed.clear();
         for f in &listed {
             let last = planner

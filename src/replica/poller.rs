@@ -18,10 +18,11 @@
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
+use super::feed::{Poll, Source};
 use super::{Planner, Replica};
 use crate::error::{Error, Result};
 use crate::storage::layout::SNAPSHOT_LEVEL;
-use crate::storage::FileInfo;
+use crate::storage::{manifest, FileInfo};
 
 /// Levels listed on every poll.
 const POLLED_LEVELS: [u8; 3] = [0, 1, SNAPSHOT_LEVEL];
@@ -109,9 +110,123 @@ async fn poll_once(replica: &Arc<Replica>) -> Result<usize> {
     poll_planned(replica, &mut planner).await
 }
 
-/// One poll, with the planner held: the polled levels are listed together (one round trip),
-/// each after the last file seen in it. Returns how many new files were listed.
+/// One poll, with the planner held: learns of new files from the manifest or by listing
+/// (see `feed`), then extends the chain. Returns how many new files it learnt of.
 pub(super) async fn poll_planned(replica: &Arc<Replica>, planner: &mut Planner) -> Result<usize> {
+    let settings = replica.settings();
+    let now = std::time::Instant::now();
+    let seen = replica.current().txid;
+    // A store that cannot list has nothing to check the manifest against.
+    let list_interval = match replica.store.can_list() {
+        true => settings.list_interval,
+        false => std::time::Duration::ZERO,
+    };
+    let source = match planner
+        .follow
+        .next_poll(settings.manifest, list_interval, now)
+    {
+        Poll::List => Source::List,
+        Poll::Check => {
+            super::pace::take(1).await;
+            planner.follow.listed(now);
+            let found = check_level0(replica, planner).await?;
+            return extend(replica, planner, found).await;
+        }
+        Poll::Manifest => {
+            super::pace::take(1).await;
+            let fetched = replica
+                .store
+                .get_if_changed(manifest::NAME, planner.follow.etag())
+                .await?;
+            let refused_before = planner.follow.refused.clone();
+            let source = planner.follow.answer(fetched, seen);
+            if planner.follow.refused != refused_before {
+                if let Some(why) = &planner.follow.refused {
+                    crate::log_info!(
+                        "{}: not following its {}: {why}; listing",
+                        replica.store.url(),
+                        manifest::NAME
+                    );
+                }
+            }
+            source
+        }
+    };
+    let new_files = match source {
+        Source::NothingNew => 0,
+        Source::Named(files) => take_named(replica, planner, files),
+        Source::List => {
+            super::pace::take(POLLED_LEVELS.len() as u32).await;
+            planner.follow.listed(now);
+            list_new(replica, planner).await?
+        }
+    };
+    {
+        let mut status = replica.status.lock();
+        let f = &planner.follow;
+        status.feed_mode = f.mode();
+        (status.manifest_gets, status.not_modified, status.listings) =
+            (f.gets, f.not_modified, f.listings);
+        status.manifest_refused = f.refused.clone();
+    }
+    if new_files == 0 && planner.pending.is_empty() {
+        return Ok(0);
+    }
+    extend(replica, planner, new_files).await
+}
+
+/// Lists level 0 after the newest file seen in it; what it finds joins the pending files
+/// (a manifest that missed them is then behind, and the next polls list).
+async fn check_level0(replica: &Replica, planner: &mut Planner) -> Result<usize> {
+    let last = planner.last_listed.get(&0).cloned();
+    let mut found = replica.store.list_level(0, last.as_ref()).await?;
+    if let Some(newest) = found.iter().max_by_key(|f| f.name()) {
+        planner.last_listed.insert(0, newest.clone());
+    }
+    // Files the manifest left out because compacted files cover them are no news.
+    let txid = replica.current().txid;
+    found.retain(|f| f.max > txid);
+    if let Some(newest) = found.iter().max_by_key(|f| f.max) {
+        crate::log_info!(
+            "{}: listing found {newest}, which its {} did not name",
+            replica.store.url(),
+            manifest::NAME
+        );
+    }
+    let n = found.len();
+    planner.pending.extend(found);
+    Ok(n)
+}
+
+/// The files a current manifest names that this reader may need: those past its state, and
+/// compacted files it may re-point onto. Returns how many were new.
+fn take_named(replica: &Replica, planner: &mut Planner, files: Vec<FileInfo>) -> usize {
+    let snap = replica.current();
+    let mut new_files = 0;
+    for f in files {
+        let wanted = f.max > snap.txid || (f.level > 0 && snap.can_repoint(&f));
+        if !wanted || planner.pending.contains(&f) {
+            continue;
+        }
+        if POLLED_LEVELS.contains(&f.level) {
+            let last = planner
+                .last_listed
+                .entry(f.level)
+                .or_insert_with(|| f.clone());
+            if f.name() > last.name() {
+                *last = f.clone();
+            }
+        }
+        crate::log_debug!("named {f}");
+        planner.pending.push(f);
+        new_files += 1;
+    }
+    new_files
+}
+
+/// Lists the polled levels together (one round trip), each from the last file seen in it.
+/// Returns how many new files it listed.
+async fn list_new(replica: &Arc<Replica>, planner: &mut Planner) -> Result<usize> {
     // Each level is listed from the newest file seen in it, that file included: if every
     // level comes back without it and without anything newer, the replica was deleted or
     // replaced under us, which listing only what is new would never show (the reader would
@@ -158,6 +273,13 @@ pub(super) async fn poll_planned(replica: &Arc<Replica>, planner: &mut Planner) 
         new_files += listed.len();
         planner.pending.extend(listed);
     }
+    Ok(new_files)
+}
+
+/// Extends the chain with the pending files, re-points onto compacted ones, and publishes
+/// the new state. `new_files` is what this poll learnt of (returned, at least 1 when a
+/// re-plan was needed).
+async fn extend(replica: &Arc<Replica>, planner: &mut Planner, new_files: usize) -> Result<usize> {
     let start = replica.current();
     let mut snap = (*start).clone();
     let mut moved = Vec::new();

@@ -5,6 +5,7 @@
 
 pub mod crypt;
 pub mod layout;
+pub mod manifest;
 pub mod provider;
 pub mod url;
 
@@ -75,6 +76,18 @@ pub struct StorageStats {
 /// Files up to this size are uploaded in one request; larger ones stream from disk.
 pub const STREAM_ABOVE: u64 = 16 << 20;
 
+/// What a conditional GET found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The object still has the entity tag given.
+    NotModified,
+    Missing,
+    Changed {
+        bytes: Bytes,
+        etag: Option<String>,
+    },
+}
+
 /// What a conditional put found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Created {
@@ -99,6 +112,9 @@ pub struct Store {
     /// kept: a page whose chunk was read before costs neither a read nor a decryption
     /// (reads of neighbouring pages, the header and index of a file, come in runs).
     chunks: parking_lot::Mutex<lru::LruCache<(FileInfo, u64), Bytes>>,
+    /// Where the files of each level live: the backend's, or for a store that cannot list
+    /// (plain HTTP) what its manifest says.
+    layout: parking_lot::Mutex<Layout>,
 }
 
 /// The slowest link a transfer's deadline allows for (bytes a second): a request moving
@@ -142,9 +158,11 @@ impl Store {
         keys: Option<Arc<crypt::Keys>>,
         sse: &url::Sse,
     ) -> Result<Store> {
+        let backend = url::open(replica_url, timeouts, sse)?;
         Ok(Store {
             url: replica_url.to_string(),
-            backend: url::open(replica_url, timeouts, sse)?,
+            layout: parking_lot::Mutex::new(backend.layout),
+            backend,
             stats: StorageStats::default(),
             hedge_after_ms: AtomicU64::new(0),
             retry_for: timeouts.retry_for,
@@ -163,12 +181,12 @@ impl Store {
     pub async fn plain_size(&self, f: &FileInfo) -> Result<u64> {
         match &self.keys {
             None => Ok(f.size),
-            Some(_) => Ok(self.layout(f).await?.plain_size),
+            Some(_) => Ok(self.sealed_layout(f).await?.plain_size),
         }
     }
 
     /// The layout of the encrypted file `f`, from its first bytes (one read, then kept).
-    async fn layout(&self, f: &FileInfo) -> Result<crypt::Layout> {
+    async fn sealed_layout(&self, f: &FileInfo) -> Result<crypt::Layout> {
         if let Some(l) = self.sealed.lock().get(f) {
             return Ok(l.clone());
         }
@@ -331,7 +349,7 @@ impl Store {
     }
 
     fn level_path(&self, level: u8) -> Path {
-        join(&self.backend.root, &self.backend.layout.level_dir(level))
+        join(&self.backend.root, &self.layout.lock().level_dir(level))
     }
 
     fn file_path(&self, f: &FileInfo) -> Path {
@@ -340,7 +358,7 @@ impl Store {
 
     /// The file's path relative to the replica root (`ltx/0/…ltx`, or `0000/…ltx` on S3).
     pub fn relative_path(&self, f: &FileInfo) -> String {
-        format!("{}/{}", self.backend.layout.level_dir(f.level), f.name())
+        format!("{}/{}", self.layout.lock().level_dir(f.level), f.name())
     }
 
     /// A name for messages: the replica URL's root and the file within it.
@@ -353,7 +371,7 @@ impl Store {
             .prefix_match(&self.backend.root)?
             .map(|p| p.as_ref().to_string())
             .collect();
-        let level = match (self.backend.layout, rel.as_slice()) {
+        let level = match (*self.layout.lock(), rel.as_slice()) {
             (Layout::HexLevels, [lvl, _]) if lvl.len() == 4 => u8::from_str_radix(lvl, 16).ok()?,
             (Layout::LtxDecimal, [ltx, lvl, _]) if ltx == "ltx" => lvl.parse().ok()?,
             _ => return None,
@@ -367,8 +385,52 @@ impl Store {
         })
     }
 
+    /// The file a listing would show for `plain_len` bytes written at `level`, `min..=max`;
+    /// None for an encrypted replica, whose stored size only a listing tells.
+    pub fn stored_info(&self, level: u8, min: Txid, max: Txid, plain_len: u64) -> Option<FileInfo> {
+        self.keys.is_none().then_some(FileInfo {
+            level,
+            min,
+            max,
+            size: plain_len,
+        })
+    }
+
+    /// Where the files of each level live.
+    pub fn layout(&self) -> Layout {
+        *self.layout.lock()
+    }
+
+    /// Whether the store can list its objects (a plain HTTP server cannot: there the
+    /// manifest is the listing).
+    pub fn can_list(&self) -> bool {
+        self.backend.lists
+    }
+
+    /// The files the manifest names, for a store that cannot list; its layout is taken
+    /// from the manifest.
+    async fn listed_by_manifest(&self) -> Result<Vec<FileInfo>> {
+        let no_state = |reason: String| Error::NoState {
+            url: self.url.clone(),
+            reason,
+        };
+        let Some(bytes) = self.get(manifest::NAME).await? else {
+            return Err(no_state(format!(
+                "it has no {}: a replica served over plain HTTP is read through the manifest its primary writes (this extension's primary with manifest=true)",
+                manifest::NAME
+            )));
+        };
+        let m = manifest::Manifest::decode(&bytes)
+            .map_err(|e| no_state(format!("its {} is unusable: {e}", manifest::NAME)))?;
+        *self.layout.lock() = m.layout;
+        Ok(m.files)
+    }
+
     /// Every LTX file of every level, in one recursive listing.
     pub async fn list_all(&self) -> Result<Vec<FileInfo>> {
+        if !self.backend.lists {
+            return self.listed_by_manifest().await;
+        }
         let what = || format!("listing {}", self.url);
         let metas: Vec<_> = self
             .call(&what, true, || async {
@@ -409,8 +471,17 @@ impl Store {
     async fn list_level_offset(&self, level: u8, offset: Option<String>) -> Result<Vec<FileInfo>> {
         let dir = self.level_path(level);
         let what = || format!("listing {dir} ({})", self.url);
-        let metas: Vec<_> = self
-            .call(&what, true, || async {
+        let metas: Vec<_> = if !self.backend.lists {
+            let mut files = self.listed_by_manifest().await?;
+            files.retain(|f| {
+                f.level == level
+                    && offset
+                        .as_ref()
+                        .is_none_or(|o| f.name().as_str() > o.as_str())
+            });
+            return Ok(files);
+        } else {
+            self.call(&what, true, || async {
                 self.stats.list_requests.fetch_add(1, Ordering::Relaxed);
                 let stream = match &offset {
                     Some(o) => self
@@ -424,7 +495,8 @@ impl Store {
                     .await
                     .map_err(|e| self.fail(dir.to_string(), e))
             })
-            .await?;
+            .await?
+        };
         let mut files: Vec<FileInfo> = metas
             .iter()
             .filter_map(|m| self.parse_listed(&m.location, m.size))
@@ -506,7 +578,7 @@ impl Store {
         if !keys.decrypts() {
             return Err(crypt::needs_identity(&self.describe(f)));
         }
-        let layout = self.layout(f).await?;
+        let layout = self.sealed_layout(f).await?;
         if range.end > layout.plain_size {
             return Err(self.short_read(f, &range, 0));
         }
@@ -592,7 +664,7 @@ impl Store {
     pub fn file_rel(&self, level: u8, min: Txid, max: Txid) -> String {
         format!(
             "{}/{}",
-            self.backend.layout.level_dir(level),
+            self.layout.lock().level_dir(level),
             layout::file_name(min, max)
         )
     }
@@ -803,13 +875,90 @@ impl Store {
         let Some(bytes) = self.get_sealed(rel).await? else {
             return Ok(None);
         };
+        self.opened(rel, bytes).map(Some)
+    }
+
+    /// The plaintext of the whole object at `rel`, as stored `bytes`.
+    fn opened(&self, rel: &str, bytes: Bytes) -> Result<Bytes> {
         let name = format!("{rel} ({})", self.url);
         match &self.keys {
             Some(keys) if !keys.decrypts() => Err(crypt::needs_identity(&name)),
-            Some(keys) => Ok(Some(Bytes::from(keys.open_whole(&name, &bytes)?))),
+            Some(keys) => Ok(Bytes::from(keys.open_whole(&name, &bytes)?)),
             None if bytes.starts_with(crypt::MAGIC) => Err(crypt::needs_identity(&name)),
-            None => Ok(Some(bytes)),
+            None => Ok(bytes),
         }
+    }
+
+    /// The object at `rel` unless it still has the entity tag `etag` (a conditional GET,
+    /// `If-None-Match`: one request, and no body while nothing changed).
+    pub async fn get_if_changed(&self, rel: &str, etag: Option<&str>) -> Result<Fetched> {
+        let path = join(&self.backend.root, rel);
+        let what = || format!("reading {path} ({})", self.url);
+        let fetched = self
+            .call(&what, true, || async {
+                self.stats.get_requests.fetch_add(1, Ordering::Relaxed);
+                let opts = object_store::GetOptions {
+                    if_none_match: etag.map(str::to_string),
+                    ..Default::default()
+                };
+                let r = match self.backend.store.get_opts(&path, opts).await {
+                    Ok(r) => r,
+                    Err(object_store::Error::NotModified { .. }) => {
+                        return Ok(Fetched::NotModified)
+                    }
+                    Err(object_store::Error::NotFound { .. }) => return Ok(Fetched::Missing),
+                    Err(e) => return Err(self.fail(path.to_string(), e)),
+                };
+                let etag = r.meta.e_tag.clone();
+                let bytes = r
+                    .bytes()
+                    .await
+                    .map_err(|e| self.fail(path.to_string(), e))?;
+                self.stats
+                    .get_bytes
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                Ok(Fetched::Changed { bytes, etag })
+            })
+            .await?;
+        match fetched {
+            Fetched::Changed { bytes, etag } => Ok(Fetched::Changed {
+                bytes: self.opened(rel, bytes)?,
+                etag,
+            }),
+            other => Ok(other),
+        }
+    }
+
+    /// Replaces (or creates) the object at `rel`: for objects that change, such as the
+    /// manifest; LTX files are written with `put_new`.
+    pub async fn put(&self, rel: &str, bytes: Bytes) -> Result<()> {
+        use object_store::{PutOptions, PutPayload};
+        let path = join(&self.backend.root, rel);
+        let bytes = match &self.keys {
+            Some(keys) => Bytes::from(
+                keys.seal(&bytes)
+                    .map_err(|e| Error::io(format!("encrypting {path}"), e))?,
+            ),
+            None => bytes,
+        };
+        let what = || format!("writing {path} ({})", self.url);
+        self.call(&what, false, || async {
+            self.stats.put_requests.fetch_add(1, Ordering::Relaxed);
+            let opts = PutOptions {
+                attributes: self.backend.put_attributes.clone(),
+                ..Default::default()
+            };
+            self.backend
+                .store
+                .put_opts(&path, PutPayload::from(bytes.clone()), opts)
+                .await
+                .map_err(|e| self.fail(path.to_string(), e))?;
+            self.stats
+                .put_bytes
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            Ok(())
+        })
+        .await
     }
 
     /// The whole object at `rel` as stored.

@@ -24,6 +24,8 @@ pub struct Backend {
     /// Parts of a multipart upload in flight, and their size.
     pub multipart_concurrency: usize,
     pub part_size: usize,
+    /// The store lists its objects (not a plain HTTP server: its manifest names the files).
+    pub lists: bool,
 }
 
 impl std::fmt::Debug for Backend {
@@ -168,6 +170,11 @@ pub enum Target {
         container: String,
         prefix: String,
         endpoint: Option<String>,
+    },
+    /// `http://` or `https://`: a replica served read-only by a static web server or CDN,
+    /// read through its manifest (no listing) and ranged GETs.
+    Http {
+        base: String,
     },
 }
 
@@ -346,9 +353,20 @@ pub fn parse(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Target> 
             prefix,
             endpoint: param("endpoint"),
         })),
+        "http" | "https" => known_params(raw, &query, &[]).and(Ok(Target::Http {
+            base: format!(
+                "{}://{}{}",
+                url.scheme(),
+                host("missing host")?,
+                match url.port() {
+                    Some(p) => format!(":{p}"),
+                    None => String::new(),
+                }
+            ) + &format!("/{prefix}"),
+        })),
         other => Err(bad(
             raw,
-            format!("unsupported scheme {other:?} (expected file, s3, gs, abs or az)"),
+            format!("unsupported scheme {other:?} (expected file, s3, gs, abs, az, http or https)"),
         )),
     }
 }
@@ -468,6 +486,7 @@ fn build(target: Target, raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Bac
         put_attributes: Default::default(),
         multipart_concurrency: 4,
         part_size: DEFAULT_PART_SIZE,
+        lists: true,
     };
     let built = |e: object_store::Error| bad(raw, e.to_string());
     match target {
@@ -484,6 +503,7 @@ fn build(target: Target, raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Bac
                 put_attributes: Default::default(),
                 multipart_concurrency: 4,
                 part_size: DEFAULT_PART_SIZE,
+                lists: true,
             })
         }
         Target::S3(t) => {
@@ -586,6 +606,17 @@ fn build(target: Target, raw: &str, timeouts: Timeouts, sse: &Sse) -> Result<Bac
             }
             let store = b.build().map_err(built)?;
             Ok(remote(Arc::new(store), prefix, Layout::LtxDecimal))
+        }
+        Target::Http { base } => {
+            let store = object_store::http::HttpBuilder::new()
+                .with_url(base)
+                .with_retry(retry)
+                .with_client_options(client.with_allow_http(true))
+                .build()
+                .map_err(built)?;
+            let mut backend = remote(Arc::new(store), String::new(), Layout::LtxDecimal);
+            backend.lists = false;
+            Ok(backend)
         }
     }
 }

@@ -143,6 +143,14 @@ pub fn stats(file: &ReplicaFile) -> Result<Value> {
             "last_poll": when(status.last_poll),
             "last_success": when(status.last_success),
             "last_error": status.last_error,
+            "feed": {
+                "mode": if status.feed_mode.is_empty() { "listing" } else { status.feed_mode },
+                "manifest_gets": status.manifest_gets,
+                "not_modified": status.not_modified,
+                "listings": status.listings,
+                "refused": status.manifest_refused,
+            },
+            "max_requests_per_second": crate::replica::pace::rate(),
         },
         "reads": {
             "last_error": status.last_read_error,
