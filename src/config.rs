@@ -320,6 +320,16 @@ impl<const N: usize> Params for [(&str, &str); N] {
     }
 }
 
+/// Parameters as owned pairs (a served path's, see `vfs::served`).
+impl Params for Vec<(String, String)> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+    fn keys(&self) -> Vec<String> {
+        self.iter().map(|(k, _)| k.clone()).collect()
+    }
+}
+
 /// The environment-variable twin of a parameter: `poll_interval` → `LITESTREAM_POLL_INTERVAL`.
 pub fn env_name(param: &str) -> String {
     format!("LITESTREAM_{}", param.to_ascii_uppercase())

@@ -105,12 +105,14 @@ else
   "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-input --retries 5 \
     --only-binary=:all: --no-deps -d "$WHEELS" -r "$PKG_REQ"
 fi
-# node-sqlite3 from the npm registry, compiled here against Debian's libsqlite3: its install
-# script would otherwise download a prebuilt binary from GitHub. Node's headers come from the
+# node-sqlite3 from the npm registry, compiled here against Debian's libsqlite3, and
+# better-sqlite3, compiled with the SQLite it bundles: their install scripts would otherwise
+# download prebuilt binaries from GitHub. Node's headers come from the
 # node installation itself (npm_config_nodedir), not from nodejs.org.
 NODE_DIR="$WORK/node"
 node_sqlite3_pin="$(sed -n 's/^# npm: sqlite3@//p' "$PKG_REQ")"
-node_stamp="$node_sqlite3_pin $(node --version)"
+better_sqlite3_pin="$(sed -n 's/^# npm: better-sqlite3@//p' "$PKG_REQ")"
+node_stamp="$node_sqlite3_pin $better_sqlite3_pin $(node --version)"
 if [[ -f "$NODE_DIR/.setup-stamp" && "$(cat "$NODE_DIR/.setup-stamp")" == "$node_stamp" ]]; then
   log "node sqlite3@$node_sqlite3_pin binding present ($NODE_DIR)"
 else
@@ -122,8 +124,9 @@ else
     { log "no Node.js headers in $node_prefix/include/node (Debian: libnode-dev)"; exit 1; }
   (cd "$NODE_DIR" && npm_config_build_from_source=true npm_config_sqlite=/usr \
     npm_config_nodedir="$node_prefix" npm install --no-audit --no-fund --loglevel=error \
-    "sqlite3@$node_sqlite3_pin")
+    "sqlite3@$node_sqlite3_pin" "better-sqlite3@$better_sqlite3_pin")
   node -e 'new (require(process.argv[1]).Database)(":memory:")' "$NODE_DIR/node_modules/sqlite3"
+  node -e 'new (require(process.argv[1]))(":memory:")' "$NODE_DIR/node_modules/better-sqlite3"
   echo "$node_stamp" >"$NODE_DIR/.setup-stamp"
 fi
 

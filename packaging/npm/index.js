@@ -42,4 +42,19 @@ function uri(path, params = {}) {
   return `file:${file}?${query.join("&")}`;
 }
 
-module.exports = { getLoadablePath, load, uri };
+/** Serves `path` without a URI, for hosts that pass SQLite plain file names (better-sqlite3,
+ * bun:sqlite): from now on, in this process, opening `path` opens the replica (or primary)
+ * that `params` describes ({ replica_url, role, ... }), and every other file opens as usual.
+ * `db` is a connection the extension was loaded through, with a synchronous
+ * prepare().get() (better-sqlite3, node:sqlite); with node-sqlite3 run
+ * `SELECT litestream_serve(?, ?)` yourself and wait for it. Returns the absolute path served. */
+function serve(db, path, params = {}) {
+  const query = Object.entries(params)
+    .filter(([, v]) => v !== undefined && v !== null)
+    .map(([k, v]) => `${k}=${encodeURIComponent(String(v))}`)
+    .join("&");
+  const row = db.prepare("SELECT litestream_serve(?, ?) AS path").get(String(path), query);
+  return row.path;
+}
+
+module.exports = { getLoadablePath, load, uri, serve };

@@ -52,6 +52,7 @@ def build(so: Path, version: str, out: Path, plat_tag: str) -> Path:
     info = f"{MODULE}-{version}.dist-info"
     files = {
         f"{MODULE}/__init__.py": (HERE / MODULE / "__init__.py").read_bytes(),
+        f"{MODULE}/register.py": (HERE / MODULE / "register.py").read_bytes(),
         # The name `litestream.so` lets SQLite derive the entry point sqlite3_litestream_init.
         f"{MODULE}/litestream{so.suffix}": so.read_bytes(),
         f"{info}/METADATA": metadata.encode(),

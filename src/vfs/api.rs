@@ -46,6 +46,40 @@ pub fn set_base_vfs(base: *mut ffi::sqlite3_vfs) {
     BASE_VFS.store(base, Ordering::Release);
 }
 
+/// Our registered VFS, and whether it was made the process default.
+static OUR_VFS: AtomicPtr<ffi::sqlite3_vfs> = AtomicPtr::new(std::ptr::null_mut());
+static OUR_VFS_DEFAULT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_our_vfs(vfs: *mut ffi::sqlite3_vfs) {
+    OUR_VFS.store(vfs, Ordering::Release);
+}
+
+/// Whether our VFS is the process's default (see `served`).
+pub fn is_default_vfs() -> bool {
+    OUR_VFS_DEFAULT.load(Ordering::Acquire)
+}
+
+/// Makes our VFS the process's default, for hosts that cannot name it (see `served`):
+/// every open then comes to it, and it passes those it does not serve to the base VFS.
+pub fn make_default_vfs() -> crate::error::Result<()> {
+    let internal = |m: &str| crate::error::Error::Internal(m.to_string());
+    let vfs = OUR_VFS.load(Ordering::Acquire);
+    if vfs.is_null() {
+        return Err(internal("the litestream VFS is not registered"));
+    }
+    let register = get()
+        .and_then(|api| api.vfs_register)
+        .ok_or_else(|| internal("sqlite3_vfs_register missing"))?;
+    // SAFETY: `vfs` is ours, registered and leaked for the process; registering it again
+    // with makeDflt=1 moves it to the head of SQLite's list.
+    let rc = unsafe { register(vfs, 1) };
+    if rc != ffi::SQLITE_OK {
+        return Err(internal(&format!("sqlite3_vfs_register failed ({rc})")));
+    }
+    OUR_VFS_DEFAULT.store(true, Ordering::Release);
+    Ok(())
+}
+
 /// The base VFS, once ours is registered.
 pub fn base_vfs() -> Option<*mut ffi::sqlite3_vfs> {
     let p = BASE_VFS.load(Ordering::Acquire);

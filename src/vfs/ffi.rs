@@ -72,6 +72,7 @@ pub unsafe extern "C" fn sqlite3_litestreamvfs_init(
 fn init(db: *mut ffi::sqlite3) -> Result<(), Error> {
     let api = api::get().ok_or_else(|| Error::Internal("no SQLite API table".into()))?;
     register_vfs()?;
+    serve_from_env()?;
     // New connections get the SQL functions (and open errors reported) through an
     // auto-extension that, unlike the Go extension's, returns SQLITE_OK for every
     // connection that is not ours. SQLite ignores a second registration of one function.
@@ -148,7 +149,10 @@ pub unsafe extern "C" fn sqlite3_litestream_autoinit(
         if !api::set(api_table) || db.is_null() {
             return ffi::SQLITE_OK;
         }
-        if let Err(e) = register_vfs().and_then(|()| register_functions(db)) {
+        let registered = register_vfs()
+            .and_then(|()| serve_from_env())
+            .and_then(|()| register_functions(db));
+        if let Err(e) = registered {
             crate::log_warn!("litestream extension: {e}");
         }
         if let Err(e) = prepare_primary(db) {
@@ -169,6 +173,23 @@ pub unsafe extern "C" fn sqlite3_litestream_autoinit(
         }
         ffi::SQLITE_OK
     })
+}
+
+/// `LITESTREAM_PATH` at load: that path is served with the other `LITESTREAM_*` variables
+/// as its parameters, through our VFS made the default (see `served`). Once per process.
+fn serve_from_env() -> Result<(), Error> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let Ok(path) = std::env::var(super::served::path_variable()) else {
+            return Ok(());
+        };
+        let env = |k: &str| std::env::var(k).ok();
+        super::served::serve(&path, "", &env)
+            .and_then(|_| api::make_default_vfs())
+            .map_err(|e| format!("{}={path:?}: {e}", super::served::path_variable()))
+    })
+    .clone()
+    .map_err(Error::Internal)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -234,6 +255,7 @@ fn register_vfs() -> Result<(), Error> {
         if rc != ffi::SQLITE_OK {
             return Err(format!("sqlite3_vfs_register failed ({rc})"));
         }
+        api::set_our_vfs(vfs);
         // From now on the log goes through the host's sqlite3_log too.
         crate::log::set_sink(api::sqlite_log);
         Ok(())
@@ -315,7 +337,22 @@ unsafe extern "C" fn x_open(
         };
         let is_primary_wal = |p: &std::path::Path| crate::primary::by_wal(p).is_some();
         let params = UriParams(name);
-        let state = match route::route(path.as_deref(), kind, &params, &env, &is_primary_wal) {
+        let served = match (kind.main_db, &path) {
+            (true, Some(p)) => super::served::lookup(p),
+            _ => None,
+        };
+        let serving = route::Serving {
+            served: served.as_ref().map(|s| s as &dyn crate::config::Params),
+            default_vfs: api::is_default_vfs(),
+        };
+        let state = match route::route(
+            path.as_deref(),
+            kind,
+            &params,
+            &serving,
+            &env,
+            &is_primary_wal,
+        ) {
             Route::Base => return base_open(),
             Route::PrimaryWal(p) => match crate::primary::by_wal(&p) {
                 Some(primary) => return wrap(primary, passthrough::Kind::Wal, SyncMode::Local),
@@ -580,6 +617,16 @@ unsafe extern "C" fn call_function(
                 .collect();
             let result = match sql::FUNCTIONS.get(index) {
                 None => Err(Error::Internal("unknown function".into())),
+                Some(sql::SqlFunction {
+                    call: sql::Callee::Process(call),
+                    ..
+                }) => {
+                    let interrupted = || api::is_interrupted(db);
+                    call(&sql::Call {
+                        args: &args,
+                        interrupted: &interrupted,
+                    })
+                }
                 Some(function) => {
                     let schema = sql::arg(&args, function.schema_arg)
                         .unwrap_or("main")
@@ -592,7 +639,10 @@ unsafe extern "C" fn call_function(
                                 args: &args,
                                 interrupted: &interrupted,
                             };
-                            (function.call)(file, &call)
+                            match function.call {
+                                sql::Callee::File(call_file) => call_file(file, &call),
+                                sql::Callee::Process(_) => unreachable!("dispatched above"),
+                            }
                         }
                         (None, Some(primary)) => sql::primary_function(primary, function.name),
                         (None, None) => Err(Error::config(

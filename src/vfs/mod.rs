@@ -20,6 +20,7 @@ mod pin;
 #[allow(unsafe_code)]
 mod replica_io;
 pub mod route;
+pub mod served;
 pub mod sql;
 #[allow(unsafe_code)]
 mod vtab;

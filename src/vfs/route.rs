@@ -9,6 +9,10 @@
 //! | a main database with `role=primary` and a name    | the base VFS, wrapped (`PrimaryDb`) |
 //! | any other main database that names a replica      | a replica file (`Replica`)      |
 //! | one whose configuration is bad                    | a replica file holding the error, reported at first use (`Failed`) |
+//!
+//! A main database whose URI names no replica goes by its path's entry in `served` (hosts
+//! without URI filenames), if it has one; with our VFS the process default, one that has
+//! none is the base VFS's, whatever the environment says.
 
 use std::path::{Path, PathBuf};
 
@@ -31,12 +35,21 @@ pub enum Route {
     Failed(Error),
 }
 
+/// How the process serves paths that name no replica in their URI.
+pub struct Serving<'a> {
+    /// The parameters of a path served without a URI (`served`), if this one is.
+    pub served: Option<&'a dyn Params>,
+    /// Our VFS is the process's default: it sees every open, not only those naming it.
+    pub default_vfs: bool,
+}
+
 /// Decides where an open goes. `is_primary_wal` says whether a path is the WAL of a
 /// database this process has open as a primary.
 pub fn route(
     path: Option<&Path>,
     kind: OpenKind,
     params: &dyn Params,
+    serving: &Serving,
     env: &dyn Fn(&str) -> Option<String>,
     is_primary_wal: &dyn Fn(&Path) -> bool,
 ) -> Route {
@@ -45,7 +58,13 @@ pub fn route(
             return Route::PrimaryWal(p.to_path_buf());
         }
     }
-    let Some(path) = path.filter(|_| kind.main_db && names_a_replica(params, env)) else {
+    let in_uri = params.get("replica_url").is_some() || params.get("vfs").is_some();
+    let (params, named) = match serving.served {
+        Some(served) if !in_uri => (served, true),
+        None if !in_uri && serving.default_vfs => return Route::Base,
+        _ => (params, names_a_replica(params, env)),
+    };
+    let Some(path) = path.filter(|_| kind.main_db && named) else {
         return Route::Base;
     };
     match config(params, env) {
@@ -77,9 +96,21 @@ mod tests {
     };
     const URL: (&str, &str) = ("replica_url", "file:///tmp/r");
 
+    const URI_ONLY: Serving = Serving {
+        served: None,
+        default_vfs: false,
+    };
+
     fn go(path: Option<&str>, kind: OpenKind, uri: &dyn Params) -> Route {
         let primary_wal = |p: &Path| p == Path::new("/db/app.db-wal");
-        route(path.map(Path::new), kind, uri, &|_| None, &primary_wal)
+        route(
+            path.map(Path::new),
+            kind,
+            uri,
+            &URI_ONLY,
+            &|_| None,
+            &primary_wal,
+        )
     }
 
     #[test]
@@ -128,7 +159,55 @@ mod tests {
     #[test]
     fn the_environment_alone_names_a_replica() {
         let env = |k: &str| (k == "LITESTREAM_REPLICA_URL").then(|| "file:///tmp/r".to_string());
-        let r = route(Some(Path::new("app.db")), MAIN, &NONE, &env, &|_| false);
+        let r = route(
+            Some(Path::new("app.db")),
+            MAIN,
+            &NONE,
+            &URI_ONLY,
+            &env,
+            &|_| false,
+        );
         assert!(matches!(r, Route::Replica(_)));
+    }
+
+    #[test]
+    fn served_paths_and_the_default_vfs() {
+        let env = |k: &str| (k == "LITESTREAM_REPLICA_URL").then(|| "file:///tmp/r".to_string());
+        let served = [("replica_url", "file:///tmp/s"), ("role", "primary")];
+        let go = |uri: &dyn Params, serving: &Serving, kind| {
+            route(
+                Some(Path::new("/db/app.db")),
+                kind,
+                uri,
+                serving,
+                &env,
+                &|_| false,
+            )
+        };
+        let this_path = Serving {
+            served: Some(&served),
+            default_vfs: true,
+        };
+        let other_path = Serving {
+            served: None,
+            default_vfs: true,
+        };
+        assert!(matches!(
+            go(&NONE, &this_path, MAIN),
+            Route::PrimaryDb(_, c) if c.replica_url == "file:///tmp/s"
+        ));
+        assert!(
+            matches!(go(&NONE, &other_path, MAIN), Route::Base),
+            "the default VFS passes every other file on, the environment notwithstanding"
+        );
+        assert!(
+            matches!(go(&[URL], &this_path, MAIN), Route::Replica(c) if c.replica_url == "file:///tmp/r"),
+            "a URI that names a replica wins over the served entry"
+        );
+        assert!(matches!(go(&NONE, &this_path, WAL), Route::Base));
+        assert!(matches!(
+            go(&NONE, &this_path, OpenKind::default()),
+            Route::Base
+        ));
     }
 }

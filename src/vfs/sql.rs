@@ -200,7 +200,14 @@ pub struct SqlFunction {
     pub name: &'static str,
     pub arities: &'static [i32],
     pub schema_arg: usize,
-    pub call: fn(&mut ReplicaFile, &Call) -> Result<Value>,
+    pub call: Callee,
+}
+
+/// What a function works on: a replica open on the connection (found by schema), or the
+/// process.
+pub enum Callee {
+    File(fn(&mut ReplicaFile, &Call) -> Result<Value>),
+    Process(fn(&Call) -> Result<Value>),
 }
 
 /// One call of a SQL function: its arguments as text, and whether the statement was
@@ -222,51 +229,70 @@ pub const FUNCTIONS: &[SqlFunction] = &[
         name: "litestream_txid",
         arities: &[0, 1],
         schema_arg: 0,
-        call: |f, _| txid(f),
+        call: Callee::File(|f, _| txid(f)),
     },
     SqlFunction {
         name: "litestream_time",
         arities: &[0, 1],
         schema_arg: 0,
-        call: |f, _| time(f),
+        call: Callee::File(|f, _| time(f)),
     },
     SqlFunction {
         name: "litestream_lag",
         arities: &[0, 1],
         schema_arg: 0,
-        call: |f, _| lag(f),
+        call: Callee::File(|f, _| lag(f)),
     },
     SqlFunction {
         name: "litestream_stats",
         arities: &[0, 1],
         schema_arg: 0,
-        call: |f, _| stats(f),
+        call: Callee::File(|f, _| stats(f)),
     },
     SqlFunction {
         name: "litestream_set_time",
         arities: &[1, 2],
         schema_arg: 1,
-        call: |f, c| match arg(c.args, 0) {
+        call: Callee::File(|f, c| match arg(c.args, 0) {
             Some(v) => set_time(f, v),
             None => Err(Error::config(
                 "litestream_set_time",
                 "an instant is required",
             )),
-        },
+        }),
     },
     SqlFunction {
         name: "litestream_restore",
         arities: &[1, 2, 3],
         schema_arg: 2,
-        call: |f, c| match arg(c.args, 0) {
+        call: Callee::File(|f, c| match arg(c.args, 0) {
             Some(path) => restore(f, path, arg(c.args, 1), c.interrupted),
             None => Err(Error::config(
                 "litestream_restore",
                 "a file path is required",
             )),
-        },
+        }),
+    },
+    SqlFunction {
+        name: "litestream_serve",
+        arities: &[2],
+        schema_arg: usize::MAX,
+        call: Callee::Process(|c| match (arg(c.args, 0), arg(c.args, 1)) {
+            (Some(path), params) => serve(path, params.unwrap_or("")),
+            (None, _) => Err(Error::config("litestream_serve", "a file path is required")),
+        }),
     },
 ];
+
+/// `litestream_serve(path, parameters)`: from now on an open of `path` through the default
+/// VFS, which `litestream` becomes, is a replica (or primary) with these parameters
+/// (`replica_url=…&role=…`, as in a URI); see `served`. Returns the absolute path served.
+pub fn serve(path: &str, params: &str) -> Result<Value> {
+    let env = |k: &str| std::env::var(k).ok();
+    let served = super::served::serve(path, params, &env)?;
+    super::api::make_default_vfs()?;
+    Ok(Value::Text(served.to_string_lossy().into_owned()))
+}
 
 /// Our pragmas, `PRAGMA litestream_<name>[=value]`, by name (case-insensitive). The
 /// twins of the parameters are held to `config::PARAMS` by a test below.

@@ -2,14 +2,25 @@
 """Scale benchmark (issue "Thousands of databases per process"): what N databases cost one
 process while they sit idle, as read replicas and as primaries.
 
-moto's S3 server runs on 127.0.0.1 with a counting proxy in front of it (tests/py/
-latency_proxy.py, no delay); every request the measured process makes goes through the proxy
-and is counted by kind (LIST, GET, PUT, HEAD, ...) and by replica (the first component of the
-key or listing prefix). Set-up requests (seeding, copying) go to moto directly.
+moto's S3 server runs on 127.0.0.1 with a counting proxy in front of it (`CountingProxy`:
+tests/py/latency_proxy.py's LatencyProxy with no delay, a bounded pool of connections to moto
+and a deep listen backlog, so that thousands of client connections do not take moto down);
+every request the measured process makes goes through the proxy and is counted by kind (LIST,
+GET, PUT, HEAD, ...) and by replica (the first component of the key or listing prefix).
+Set-up requests (copying) go to moto directly.
+
+The rig has a ceiling: moto is one Python process and serves about 200-350 requests a second
+on a 2-core machine. When the process under test asks for more (a thousand replicas opened
+at once, each polling), requests queue in the proxy; a request whose client gave up waiting
+before its turn is not forwarded (counted as "abandoned", as S3 would have answered it long
+before), and `--verbose` prints the rig's state every 5 s. Opens that fail are counted and
+reported, not fatal; a phase stops opening after --open-deadline seconds.
 
 Set-up: ONE small database (table `t`, 100 rows) is written by our extension as a primary to
 `s3://BUCKET/t0`; its objects are then copied to `t1` ... `t{N-1}` (GET once, PUT to each prefix,
-straight to moto), so every replica is a complete, readable copy.
+straight to moto), so every replica is a complete, readable copy. (The seed writer goes
+through the writer's proxy: a primary's state names its replica by the whole URL, endpoint
+included, and the busy phase's writer reopens the same local database.)
 
 For each N of --counts, three phases, each in a fresh /usr/bin/python3 child that loads the
 extension (RLIMIT_NOFILE raised to the hard limit):
@@ -24,15 +35,17 @@ extension (RLIMIT_NOFILE raised to the hard limit):
              `poll_interval_max` (1 s, 2 s, 4 s, ... 30 s): an upper bound on the steady rate.
   busy       then, in the same child: a writer process (role=primary on t0's local database,
              through a second counting proxy) commits one row with its wall-clock time every
-             --commit-interval; the child's t0 connection polls `SELECT id, ts FROM t WHERE
+             --commit-interval on average (jittered 0.5x-1.5x, so that commits do not stay in
+             one phase of the reader's 1 s polls); the child's t0 connection polls `SELECT id, ts FROM t WHERE
              id > ?` every --poll-ms for --busy-seconds. Reported: commit-to-visible latency
              (median, max), the readers' requests in that window (t0, and the N-1 others that
              have by now been idle for longer: closer to their steady rate), the writer's.
   primaries  N connections `role=primary`, each its own local file and replica prefix `p{i}`
              (a bucket per N), each creating `t` and committing one row; open time; then a
              settle time (--settle-seconds, and until every primary has shipped), whose
-             requests are reported as start-up; then --idle-seconds idle, measured as above per
-             database-hour; then close time.
+             requests are reported as start-up (from the first open: when opening takes
+             longer than the first compaction level, 30 s, compaction is in it too); then
+             --idle-seconds idle, measured as above per database-hour; then close time.
 
 A native control (`native`: N plain SQLite connections to a local copy of the same database,
 same query, extension loaded) gives SQLite's own memory per connection.
@@ -412,7 +425,11 @@ def kind(r) -> str:
 def replica_of(r) -> str:
     """The replica prefix a request is about: the first component of the key, or of the
     listing's prefix; "" for bucket-level requests."""
-    u = urllib.parse.urlsplit(r.path)
+    return replica_of_path(r.path)
+
+
+def replica_of_path(path: str) -> str:
+    u = urllib.parse.urlsplit(path)
     parts = urllib.parse.unquote(u.path).lstrip("/").split("/", 2)
     if len(parts) >= 2 and parts[1]:
         return parts[1]
@@ -465,7 +482,8 @@ def window(proxy: LatencyProxy, t0: float, t1: float, only=None) -> dict:
                 key += " (expected: check_conditional_writes)"
             statuses[key] = statuses.get(key, 0) + 1
     out["total"] = sum(out[k] for k in KINDS)
-    out["abandoned"] = sum(1 for t in getattr(proxy, "abandoned_at", []) if t0 <= t <= t1)
+    out["abandoned"] = sum(1 for t, path in list(getattr(proxy, "abandoned_at", []))
+                           if t0 <= t <= t1 and (only is None or only(replica_of_path(path))))
     out["peak_per_s"] = max(per_s.values()) if per_s else 0
     out["dollars"] = sum(out[k] * PRICES[k] for k in KINDS)
     out["statuses"] = statuses
@@ -501,19 +519,24 @@ class CountingProxy(LatencyProxy):
         self._idle: list = []
         self._slots = threading.BoundedSemaphore(connections)
         self.client_errors = 0
+        self.client_error_kinds: dict = {}
         self.upstream_errors = 0
         self.abandoned = 0
         self.abandoned_at: list = []
 
         def handle_error(request, client_address):
             self.client_errors += 1
+            e = sys.exc_info()[1]
+            key = f"{type(e).__name__}: {str(e)[:80]}"
+            self.client_error_kinds[key] = self.client_error_kinds.get(key, 0) + 1
         self.server.handle_error = handle_error
 
     @staticmethod
     def _client_gone(h) -> bool:
         try:
-            readable, _, _ = select.select([h.connection], [], [], 0)
-            return bool(readable) and h.connection.recv(1, socket.MSG_PEEK) == b""
+            p = select.poll()  # not select(): descriptors above 1023 are the rule here
+            p.register(h.connection, select.POLLIN)
+            return bool(p.poll(0)) and h.connection.recv(1, socket.MSG_PEEK) == b""
         except OSError:
             return True
 
@@ -542,7 +565,7 @@ class CountingProxy(LatencyProxy):
                 # spend its time on answers nobody reads.
                 with self._lock:
                     self.abandoned += 1
-                    self.abandoned_at.append(time.monotonic())
+                    self.abandoned_at.append((time.monotonic(), h.path))
                 h.close_connection = True
                 return
             for attempt in range(2):
@@ -674,6 +697,42 @@ class Bench:
         return {"seed_objects": [k for k, _ in keys],
                 "seed_bytes": sum(map(len, blobs.values())), "seed_s": seed_s,
                 "copy_puts": len(jobs), "copy_s": copy_s, "seed_stats": done["stats"]}
+
+    def start_monitor(self, verbose: bool) -> None:
+        """Samples the rig every 5 s (requests served, moto's CPU, the parent's threads and
+        descriptors, proxy errors) into self.rig; prints them with --verbose."""
+        self.rig: list = []
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def moto_cpu():
+            try:
+                f = open(f"/proc/{self.s3.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+                return (int(f[11]) + int(f[12])) / tick
+            except (OSError, AttributeError, IndexError):
+                return None
+
+        def run():
+            last = (time.monotonic(), len(self.proxy.log), moto_cpu())
+            while not self._stop_monitor.wait(5):
+                now = (time.monotonic(), len(self.proxy.log), moto_cpu())
+                dt = now[0] - last[0]
+                sample = {"t": now[0], "served_per_s": (now[1] - last[1]) / dt,
+                          "moto_cpu": (now[2] - last[2]) / dt if None not in (now[2], last[2])
+                          else None,
+                          "threads": threading.active_count(),
+                          "fds": len(os.listdir("/proc/self/fd")),
+                          "client_errors": self.proxy.client_errors,
+                          "abandoned": self.proxy.abandoned}
+                self.rig.append(sample)
+                if verbose:
+                    print(f"    rig: {sample['served_per_s']:.0f} req/s served, moto CPU "
+                          f"{100 * (sample['moto_cpu'] or 0):.0f} %, parent threads "
+                          f"{sample['threads']}, fds {sample['fds']}, client errors "
+                          f"{sample['client_errors']}, abandoned {sample['abandoned']}",
+                          flush=True)
+                last = now
+        self._stop_monitor = threading.Event()
+        threading.Thread(target=run, daemon=True).start()
 
     def check_moto(self) -> None:
         rc = self.s3.proc.poll() if self.s3.proc else "stopped"
@@ -1112,6 +1171,8 @@ def main():
                                               "target/release)")
     ap.add_argument("--out", default="/tmp/bench_scale.md")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--verbose", action="store_true",
+                    help="print the rig's state (requests served, moto's CPU, ...) every 5 s")
     ap.add_argument("--no-readme", action="store_true",
                     help="accepted; README.md is never updated by this bench")
     args = ap.parse_args()
@@ -1124,6 +1185,7 @@ def main():
     results, t_all, failed = [], time.monotonic(), None
     try:
         setup = b.setup(max(counts))
+        b.start_monitor(args.verbose)
         for n in counts:
             r = {"n": n}
             results.append(r)
@@ -1151,6 +1213,7 @@ def main():
             b.s3.stop()
     total = time.monotonic() - t_all
     proxy_errors = {name: {"client_errors": p.client_errors, "upstream_errors": p.upstream_errors,
+                           "client_error_kinds": p.client_error_kinds,
                            "abandoned": p.abandoned}
                     for name, p in (("readers", b.proxy), ("writer", b.wproxy))}
     text = report(args, b.ext, setup, [r for r in results if len(r) > 1])
@@ -1170,7 +1233,7 @@ def main():
     out.write_text(text)
     out.with_suffix(".json").write_text(json.dumps(
         {"args": vars(args), "ext": b.ext, "setup": setup, "results": results,
-         "proxy_errors": proxy_errors, "error": failed,
+         "proxy_errors": proxy_errors, "error": failed, "rig": getattr(b, "rig", []),
          "stderr": b.stderr_notes, "total_s": total}, indent=1, default=str))
     print()
     print(text)

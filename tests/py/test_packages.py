@@ -114,13 +114,56 @@ def test_python_wheel(venv, host, replica, tmp_path):
         assert "another SQLite library" in r["second_library"], r["second_library"]
 
 
-def test_npm_package(dist, replica, tmp_path):
+def test_python_register_and_serve(venv, replica, tmp_path):
+    """`import sqlite_litestream.register` registers the VFS before any connection names it;
+    serve() makes a plain file name a replica for code that cannot pass a URI."""
+    res = run([venv / "bin" / "python", HOSTS / "serve_replica.py", replica, tmp_path],
+              env=child_env())
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    assert r["by_uri"] == LATEST and r["served"] == LATEST, r
+    assert r["served_path"] == str(tmp_path / "served.db")
+    assert r["plain"] == [1] and r["plain_exists"], r
+    assert "poll_interval" in r["bad"], r
+
+
+def npm_app(dist, tmp_path) -> Path:
     app = tmp_path / "app"
     app.mkdir()
     (app / "package.json").write_text('{"private": true}')
     # The package has no dependencies: --offline proves it installs from the .tgz alone.
     run(["npm", "install", "--offline", "--no-audit", "--no-fund", "--loglevel=error",
          dist["tgz"]], cwd=app)
+    return app
+
+
+def test_npm_package_with_better_sqlite3(dist, replica, tmp_path):
+    """better-sqlite3 (built by tests/setup.sh from the npm registry's package) passes plain
+    file names: serve() makes one a replica and another a primary shipping under
+    sync=remote; a plain database beside them is untouched."""
+    app = npm_app(dist, tmp_path)
+    script = app / "better_sqlite3.js"
+    shutil.copy(HOSTS / "better_sqlite3.js", script)
+    work = tmp_path / "work"
+    work.mkdir()
+    primary_url = (tmp_path / "primary-replica").as_uri()
+    env = child_env({"NODE_PATH": WORK / "node" / "node_modules"})
+    res = run(["node", script, replica, primary_url, work], env=env, cwd=app)
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    assert r["servedPath"] == str(work / "replica.db")
+    assert r["readonly"] == LATEST and r["readwrite"] == LATEST, r
+    assert r["shipped"][0] == 10, r
+    assert r["plain"] == [1] and "poll_interval" in r["bad"], r
+    assert not (work / "replica.db").exists(), "a replica leaves no local file"
+    # What the primary shipped is in its replica: the real Litestream restores it.
+    from harness.litestream import restore
+    out = tmp_path / "restored.db"
+    restore(primary_url, out)
+    import sqlite3
+    assert sqlite3.connect(out).execute("SELECT count(*) FROM w").fetchone()[0] == 10
+
+
+def test_npm_package(dist, replica, tmp_path):
+    app = npm_app(dist, tmp_path)
     script = app / "query_replica.js"
     shutil.copy(HOSTS / "query_replica.js", script)
     # node-sqlite3, built by tests/setup.sh; sqlite-litestream resolves from app/node_modules.

@@ -21,7 +21,7 @@ sqlite_litestream.connect(...)`).
 import os
 import urllib.parse
 
-__all__ = ["loadable_path", "load", "uri", "connect"]
+__all__ = ["loadable_path", "load", "register_vfs", "uri", "connect", "serve"]
 
 
 def loadable_path() -> str:
@@ -60,10 +60,11 @@ def uri(path: str, replica_url=None, **params) -> str:
 _loader = None
 
 
-def connect(path, replica_url=None, **params):
-    """Opens `path` through the VFS with the standard library's sqlite3 (see `uri`), loading
-    the extension first if this process has not: the VFS then exists before the open that
-    names it, whatever the caller did before."""
+def register_vfs():
+    """Registers the VFS for the standard library's sqlite3 in this process, once, without a
+    connection of the caller's: call it (or `import sqlite_litestream.register`, which calls it) before the
+    first open that names the VFS, for example at the top of Django's settings or before
+    SQLAlchemy's create_engine. Returns the connection that loaded it (kept open)."""
     import sqlite3
 
     global _loader
@@ -72,4 +73,30 @@ def connect(path, replica_url=None, **params):
         loader = sqlite3.connect(":memory:", check_same_thread=False)
         load(loader)
         _loader = loader
+    return _loader
+
+
+def connect(path, replica_url=None, **params):
+    """Opens `path` through the VFS with the standard library's sqlite3 (see `uri`), loading
+    the extension first if this process has not: the VFS then exists before the open that
+    names it, whatever the caller did before."""
+    import sqlite3
+
+    register_vfs()
     return sqlite3.connect(uri(path, replica_url, **params), uri=True)
+
+
+def serve(path, replica_url=None, **params) -> str:
+    """Serves `path` without a URI, for code that opens plain file names (a framework that
+    builds the name itself, sqlite-utils, a library you cannot change): from now on, in this
+    process, opening `path` with the standard library's sqlite3 opens the replica (or, with
+    role="primary", the primary) these parameters describe; every other file opens as usual.
+    Returns the absolute path served."""
+    def text(v):
+        return {True: "true", False: "false"}.get(v, v) if isinstance(v, bool) else str(v)
+
+    query = ([("replica_url", replica_url)] if replica_url is not None else []) + \
+        [(k, v) for k, v in params.items() if v is not None]
+    encoded = "&".join(f"{k}={urllib.parse.quote(text(v), safe='')}" for k, v in query)
+    return register_vfs().execute("SELECT litestream_serve(?, ?)",
+                              (os.fspath(path), encoded)).fetchone()[0]

@@ -1,0 +1,39 @@
+// Run by test_packages.py in a fresh folder where the sqlite-litestream .tgz was installed:
+//   node better_sqlite3.js REPLICA_URL PRIMARY_REPLICA_URL WORKDIR   (better-sqlite3 via NODE_PATH)
+// better-sqlite3 passes SQLite plain file names (no URI), so the VFS cannot be named: serve()
+// makes these paths a replica and a primary, and every other file opens as usual. Prints
+// JSON: rows of the replica (read-only and read-write opens), what the primary wrote, and a
+// plain database beside them.
+"use strict";
+const Database = require("better-sqlite3");
+const litestream = require("sqlite-litestream");
+
+const [url, primaryUrl, workdir] = process.argv.slice(2);
+process.chdir(workdir);
+const loader = new Database(":memory:");
+litestream.load(loader);
+const servedPath = litestream.serve(loader, "replica.db", { replica_url: url });
+litestream.serve(loader, "app.db", { replica_url: primaryUrl, role: "primary", sync: "remote" });
+
+const row = (db, sql) => Object.values(db.prepare(sql).get());
+const readonly = row(new Database("replica.db", { readonly: true }),
+                     "SELECT count(*), litestream_txid() FROM t");
+const readwrite = row(new Database("replica.db"), "SELECT count(*), litestream_txid() FROM t");
+
+const app = new Database("app.db");
+app.exec("CREATE TABLE IF NOT EXISTS w(x)");
+const insert = app.prepare("INSERT INTO w VALUES (?)");
+for (let i = 0; i < 10; i++) insert.run(i);  // sync=remote: each in the replica on return
+const shipped = row(app, "SELECT count(*), litestream_txid() FROM w");
+app.close();
+
+const plain = new Database("plain.db");
+plain.exec("CREATE TABLE kv(k); INSERT INTO kv VALUES (1)");
+let bad = null;
+try {
+  litestream.serve(loader, "bad.db", { replica_url: url, poll_interval: "soon" });
+} catch (e) {
+  bad = e.message;
+}
+console.log(JSON.stringify({ servedPath, readonly, readwrite, shipped,
+                             plain: row(plain, "SELECT count(*) FROM kv"), bad }));
