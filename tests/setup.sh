@@ -105,6 +105,17 @@ else
   "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-input --retries 5 \
     --only-binary=:all: --no-deps -d "$WHEELS" -r "$PKG_REQ"
 fi
+# The frameworks of the recipe tests (SQLAlchemy, Django, sqlite-utils), every wheel pinned.
+FW_REQ="$ROOT/tests/py/requirements-frameworks.txt"
+fw_stamp="$(sha256sum "$FW_REQ" | cut -d' ' -f1)"
+if [[ -f "$WHEELS/.frameworks-stamp" && "$(cat "$WHEELS/.frameworks-stamp")" == "$fw_stamp" ]]; then
+  log "framework wheels present"
+else
+  log "downloading the framework wheels into $WHEELS"
+  "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-input --retries 5 \
+    --only-binary=:all: --no-deps -d "$WHEELS" -r "$FW_REQ"
+  echo "$fw_stamp" >"$WHEELS/.frameworks-stamp"
+fi
 # node-sqlite3 from the npm registry, compiled here against Debian's libsqlite3, and
 # better-sqlite3, compiled with the SQLite it bundles: their install scripts would otherwise
 # download prebuilt binaries from GitHub. Node's headers come from the

@@ -95,9 +95,10 @@ def venv(dist, tmp_path_factory):
     """A fresh venv of Debian's python3 with the wheel and apsw, installed by pip offline."""
     env_dir = tmp_path_factory.mktemp("venv") / "venv"
     run(["/usr/bin/python3", "-m", "venv", env_dir])
+    here = Path(__file__).resolve().parent
     run([env_dir / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
          "--no-index", "--find-links", WORK / "wheels", dist["whl"],
-         "-r", Path(__file__).resolve().parent / "requirements-packages.txt"])
+         "-r", here / "requirements-packages.txt", "-r", here / "requirements-frameworks.txt"])
     return env_dir
 
 
@@ -124,6 +125,24 @@ def test_python_register_and_serve(venv, replica, tmp_path):
     assert r["served_path"] == str(tmp_path / "served.db")
     assert r["plain"] == [1] and r["plain_exists"], r
     assert "poll_interval" in r["bad"], r
+
+
+@pytest.mark.parametrize("framework", ["sqlalchemy", "django", "sqlite_utils"])
+def test_framework_recipes(venv, framework, replica, tmp_path):
+    """The README's recipes, each in its real framework from PyPI: SQLAlchemy (a connection
+    factory, a served path, the URI in its URL), Django (writes through a primary, reads
+    routed to a replica alias, a replica by URI), sqlite-utils (a served path)."""
+    primary_url = (tmp_path / "primary-replica").as_uri()
+    res = run([venv / "bin" / "python", HOSTS / "frameworks.py", framework, replica, primary_url,
+               tmp_path], env=child_env())
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    if framework == "sqlalchemy":
+        assert r == {"creator": LATEST, "served": LATEST, "url": LATEST}, r
+    elif framework == "django":
+        assert r["replica_count"] == 5 and r["replica_first"] == "note 0", r
+        assert r["legacy"] == LATEST, r
+    else:
+        assert "t" in r["tables"] and [r["count"], r["txid"]] == LATEST, r
 
 
 def npm_app(dist, tmp_path) -> Path:
