@@ -803,14 +803,20 @@ const COPY_PACE: Duration = Duration::from_millis(1);
 /// How often it polls the wal-index for commits of other processes when idle (they wake it
 /// when they are in a hurry).
 const IDLE_POLL: Duration = Duration::from_millis(20);
+/// A copier that keeps finding nothing polls less often, up to this: an idle database costs
+/// a few wake-ups a second, not fifty (a thousand primaries in one process). Commits through
+/// the extension wake it at once; a writer without the extension is seen within this.
+const IDLE_POLL_MAX: Duration = Duration::from_millis(250);
 
 /// The copier: copies what is committed into the mirrors, so that a WAL restart finds
 /// little left to copy. Woken by the first commit after it went idle (or a wake-up from
 /// another process), it then copies every `COPY_PACE` until a round finds nothing new, and
-/// polls every `IDLE_POLL` otherwise. It also keeps the pin (`Pin`).
+/// polls every `IDLE_POLL` otherwise, twice as long after each quiet poll up to
+/// `IDLE_POLL_MAX`. It also keeps the pin (`Pin`).
 async fn copy_loop(weak: Weak<Primary>) {
     let mut backoff = FIRST_RETRY;
     let mut pin = Pin::default();
+    let mut idle_poll = IDLE_POLL;
     loop {
         let Some(p) = weak.upgrade() else { return };
         let Some(l) = p.leader.get().cloned() else {
@@ -837,7 +843,7 @@ async fn copy_loop(weak: Weak<Primary>) {
                 continue;
             }
         };
-        tokio::task::block_in_place(|| pin.keep(&p, &l, index));
+        let watching = tokio::task::block_in_place(|| pin.keep(&p, &l, index));
         let wake = l.wake.clone();
         // Going idle: SeqCst with `note_write_end`, so a commit after the check wakes us.
         l.copier_idle.store(true, Ordering::SeqCst);
@@ -847,7 +853,22 @@ async fn copy_loop(weak: Weak<Primary>) {
         }
         // Hold no strong reference while waiting, so the last connection's close ends the task.
         drop((p, l));
-        let pause = if idle { IDLE_POLL } else { COPY_PACE };
+        let pause = match (idle, watching) {
+            (false, _) => {
+                idle_poll = IDLE_POLL;
+                COPY_PACE
+            }
+            // A checkpoint of another process waits for the pin: look again soon.
+            (true, true) => {
+                idle_poll = IDLE_POLL;
+                IDLE_POLL
+            }
+            (true, false) => {
+                let pause = idle_poll;
+                idle_poll = (idle_poll * 2).min(IDLE_POLL_MAX);
+                pause
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = wake.notified() => {}
@@ -874,12 +895,14 @@ struct Pin {
 const YIELD_FOR: Duration = Duration::from_secs(2);
 
 impl Pin {
-    fn keep(&mut self, p: &Primary, l: &Leader, index: Option<super::shm::Index>) {
+    /// Keeps the pin, or lets it go for a waiting checkpoint. Returns whether it is watching
+    /// a checkpoint of another process (the copier then looks again soon).
+    fn keep(&mut self, p: &Primary, l: &Leader, index: Option<super::shm::Index>) -> bool {
         if !p.holds_pin() {
             p.try_pin();
-            return;
+            return false;
         }
-        let Some(i) = index else { return };
+        let Some(i) = index else { return false };
         let key = (i.salt1, i.salt2, i.mx_frame, i.i_change);
         let quiet = self.last == Some(key);
         self.last = Some(key);
@@ -888,19 +911,21 @@ impl Pin {
         let restartable = i.mx_frame > 0 && i.n_backfill == i.mx_frame && quiet;
         if !restartable || !l.mirrors.lock().caught_up(&i) || !p.foreign_checkpoint_running() {
             self.seen_waiting = None;
-            return;
+            // A checkpoint of another process holding the locks while commits are still
+            // uncopied or unsettled: watch it closely too.
+            return !restartable && p.foreign_checkpoint_running();
         }
         match self.seen_waiting {
             Some(t) if t.elapsed() >= COPY_PACE => {}
-            Some(_) => return,
+            Some(_) => return true,
             None => {
                 self.seen_waiting = Some(Instant::now());
-                return;
+                return true;
             }
         }
         self.seen_waiting = None;
         if l.mirrors.lock().seal().is_err() {
-            return;
+            return true;
         }
         p.unpin();
         // Watch until the checkpoint has restarted the WAL (the wal-index changes), or
@@ -920,7 +945,7 @@ impl Pin {
                 .wal_index()
                 .map(|n| (n.salt1, n.salt2, n.mx_frame, n.i_change));
             if now != Some(key) && p.try_pin() {
-                return;
+                return false;
             }
             if !early && checked.elapsed() >= Duration::from_millis(20) {
                 checked = Instant::now();
@@ -930,6 +955,7 @@ impl Pin {
             }
         }
         p.try_pin();
+        false
     }
 }
 
