@@ -126,17 +126,20 @@ impl DbHandle {
         (rc == ffi::SQLITE_OK && !p.is_null()).then_some(p as *mut u8)
     }
 
-    /// Holds a SHARED lock on the database file (it is in WAL mode).
-    fn lock_db(&mut self) -> std::io::Result<()> {
+    /// Holds a SHARED lock on the database file (it is in WAL mode). Ok(false) while a
+    /// connection holds it exclusively (the last one closing checkpoints and deletes the
+    /// WAL): nothing to pin then, and the copier tries again.
+    fn lock_db(&mut self) -> std::io::Result<bool> {
         if self.db_locked {
-            return Ok(());
+            return Ok(true);
         }
         // SAFETY: xLock with SQLite's own argument on our open file.
         match self.call(|m| m.xLock, |f, x| unsafe { x(f, ffi::SQLITE_LOCK_SHARED) }) {
             ffi::SQLITE_OK => {
                 self.db_locked = true;
-                Ok(())
+                Ok(true)
             }
+            ffi::SQLITE_BUSY => Ok(false),
             rc => Err(std::io::Error::other(format!(
                 "taking a shared lock on the database (SQLite error {rc})"
             ))),
@@ -197,7 +200,9 @@ impl DbFile for DbHandle {
         if !crate::primary::local::is_wal_mode(self) {
             return Ok(false);
         }
-        self.lock_db()?;
+        if !self.lock_db()? {
+            return Ok(false);
+        }
         let Some(region) = self.region() else {
             return Ok(false);
         };

@@ -463,7 +463,8 @@ def window(proxy: LatencyProxy, t0: float, t1: float, only=None) -> dict:
     with proxy._lock:
         log = list(proxy.log)
     out = {k: 0 for k in KINDS}
-    statuses, shapes, replicas, per_s = {}, {}, set(), {}
+    statuses, shapes, replicas, per_s, per_5s = {}, {}, set(), {}, {}
+    not_modified = 0
     for r in log:
         if not (t0 <= r.start <= t1):
             continue
@@ -474,17 +475,25 @@ def window(proxy: LatencyProxy, t0: float, t1: float, only=None) -> dict:
         out[k] += 1
         replicas.add(rep)
         per_s[int(r.end)] = per_s.get(int(r.end), 0) + 1
+        b5 = int((r.start - t0) // 5)
+        per_5s[b5] = per_5s.get(b5, 0) + 1
         shape = f"{r.method} {_shape(r, rep)}"
         shapes[shape] = shapes.get(shape, 0) + 1
-        if not 200 <= r.status < 300:
+        if r.status == 304:
+            not_modified += 1  # a conditional GET that found nothing new (billed as a GET)
+        elif not 200 <= r.status < 300:
             key = f"{shape} -> {r.status}"
             if r.status == 412 and "probes/create-only" in shape:
                 key += " (expected: check_conditional_writes)"
+            elif r.status >= 500:
+                key += " (moto)"
             statuses[key] = statuses.get(key, 0) + 1
     out["total"] = sum(out[k] for k in KINDS)
+    out["not_modified"] = not_modified
     out["abandoned"] = sum(1 for t, path in list(getattr(proxy, "abandoned_at", []))
                            if t0 <= t <= t1 and (only is None or only(replica_of_path(path))))
     out["peak_per_s"] = max(per_s.values()) if per_s else 0
+    out["per_5s"] = [per_5s.get(i, 0) for i in range(int((t1 - t0) // 5) + 1)]
     out["dollars"] = sum(out[k] * PRICES[k] for k in KINDS)
     out["statuses"] = statuses
     out["shapes"] = dict(sorted(shapes.items(), key=lambda kv: -kv[1])[:25])
@@ -686,6 +695,8 @@ class Bench:
         # A local copy for the native control.
         self.native_db = self.work / "native.db"
         shutil.copy(self.seed_db, self.native_db)
+        if Path(f"{self.seed_db}-wal").exists():
+            shutil.copy(f"{self.seed_db}-wal", f"{self.native_db}-wal")
         t = time.monotonic()
         jobs = [(f"t{i}/" + k[len("t0/"):], data) for i in range(1, max_n)
                 for k, data in blobs.items()]
@@ -748,6 +759,9 @@ class Bench:
                              "idle": 1, "poll_ms": 20, "open_deadline": 1e9},
                    self.work / f"native-{n}.log", self.work / "readers", self.env)
         op = ch.expect("opened", 300)
+        if set(op["results"]) != {SEED_ROWS}:
+            raise RuntimeError(f"native control: counts {set(op['results'])}, "
+                               f"failures {op['failures'][:3]}")
         ch.expect("idle", 60)
         ch.send("exit")
         ch.expect("closed", 120)
@@ -945,6 +959,8 @@ def _ms(s):
 def _kinds(w: dict) -> str:
     s = " ".join(f"{k.upper()} {w[k]:g}" if isinstance(w[k], int) else f"{k.upper()} {w[k]:.1f}"
                  for k in KINDS if w.get(k))
+    if w.get("not_modified"):
+        s += f" ({w['not_modified']} of the GETs answered 304)"
     if w.get("abandoned"):
         s += f" (and {w['abandoned']} the client gave up on before the proxy forwarded them)"
     return s or "none"
@@ -998,7 +1014,8 @@ def report(args, ext, setup, results) -> str:
         f"{os.cpu_count()} cores, extension `{ext}` (git {rev}{' + uncommitted src changes' if dirty else ''}). "
         "moto S3 on 127.0.0.1 behind a counting proxy without delay; each phase a fresh "
         "/usr/bin/python3 process. Request prices: LIST/PUT/POST $0.005 per 1,000, GET/HEAD "
-        "$0.0004 per 1,000. Request rates are LIST / GET / PUT / HEAD (+ POST, DELETE).",
+        "$0.0004 per 1,000. Request rates are LIST / GET / PUT / HEAD (+ POST, DELETE); GET "
+        "includes conditional GETs answered 304 Not Modified (S3 bills them as GETs).",
         "",
         f"Set-up: one replica written by our primary ({len(setup['seed_objects'])} objects, "
         f"{setup['seed_bytes']:,} bytes, {SEED_ROWS} rows), copied to the other prefixes "
@@ -1045,6 +1062,9 @@ def report(args, ext, setup, results) -> str:
             f"N={r['replicas']['n']}: " + _rate({k: r['replicas']['startup_requests'][k] /
                                                  max(r['replicas']['attempted'], 1)
                                                  for k in KINDS})
+            for r in reps) + "."]
+        L += ["", "Requests in the idle window by 5 s slice (the back-off ramp): " + "; ".join(
+            f"N={r['replicas']['n']}: {r['replicas']['idle_requests']['per_5s']}"
             for r in reps) + "."]
         L += ["", "Busiest second of requests served (start-up / idle window): " + "; ".join(
             f"N={r['replicas']['n']}: {r['replicas']['startup_requests']['peak_per_s']} / "
@@ -1101,6 +1121,11 @@ def report(args, ext, setup, results) -> str:
                      f"| {100 * x['idle_cpu_s'] / x['idle_wall_s']:.2f} | {_rate(h)} "
                      f"| {_usd(h['dollars'])} | {_usd(h['dollars'] * 730 * 1000)} "
                      f"| {x['close_s']:.1f} s |")
+        L += ["", "Requests in the idle window by 5 s slice (a burst ~30 s after the commit is "
+                  "the first level-1 compaction, once; a primary with nothing new makes none "
+                  "after it, so the per-hour rate above is an upper bound): " + "; ".join(
+                      f"N={r['primaries']['n']}: {r['primaries']['idle_requests']['per_5s']}"
+                      for r in prims) + "."]
         problems = [(r["primaries"]["n"], r["primaries"]["idle_summary"]) for r in prims
                     if r["primaries"]["idle_summary"]["errors"]
                     or r["primaries"]["idle_summary"]["stopped"]
@@ -1201,10 +1226,10 @@ def main():
             b.check_moto()
     except Exception as e:  # report what was measured, then the error
         import traceback
-        failed = traceback.format_exc()
-        print(failed, flush=True)
         if "setup" not in locals():
             raise
+        failed = traceback.format_exc()
+        print(failed, flush=True)
     finally:
         for p in (getattr(b, "proxy", None), getattr(b, "wproxy", None)):
             if p:
