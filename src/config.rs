@@ -104,6 +104,10 @@ pub const PARAMS: &[Param] = &[
             Ok(())
         },
     ),
+    param("max_lag", "0 (none)", Twin::None, |d, src, v| {
+        d.config.max_lag = duration(src, v)?;
+        Ok(())
+    }),
     param("cache_size", "64MB", Twin::ReadSet, |d, src, v| {
         d.config.cache_size = size(src, v)?;
         Ok(())
@@ -448,6 +452,9 @@ pub struct Config {
     /// `max_requests_per_second`: the process's bound on the requests of every replica's
     /// polls (0: none); None when not given (an open without it leaves the bound as is).
     pub max_requests_per_second: Option<u32>,
+    /// `max_lag`: a read transaction on the newest state fails when the last successful
+    /// poll is older than this (0: never).
+    pub max_lag: Duration,
     pub cache_size: u64,
     pub open_timeout: Duration,
     /// `time`: open looking at this instant (time travel) instead of the newest state.
@@ -538,6 +545,7 @@ impl Draft {
                 manifest: true,
                 list_interval: Duration::from_secs(60),
                 max_requests_per_second: None,
+                max_lag: Duration::ZERO,
                 cache_size: DEFAULT_CACHE_SIZE,
                 open_timeout: DEFAULT_OPEN_TIMEOUT,
                 time: None,

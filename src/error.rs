@@ -88,6 +88,17 @@ pub enum Error {
         retain_size: u64,
     },
 
+    /// The replica has not been heard from for longer than `max_lag`: reads fail rather
+    /// than show a state that old.
+    #[error("litestream: {url} is stale: the last successful poll was {age_secs} s ago, more than max_lag={max_lag}{cause}")]
+    Stale {
+        url: String,
+        age_secs: u64,
+        max_lag: String,
+        /// `: <the poller's last error>`, or empty.
+        cause: String,
+    },
+
     /// A write was attempted on a read-only view.
     #[error("litestream: {0} is read-only")]
     ReadOnly(String),
@@ -153,6 +164,7 @@ impl Error {
             | Error::Timeout { .. }
             | Error::Budget { .. } => code::SQLITE_IOERR_READ,
             Error::SnapshotTooOld { .. } => code::SQLITE_BUSY_SNAPSHOT,
+            Error::Stale { .. } => code::SQLITE_IOERR_LOCK,
             Error::ReadOnly(_) => code::SQLITE_READONLY,
             Error::Io { .. } => code::SQLITE_IOERR,
             Error::NotReplicated { .. } => code::SQLITE_IOERR_VNODE,

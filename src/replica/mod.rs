@@ -50,6 +50,8 @@ pub struct Settings {
     /// (`list_interval`).
     pub manifest: bool,
     pub list_interval: Duration,
+    /// Reads fail when the last successful poll is older than this (`max_lag`; 0: never).
+    pub max_lag: Duration,
 }
 
 /// What the poller last did, for `PRAGMA litestream_stats`.
@@ -166,6 +168,7 @@ impl Replica {
                 restore_part_size: config.restore_part_size,
                 manifest: config.manifest,
                 list_interval: config.list_interval,
+                max_lag: config.max_lag,
             }),
             current: RwLock::new(Arc::new(Snapshot {
                 txid: Txid::ZERO,
@@ -240,6 +243,35 @@ impl Replica {
                 other => return other,
             }
         }
+    }
+
+    /// Before a read transaction on the newest state: an error when `max_lag` is set and
+    /// the replica has not answered a poll for longer (it was deleted, the store is down),
+    /// recorded as the last read error too.
+    pub fn check_lag(&self) -> Result<()> {
+        let max = self.settings().max_lag;
+        if max.is_zero() {
+            return Ok(());
+        }
+        let mut status = self.status.lock();
+        let age = status
+            .last_success
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        if age <= max {
+            return Ok(());
+        }
+        let e = Error::Stale {
+            url: self.store.url().to_string(),
+            age_secs: age.as_secs(),
+            max_lag: crate::units::format_duration(max),
+            cause: status
+                .last_error
+                .as_ref()
+                .map_or(String::new(), |e| format!(": {e}")),
+        };
+        status.last_read_error = Some(e.to_string());
+        Err(e)
     }
 
     /// The newest published state. A reader pins it for one read transaction.

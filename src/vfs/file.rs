@@ -107,6 +107,7 @@ impl ReplicaFile {
         if self.lock == LOCK_NONE && level >= LOCK_SHARED {
             if self.past.is_none() {
                 replica.fresh_for_reading();
+                replica.check_lag()?;
             }
             self.pinned = Some(replica.pin(self.past.as_ref().map(|p| &p.snapshot)));
             self.meters.start_statement();

@@ -85,6 +85,19 @@ pub fn restore(
         .map(|pages| Value::Int(pages as i64))
 }
 
+/// `litestream_last_error()`: the cause of the last error a read of this replica returned
+/// to SQLite (which can only show its code, "disk I/O error"), else the poller's last
+/// error, else NULL.
+pub fn last_error(file: &ReplicaFile) -> Result<Value> {
+    let replica = file.replica()?;
+    let status = replica.status.lock();
+    Ok(status
+        .last_read_error
+        .clone()
+        .or_else(|| status.last_error.clone())
+        .map_or(Value::Null, Value::Text))
+}
+
 pub fn lag(file: &ReplicaFile) -> Result<Value> {
     let replica = file.replica()?;
     let status = replica.status.lock();
@@ -242,6 +255,12 @@ pub const FUNCTIONS: &[SqlFunction] = &[
         arities: &[0, 1],
         schema_arg: 0,
         call: Callee::File(|f, _| lag(f)),
+    },
+    SqlFunction {
+        name: "litestream_last_error",
+        arities: &[0, 1],
+        schema_arg: 0,
+        call: Callee::File(|f, _| last_error(f)),
     },
     SqlFunction {
         name: "litestream_stats",

@@ -6,6 +6,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -185,3 +186,43 @@ def test_loading_twice_is_harmless(source, ext_path):
     r = connect(vfs_uri(url), ext=ext_path)
     assert r.execute("SELECT count(*) FROM orders").fetchone()[0] > 0
     assert r.execute("SELECT litestream_txid()").fetchone()[0]
+
+
+def test_max_lag_fails_reads_of_a_replica_gone_quiet(tmp_path):
+    """A replica deleted under a reader: with max_lag, reads of the newest state fail once the
+    last successful poll is older than that, and litestream_last_error() says why (SQLite
+    itself only says "disk I/O error"); without it the reader keeps answering, with
+    litestream_lag() growing."""
+    import shutil
+    root = tmp_path / "replica"
+    w = connect(vfs_uri(root.as_uri(), name=str(tmp_path / "app.db"), role="primary",
+                        sync="remote"))
+    w.execute("CREATE TABLE t(x)")
+    w.execute("INSERT INTO t VALUES (1)")
+    w.close()
+    strict = connect(vfs_uri(root.as_uri(), name=str(tmp_path / "a.db"), max_lag="2s",
+                             poll_interval="200ms", poll_interval_max="0"))
+    lax = connect(vfs_uri(root.as_uri().replace("file:///", "file://localhost/"),
+                          name=str(tmp_path / "b.db"), poll_interval="200ms",
+                          poll_interval_max="0"))
+    for c in (strict, lax):
+        assert c.execute("SELECT count(*) FROM t").fetchone()[0] == 1
+        assert c.execute("SELECT litestream_last_error()").fetchone()[0] is None
+    shutil.rmtree(root)
+    started = time.time()
+
+    def fails():
+        try:
+            strict.execute("SELECT count(*) FROM t").fetchone()
+            return False
+        except sqlite3.OperationalError as e:
+            return str(e)
+
+    msg = wait_until(fails, 15, message="reads to fail past max_lag")
+    assert "disk I/O error" in msg
+    assert time.time() - started >= 1.5
+    why = strict.execute("SELECT litestream_last_error()").fetchone()[0]
+    assert "stale" in why and "max_lag=2s" in why and "deleted or replaced" in why, why
+    assert lax.execute("SELECT count(*) FROM t").fetchone()[0] == 1
+    assert lax.execute("SELECT litestream_lag()").fetchone()[0] >= 2
+    assert "deleted or replaced" in lax.execute("SELECT litestream_last_error()").fetchone()[0]
