@@ -817,14 +817,32 @@ async fn copy_loop(weak: Weak<Primary>) {
     let mut backoff = FIRST_RETRY;
     let mut pin = Pin::default();
     let mut idle_poll = IDLE_POLL;
+    // The wal-index and commit count of the last round that found nothing to do.
+    let mut quiet: Option<(super::shm::Index, u64)> = None;
     loop {
         let Some(p) = weak.upgrade() else { return };
         let Some(l) = p.leader.get().cloned() else {
             return;
         };
         let seen = l.notes.load(Ordering::SeqCst);
-        let committed = tokio::task::block_in_place(|| p.committed());
+        // The wal-index header from shared memory, read right on this worker: a hand-off to
+        // a blocking thread on every idle poll is what a thousand idle primaries would pay.
+        let committed = p.committed();
         let index = committed.and_then(|c| c.index());
+        // Nothing happened since a round that found nothing, and no checkpoint has finished
+        // with the WAL's frames (so none can be waiting for the pin to restart it): sleep on.
+        let restartable = index.is_some_and(|i| i.mx_frame > 0 && i.n_backfill == i.mx_frame);
+        if quiet.is_some() && quiet == index.map(|i| (i, seen)) && !restartable && p.holds_pin() {
+            let wake = l.wake.clone();
+            drop((p, l));
+            let pause = idle_poll;
+            idle_poll = (idle_poll * 2).min(IDLE_POLL_MAX);
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = wake.notified() => {}
+            }
+            continue;
+        }
         let found = match tokio::task::block_in_place(|| l.copy_new(committed)) {
             Ok(Copied::Some) => {
                 backoff = FIRST_RETRY;
@@ -851,6 +869,10 @@ async fn copy_loop(weak: Weak<Primary>) {
         if !idle {
             l.copier_idle.store(false, Ordering::SeqCst);
         }
+        quiet = match (idle && !watching, index) {
+            (true, Some(i)) => Some((i, seen)),
+            _ => None,
+        };
         // Hold no strong reference while waiting, so the last connection's close ends the task.
         drop((p, l));
         let pause = match (idle, watching) {

@@ -61,6 +61,7 @@ symmetry with the other benches).
 import argparse
 import http.client
 import json
+import math
 import os
 import queue
 import re
@@ -995,7 +996,10 @@ def _usd(x):
         return "$0"
     if x >= 100:
         return f"${x:,.0f}"
-    return f"${x:.2f}" if x >= 1 else f"${x:.2g}"
+    if x >= 1:
+        return f"${x:.2f}"
+    # two significant digits, never in e-notation
+    return f"${x:.{max(2, 1 - math.floor(math.log10(x)))}f}"
 
 
 def report(args, ext, setup, results) -> str:
@@ -1063,6 +1067,13 @@ def report(args, ext, setup, results) -> str:
                                                  max(r['replicas']['attempted'], 1)
                                                  for k in KINDS})
             for r in reps) + "."]
+        if args.idle_seconds < 65:
+            L += ["", f"The idle window ({args.idle_seconds:g} s) is shorter than `list_interval` "
+                      "(default 1 m) plus the ramp: the level-0 LIST a replica following a "
+                      "manifest makes once a `list_interval` is (mostly) not in it, and LIST is "
+                      "the dearest request. For the steady rate run with `--idle-seconds 150` "
+                      "(after the ~30 s ramp each replica polls once per `poll_interval_max`, "
+                      "30 s, and lists once per `list_interval`)."]
         L += ["", "Requests in the idle window by 5 s slice (the back-off ramp): " + "; ".join(
             f"N={r['replicas']['n']}: {r['replicas']['idle_requests']['per_5s']}"
             for r in reps) + "."]
