@@ -62,9 +62,16 @@ pub(super) struct Follow {
 
 impl Follow {
     /// How this poll learns of new files: by listing while the feed is off or was missing
-    /// lately, by a check of level 0 every `list_interval` (0: never), else from the
-    /// manifest.
-    pub fn next_poll(&mut self, enabled: bool, list_interval: Duration, now: Instant) -> Poll {
+    /// lately, by a check of level 0 every `list_interval` (0: never) when `may_check`, else
+    /// from the manifest. A replica nobody reads defers its checks until a reader comes,
+    /// whose first poll then checks: idle, it costs manifest GETs only.
+    pub fn next_poll(
+        &mut self,
+        enabled: bool,
+        list_interval: Duration,
+        now: Instant,
+        may_check: bool,
+    ) -> Poll {
         if !enabled {
             return Poll::List;
         }
@@ -74,7 +81,8 @@ impl Follow {
                 return Poll::List;
             }
         }
-        let due = !list_interval.is_zero()
+        let due = may_check
+            && !list_interval.is_zero()
             && self
                 .listed_at
                 .is_some_and(|at| now.duration_since(at) >= list_interval);
@@ -207,31 +215,36 @@ mod tests {
         let now = Instant::now();
         let every = Duration::from_secs(60);
         let mut f = Follow::default();
-        assert_eq!(f.next_poll(false, every, now), Poll::List, "feed off");
+        assert_eq!(f.next_poll(false, every, now, true), Poll::List, "feed off");
         assert_eq!(
-            f.next_poll(true, every, now),
+            f.next_poll(true, every, now, true),
             Poll::Manifest,
             "never listed: opened by a listing"
         );
         f.listed(now);
         assert_eq!(
-            f.next_poll(true, every, now + Duration::from_secs(10)),
+            f.next_poll(true, every, now + Duration::from_secs(10), true),
             Poll::Manifest
         );
         assert_eq!(
-            f.next_poll(true, every, now + every),
+            f.next_poll(true, every, now + every, false),
+            Poll::Manifest,
+            "idle: the check waits for a reader"
+        );
+        assert_eq!(
+            f.next_poll(true, every, now + every, true),
             Poll::Check,
             "a check is due"
         );
         assert_eq!(
-            f.next_poll(true, Duration::ZERO, now + every * 9),
+            f.next_poll(true, Duration::ZERO, now + every * 9, true),
             Poll::Manifest,
             "0: never"
         );
         // Missing: list, and look again every MISSING_RECHECK polls.
         f.answer(Fetched::Missing, Txid::new(1));
         let looks = (0..MISSING_RECHECK * 2)
-            .filter(|_| f.next_poll(true, Duration::ZERO, now) == Poll::Manifest)
+            .filter(|_| f.next_poll(true, Duration::ZERO, now, true) == Poll::Manifest)
             .count();
         assert_eq!(looks, 2);
     }

@@ -875,7 +875,9 @@ impl Replica {
             if replan {
                 r.replan(&mut planner, false).await
             } else {
-                poller::poll_planned(&r, &mut planner).await.map(|_| ())
+                poller::poll_planned(&r, &mut planner, true)
+                    .await
+                    .map(|_| ())
             }
         })
     }

@@ -40,7 +40,7 @@ async fn run(weak: Weak<Replica>) {
             return;
         };
         let settings = replica.settings();
-        let wait = interval.unwrap_or(settings.poll_interval);
+        let wait = jittered(interval.unwrap_or(settings.poll_interval));
         let wake = async {
             replica.wake.notified().await;
         };
@@ -52,7 +52,7 @@ async fn run(weak: Weak<Replica>) {
         };
         let reads_before = replica.reads_started();
         let txid_before = replica.current().txid;
-        let result = poll_once(&replica).await;
+        let result = poll_once(&replica, woken).await;
         let quiet = !woken
             && matches!(result, Ok(0))
             && replica.current().txid == txid_before
@@ -89,6 +89,20 @@ async fn run(weak: Weak<Replica>) {
     }
 }
 
+/// `d` give or take a tenth, so that replicas opened together do not keep polling together
+/// (a thousand of them would hit the store in bursts).
+fn jittered(d: std::time::Duration) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_nanos()),
+    );
+    let spread = (h.finish() % 2001) as f64 / 10_000.0; // 0 to 0.2
+    d.mul_f64(0.9 + spread)
+}
+
 /// The wait before the next poll: `base` after activity, else double the last wait, at
 /// most `max` (`max` not above `base`: no backing off).
 fn next_interval(
@@ -104,16 +118,25 @@ fn next_interval(
     }
 }
 
-/// One poll; returns how many new files it listed.
-async fn poll_once(replica: &Arc<Replica>) -> Result<usize> {
+/// One poll (`woken`: a reader asked for it); returns how many new files it listed.
+async fn poll_once(replica: &Arc<Replica>, woken: bool) -> Result<usize> {
     let mut planner = replica.planner.lock().await;
-    poll_planned(replica, &mut planner).await
+    poll_planned(replica, &mut planner, woken).await
 }
 
 /// One poll, with the planner held: learns of new files from the manifest or by listing
 /// (see `feed`), then extends the chain. Returns how many new files it learnt of.
-pub(super) async fn poll_planned(replica: &Arc<Replica>, planner: &mut Planner) -> Result<usize> {
+pub(super) async fn poll_planned(
+    replica: &Arc<Replica>,
+    planner: &mut Planner,
+    for_reader: bool,
+) -> Result<usize> {
     let settings = replica.settings();
+    // Backed off and not asked by a reader: nobody reads, so the check can wait for one.
+    let idle = !for_reader
+        && replica
+            .backed_off
+            .load(std::sync::atomic::Ordering::Relaxed);
     let now = std::time::Instant::now();
     let seen = replica.current().txid;
     // A store that cannot list has nothing to check the manifest against.
@@ -123,7 +146,7 @@ pub(super) async fn poll_planned(replica: &Arc<Replica>, planner: &mut Planner) 
     };
     let source = match planner
         .follow
-        .next_poll(settings.manifest, list_interval, now)
+        .next_poll(settings.manifest, list_interval, now, !idle)
     {
         Poll::List => Source::List,
         Poll::Check => {
@@ -375,6 +398,17 @@ fn best_start(files: &[FileInfo], next: u64) -> Option<FileInfo> {
 mod tests {
     use super::next_interval;
     use std::time::Duration;
+
+    #[test]
+    fn polls_are_spread_by_a_tenth() {
+        let base = Duration::from_secs(10);
+        let waits: Vec<_> = (0..200).map(|_| super::jittered(base)).collect();
+        assert!(waits
+            .iter()
+            .all(|w| *w >= base.mul_f64(0.9) && *w <= base.mul_f64(1.1)));
+        let distinct: std::collections::HashSet<_> = waits.iter().collect();
+        assert!(distinct.len() > 50, "spread, not one value");
+    }
 
     #[test]
     fn quiet_polls_back_off_to_the_bound_and_activity_resets() {
