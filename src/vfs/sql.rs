@@ -57,21 +57,34 @@ pub fn set_time(file: &mut ReplicaFile, value: &str) -> Result<Value> {
     Ok(Value::Null)
 }
 
-/// `litestream_restore(path [, instant])`: writes the database file exactly as of the state
-/// shown (or the given instant): every page, at its size, to a temporary name then renamed.
-/// Returns the number of pages written. An existing file is never replaced, as the
-/// Litestream CLI refuses to restore over one: it may be unrelated, or a live database.
+/// `litestream_restore(path [, instant [, schema [, overwrite]]])`: writes the database file
+/// exactly as of the state shown (or the given instant): every page, at its size, to a
+/// temporary name then renamed. Returns the number of pages written. An existing file is
+/// replaced only when `overwrite` is true, as the Litestream CLI refuses to restore over one
+/// (it may be unrelated, or a live database); never one with a WAL beside it, which SQLite
+/// would apply to the restored file.
 pub fn restore(
     file: &ReplicaFile,
     path: &str,
     instant: Option<&str>,
+    overwrite: bool,
     interrupted: &dyn Fn() -> bool,
 ) -> Result<Value> {
-    if std::fs::symlink_metadata(path).is_ok() {
-        return Err(Error::config(
-            "litestream_restore",
-            format!("{path} already exists: restore to a new name, or remove it first"),
-        ));
+    let refuse = |why: String| Err(Error::config("litestream_restore", why));
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !overwrite {
+            return refuse(format!(
+                "{path} already exists: restore to a new name, remove it first, or pass overwrite (litestream_restore(path, instant, 'main', 1))"
+            ));
+        }
+        if !meta.is_file() {
+            return refuse(format!("{path} is not a regular file"));
+        }
+        if std::fs::symlink_metadata(format!("{path}-wal")).is_ok() {
+            return refuse(format!(
+                "{path}-wal exists: the database may be open, and SQLite would apply that WAL to the restored file; close it and remove the WAL first"
+            ));
+        }
     }
     let replica = file.replica()?;
     let snap = match instant {
@@ -282,10 +295,16 @@ pub const FUNCTIONS: &[SqlFunction] = &[
     },
     SqlFunction {
         name: "litestream_restore",
-        arities: &[1, 2, 3],
+        arities: &[1, 2, 3, 4],
         schema_arg: 2,
         call: Callee::File(|f, c| match arg(c.args, 0) {
-            Some(path) => restore(f, path, arg(c.args, 1), c.interrupted),
+            Some(path) => {
+                let overwrite = match arg(c.args, 3) {
+                    None => false,
+                    Some(v) => config::boolean("overwrite", v)?,
+                };
+                restore(f, path, arg(c.args, 1), overwrite, c.interrupted)
+            }
             None => Err(Error::config(
                 "litestream_restore",
                 "a file path is required",

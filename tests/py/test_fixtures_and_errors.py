@@ -240,13 +240,27 @@ def test_restore_errors(tmp_path, ext_path):
         r.execute("SELECT litestream_restore(?)", (str(missing_dir),)).fetchone()
     assert info.value.sqlite_errorname == "SQLITE_IOERR", info.value
     assert "no/such/dir" in str(info.value)
-    # An existing file is never replaced (the Litestream CLI refuses too).
+    # An existing file is not replaced unless asked (the Litestream CLI refuses too).
     existing = tmp_path / "precious.db"
     existing.write_bytes(b"not a replica")
     with pytest.raises(sqlite3.Error, match="already exists") as info:
         r.execute("SELECT litestream_restore(?)", (str(existing),)).fetchone()
     assert existing.read_bytes() == b"not a replica"
     assert not missing_dir.exists()
+    with pytest.raises(sqlite3.Error, match="overwrite.*true or false|true or false"):
+        r.execute("SELECT litestream_restore(?, NULL, 'main', 'maybe')", (str(existing),))
+    # Asked: replaced whole, except a database with a WAL beside it (it may be open, and
+    # SQLite would apply that WAL to the restored file).
+    wal = tmp_path / "precious.db-wal"
+    wal.write_bytes(b"frames")
+    with pytest.raises(sqlite3.Error, match="-wal exists"):
+        r.execute("SELECT litestream_restore(?, NULL, 'main', 1)", (str(existing),)).fetchone()
+    assert existing.read_bytes() == b"not a replica"
+    wal.unlink()
+    pages = r.execute("SELECT litestream_restore(?, NULL, 'main', 1)",
+                      (str(existing),)).fetchone()[0]
+    assert pages > 0
+    assert sqlite3.connect(existing).execute("SELECT count(*) FROM t").fetchone()[0] == 6
 
 
 def test_a_deleted_replica_is_reported_not_served_as_fresh(tmp_path, ext_path, litestream):
