@@ -102,8 +102,10 @@ impl Compactor {
                 && self.consumed.get(&level) != Some(&inputs_hold)
             {
                 self.last_run.insert(level, Instant::now());
+                let merged = compact_level(p, level).await?;
+                // Only once it succeeded: a failed run is tried again at the next interval.
                 self.consumed.insert(level, inputs_hold);
-                if let Some((inputs, max)) = compact_level(p, level).await? {
+                if let Some((inputs, max)) = merged {
                     self.changes += 1;
                     self.holds.insert(level, max.get());
                     if level == 1 {
@@ -118,10 +120,10 @@ impl Compactor {
             && self.snapshot_saw != Some(shipped)
         {
             self.last_snapshot = Some(Instant::now());
-            self.snapshot_saw = Some(shipped);
             if snapshot(p).await? {
                 self.changes += 1;
             }
+            self.snapshot_saw = Some(shipped);
         }
         let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.compacted_l0)
             .into_iter()

@@ -835,12 +835,7 @@ async fn copy_loop(weak: Weak<Primary>) {
         if quiet.is_some() && quiet == index.map(|i| (i, seen)) && !restartable && p.holds_pin() {
             let wake = l.wake.clone();
             drop((p, l));
-            let pause = idle_poll;
-            idle_poll = (idle_poll * 2).min(IDLE_POLL_MAX);
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = wake.notified() => {}
-            }
+            pause_or_wake(backed_off(&mut idle_poll), &wake).await;
             continue;
         }
         let found = match tokio::task::block_in_place(|| l.copy_new(committed)) {
@@ -885,16 +880,23 @@ async fn copy_loop(weak: Weak<Primary>) {
                 idle_poll = IDLE_POLL;
                 IDLE_POLL
             }
-            (true, false) => {
-                let pause = idle_poll;
-                idle_poll = (idle_poll * 2).min(IDLE_POLL_MAX);
-                pause
-            }
+            (true, false) => backed_off(&mut idle_poll),
         };
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = wake.notified() => {}
-        }
+        pause_or_wake(pause, &wake).await;
+    }
+}
+
+/// The idle pause to take now, doubling the next one up to `IDLE_POLL_MAX`.
+fn backed_off(idle_poll: &mut Duration) -> Duration {
+    let pause = *idle_poll;
+    *idle_poll = (pause * 2).min(IDLE_POLL_MAX);
+    pause
+}
+
+async fn pause_or_wake(pause: Duration, wake: &tokio::sync::Notify) {
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => {}
+        _ = wake.notified() => {}
     }
 }
 
@@ -931,11 +933,11 @@ impl Pin {
         // Restartable without losing anything: everything in the database file, and
         // everything copied. Quiet: a checkpoint holding the write lock commits nothing.
         let restartable = i.mx_frame > 0 && i.n_backfill == i.mx_frame && quiet;
+        // (`foreign_checkpoint_running` takes SQLite's write lock for a moment: only asked
+        // once the WAL is restartable, never on the rounds of a busy writer.)
         if !restartable || !l.mirrors.lock().caught_up(&i) || !p.foreign_checkpoint_running() {
             self.seen_waiting = None;
-            // A checkpoint of another process holding the locks while commits are still
-            // uncopied or unsettled: watch it closely too.
-            return !restartable && p.foreign_checkpoint_running();
+            return false;
         }
         match self.seen_waiting {
             Some(t) if t.elapsed() >= COPY_PACE => {}

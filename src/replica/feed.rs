@@ -42,6 +42,18 @@ pub(super) enum Source {
     List,
 }
 
+/// What `litestream_stats` shows of the feed (`poll.feed`).
+#[derive(Debug, Clone, Default)]
+pub struct FeedStatus {
+    /// `"manifest"` while the feed is followed, `"listing"` otherwise.
+    pub mode: &'static str,
+    pub manifest_gets: u64,
+    pub not_modified: u64,
+    pub listings: u64,
+    /// Why the last manifest was not used.
+    pub refused: Option<String>,
+}
+
 /// What the reader knows of the feed between polls (kept with the planner).
 #[derive(Debug, Default)]
 pub(super) struct Follow {
@@ -53,11 +65,7 @@ pub(super) struct Follow {
     without: Option<u32>,
     /// When the replica was last listed in full or by level.
     listed_at: Option<Instant>,
-    /// The reason the last manifest was not used, reported once per manifest.
-    pub refused: Option<String>,
-    pub gets: u64,
-    pub not_modified: u64,
-    pub listings: u64,
+    pub status: FeedStatus,
 }
 
 impl Follow {
@@ -96,7 +104,7 @@ impl Follow {
     /// The replica was listed (a poll by listing, or a re-plan).
     pub fn listed(&mut self, now: Instant) {
         self.listed_at = Some(now);
-        self.listings += 1;
+        self.status.listings += 1;
     }
 
     pub fn etag(&self) -> Option<&str> {
@@ -106,10 +114,19 @@ impl Follow {
     /// Decides what the poll does with the answer to its conditional GET, given the newest
     /// TXID this reader has seen.
     pub fn answer(&mut self, fetched: Fetched, seen: Txid) -> Source {
-        self.gets += 1;
+        self.status.manifest_gets += 1;
+        let source = self.decide(fetched, seen);
+        self.status.mode = match (self.named, self.without) {
+            (Some(_), None) => "manifest",
+            _ => "listing",
+        };
+        source
+    }
+
+    fn decide(&mut self, fetched: Fetched, seen: Txid) -> Source {
         match fetched {
             Fetched::NotModified => {
-                self.not_modified += 1;
+                self.status.not_modified += 1;
                 match self.named {
                     Some(txid) if txid >= seen => Source::NothingNew,
                     _ => Source::List,
@@ -130,7 +147,7 @@ impl Follow {
                     Ok(m) if m.txid < seen => {
                         self.named = Some(m.txid);
                         self.without = None;
-                        self.refused = Some(format!(
+                        self.status.refused = Some(format!(
                             "it names TXID {} but {seen} was seen: it is behind",
                             m.txid
                         ));
@@ -139,7 +156,7 @@ impl Follow {
                     Ok(m) => {
                         self.named = Some(m.txid);
                         self.without = None;
-                        self.refused = None;
+                        self.status.refused = None;
                         Source::Named(m.files)
                     }
                 }
@@ -150,15 +167,7 @@ impl Follow {
     fn refuse(&mut self, why: String) {
         self.named = None;
         self.without.get_or_insert(0);
-        self.refused = Some(why);
-    }
-
-    /// `"manifest"` while the feed is followed, `"listing"` otherwise.
-    pub fn mode(&self) -> &'static str {
-        match (self.named, self.without) {
-            (Some(_), None) => "manifest",
-            _ => "listing",
-        }
+        self.status.refused = Some(why);
     }
 }
 
@@ -188,26 +197,26 @@ mod tests {
         assert_eq!(f.answer(Fetched::NotModified, t(1)), Source::List);
         assert!(matches!(f.answer(manifest(5), t(3)), Source::Named(ref v) if v.len() == 1));
         assert_eq!(f.etag(), Some("e5"));
-        assert_eq!(f.mode(), "manifest");
+        assert_eq!(f.status.mode, "manifest");
         assert_eq!(f.answer(Fetched::NotModified, t(5)), Source::NothingNew);
         // This reader saw more than the manifest names (a listing found newer files).
         assert_eq!(f.answer(Fetched::NotModified, t(6)), Source::List);
         // A manifest behind the reader.
         assert_eq!(f.answer(manifest(4), t(6)), Source::List);
-        assert!(f.refused.as_deref().unwrap().contains("behind"));
+        assert!(f.status.refused.as_deref().unwrap().contains("behind"));
         // Garbage, then missing: listing mode.
         let junk = Fetched::Changed {
             bytes: Bytes::from_static(b"{"),
             etag: None,
         };
         assert_eq!(f.answer(junk, t(6)), Source::List);
-        assert_eq!(f.mode(), "listing");
+        assert_eq!(f.status.mode, "listing");
         assert_eq!(f.answer(Fetched::Missing, t(6)), Source::List);
         assert_eq!(f.etag(), None);
         // A newer manifest: followed again.
         assert!(matches!(f.answer(manifest(9), t(6)), Source::Named(_)));
-        assert_eq!(f.mode(), "manifest");
-        assert_eq!((f.gets, f.not_modified), (8, 3));
+        assert_eq!(f.status.mode, "manifest");
+        assert_eq!((f.status.manifest_gets, f.status.not_modified), (8, 3));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 pub mod cache;
 mod copy_record;
 pub mod disk_cache;
-mod feed;
+pub mod feed;
 pub mod files;
 pub mod hydrate;
 pub mod index;
@@ -64,13 +64,8 @@ pub struct PollStatus {
     pub replans: u64,
     /// The last error a page read returned to SQLite (SQLite itself can only show its code).
     pub last_read_error: Option<String>,
-    /// How polls learn of new files: `"manifest"` or `"listing"`, what they cost, and why
-    /// the manifest is not followed.
-    pub feed_mode: &'static str,
-    pub manifest_gets: u64,
-    pub not_modified: u64,
-    pub listings: u64,
-    pub manifest_refused: Option<String>,
+    /// How polls learn of new files (the change feed), as of the last poll.
+    pub feed: feed::FeedStatus,
 }
 
 pub struct Replica {
@@ -249,7 +244,7 @@ impl Replica {
     /// the replica has not answered a poll for longer (it was deleted, the store is down),
     /// recorded as the last read error too.
     pub fn check_lag(&self) -> Result<()> {
-        let max = self.settings().max_lag;
+        let max = self.settings.lock().max_lag;
         if max.is_zero() {
             return Ok(());
         }

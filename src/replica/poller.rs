@@ -153,6 +153,7 @@ pub(super) async fn poll_planned(
             super::pace::take(1).await;
             planner.follow.listed(now);
             let found = check_level0(replica, planner).await?;
+            replica.status.lock().feed = planner.follow.status.clone();
             return extend(replica, planner, found).await;
         }
         Poll::Manifest => {
@@ -161,10 +162,10 @@ pub(super) async fn poll_planned(
                 .store
                 .get_if_changed(manifest::NAME, planner.follow.etag())
                 .await?;
-            let refused_before = planner.follow.refused.clone();
+            let refused_before = planner.follow.status.refused.clone();
             let source = planner.follow.answer(fetched, seen);
-            if planner.follow.refused != refused_before {
-                if let Some(why) = &planner.follow.refused {
+            if planner.follow.status.refused != refused_before {
+                if let Some(why) = &planner.follow.status.refused {
                     crate::log_info!(
                         "{}: not following its {}: {why}; listing",
                         replica.store.url(),
@@ -184,14 +185,7 @@ pub(super) async fn poll_planned(
             list_new(replica, planner).await?
         }
     };
-    {
-        let mut status = replica.status.lock();
-        let f = &planner.follow;
-        status.feed_mode = f.mode();
-        (status.manifest_gets, status.not_modified, status.listings) =
-            (f.gets, f.not_modified, f.listings);
-        status.manifest_refused = f.refused.clone();
-    }
+    replica.status.lock().feed = planner.follow.status.clone();
     if new_files == 0 && planner.pending.is_empty() {
         return Ok(0);
     }

@@ -469,19 +469,20 @@ impl Store {
     }
 
     async fn list_level_offset(&self, level: u8, offset: Option<String>) -> Result<Vec<FileInfo>> {
+        let after = |f: &FileInfo| {
+            offset
+                .as_ref()
+                .is_none_or(|o| f.name().as_str() > o.as_str())
+        };
+        if !self.backend.lists {
+            let mut files = self.listed_by_manifest().await?;
+            files.retain(|f| f.level == level && after(f));
+            return Ok(files);
+        }
         let dir = self.level_path(level);
         let what = || format!("listing {dir} ({})", self.url);
-        let metas: Vec<_> = if !self.backend.lists {
-            let mut files = self.listed_by_manifest().await?;
-            files.retain(|f| {
-                f.level == level
-                    && offset
-                        .as_ref()
-                        .is_none_or(|o| f.name().as_str() > o.as_str())
-            });
-            return Ok(files);
-        } else {
-            self.call(&what, true, || async {
+        let metas: Vec<_> = self
+            .call(&what, true, || async {
                 self.stats.list_requests.fetch_add(1, Ordering::Relaxed);
                 let stream = match &offset {
                     Some(o) => self
@@ -495,18 +496,13 @@ impl Store {
                     .await
                     .map_err(|e| self.fail(dir.to_string(), e))
             })
-            .await?
-        };
+            .await?;
         let mut files: Vec<FileInfo> = metas
             .iter()
             .filter_map(|m| self.parse_listed(&m.location, m.size))
             .filter(|f| f.level == level)
             // Some stores ignore the offset (fake-gcs-server does; S3-compatibles may).
-            .filter(|f| {
-                offset
-                    .as_ref()
-                    .is_none_or(|o| f.name().as_str() > o.as_str())
-            })
+            .filter(|f| after(f))
             .collect();
         files.sort_by_key(|f| (f.min, f.max));
         Ok(files)
@@ -675,7 +671,26 @@ impl Store {
     /// A retried attempt may find the object its predecessor created without an answer:
     /// AlreadyExists then too, and the caller decides whose it is.
     pub async fn put_new(&self, rel: &str, bytes: Bytes) -> Result<Created> {
-        use object_store::{PutMode, PutOptions, PutPayload};
+        self.put_mode(rel, bytes, object_store::PutMode::Create)
+            .await
+    }
+
+    /// Replaces (or creates) the object at `rel`: for objects that change, such as the
+    /// manifest; LTX files are written with `put_new`.
+    pub async fn put(&self, rel: &str, bytes: Bytes) -> Result<()> {
+        self.put_mode(rel, bytes, object_store::PutMode::Overwrite)
+            .await
+            .map(|_| ())
+    }
+
+    /// One object written whole (encrypted first with age keys), in `mode`.
+    async fn put_mode(
+        &self,
+        rel: &str,
+        bytes: Bytes,
+        mode: object_store::PutMode,
+    ) -> Result<Created> {
+        use object_store::{PutOptions, PutPayload};
         let path = join(&self.backend.root, rel);
         let bytes = match &self.keys {
             Some(keys) => Bytes::from(
@@ -689,7 +704,7 @@ impl Store {
             self.stats.put_requests.fetch_add(1, Ordering::Relaxed);
             let n = bytes.len() as u64;
             let opts = PutOptions {
-                mode: PutMode::Create,
+                mode: mode.clone(),
                 attributes: self.backend.put_attributes.clone(),
                 ..Default::default()
             };
@@ -892,35 +907,7 @@ impl Store {
     /// The object at `rel` unless it still has the entity tag `etag` (a conditional GET,
     /// `If-None-Match`: one request, and no body while nothing changed).
     pub async fn get_if_changed(&self, rel: &str, etag: Option<&str>) -> Result<Fetched> {
-        let path = join(&self.backend.root, rel);
-        let what = || format!("reading {path} ({})", self.url);
-        let fetched = self
-            .call(&what, true, || async {
-                self.stats.get_requests.fetch_add(1, Ordering::Relaxed);
-                let opts = object_store::GetOptions {
-                    if_none_match: etag.map(str::to_string),
-                    ..Default::default()
-                };
-                let r = match self.backend.store.get_opts(&path, opts).await {
-                    Ok(r) => r,
-                    Err(object_store::Error::NotModified { .. }) => {
-                        return Ok(Fetched::NotModified)
-                    }
-                    Err(object_store::Error::NotFound { .. }) => return Ok(Fetched::Missing),
-                    Err(e) => return Err(self.fail(path.to_string(), e)),
-                };
-                let etag = r.meta.e_tag.clone();
-                let bytes = r
-                    .bytes()
-                    .await
-                    .map_err(|e| self.fail(path.to_string(), e))?;
-                self.stats
-                    .get_bytes
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                Ok(Fetched::Changed { bytes, etag })
-            })
-            .await?;
-        match fetched {
+        match self.fetch_sealed(rel, etag).await? {
             Fetched::Changed { bytes, etag } => Ok(Fetched::Changed {
                 bytes: self.opened(rel, bytes)?,
                 etag,
@@ -929,55 +916,41 @@ impl Store {
         }
     }
 
-    /// Replaces (or creates) the object at `rel`: for objects that change, such as the
-    /// manifest; LTX files are written with `put_new`.
-    pub async fn put(&self, rel: &str, bytes: Bytes) -> Result<()> {
-        use object_store::{PutOptions, PutPayload};
+    /// The object at `rel` as stored, unless it still has the entity tag `etag`.
+    async fn fetch_sealed(&self, rel: &str, etag: Option<&str>) -> Result<Fetched> {
         let path = join(&self.backend.root, rel);
-        let bytes = match &self.keys {
-            Some(keys) => Bytes::from(
-                keys.seal(&bytes)
-                    .map_err(|e| Error::io(format!("encrypting {path}"), e))?,
-            ),
-            None => bytes,
-        };
-        let what = || format!("writing {path} ({})", self.url);
-        self.call(&what, false, || async {
-            self.stats.put_requests.fetch_add(1, Ordering::Relaxed);
-            let opts = PutOptions {
-                attributes: self.backend.put_attributes.clone(),
+        let what = || format!("reading {path} ({})", self.url);
+        self.call(&what, true, || async {
+            self.stats.get_requests.fetch_add(1, Ordering::Relaxed);
+            let opts = object_store::GetOptions {
+                if_none_match: etag.map(str::to_string),
                 ..Default::default()
             };
-            self.backend
-                .store
-                .put_opts(&path, PutPayload::from(bytes.clone()), opts)
+            let r = match self.backend.store.get_opts(&path, opts).await {
+                Ok(r) => r,
+                Err(object_store::Error::NotModified { .. }) => return Ok(Fetched::NotModified),
+                Err(object_store::Error::NotFound { .. }) => return Ok(Fetched::Missing),
+                Err(e) => return Err(self.fail(path.to_string(), e)),
+            };
+            let etag = r.meta.e_tag.clone();
+            let bytes = r
+                .bytes()
                 .await
                 .map_err(|e| self.fail(path.to_string(), e))?;
             self.stats
-                .put_bytes
+                .get_bytes
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            Ok(())
+            Ok(Fetched::Changed { bytes, etag })
         })
         .await
     }
 
     /// The whole object at `rel` as stored.
     async fn get_sealed(&self, rel: &str) -> Result<Option<Bytes>> {
-        let path = join(&self.backend.root, rel);
-        let what = || format!("reading {path} ({})", self.url);
-        self.call(&what, true, || async {
-            self.stats.get_requests.fetch_add(1, Ordering::Relaxed);
-            match self.backend.store.get(&path).await {
-                Ok(r) => r
-                    .bytes()
-                    .await
-                    .map(Some)
-                    .map_err(|e| self.fail(path.to_string(), e)),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(self.fail(path.to_string(), e)),
-            }
+        Ok(match self.fetch_sealed(rel, None).await? {
+            Fetched::Changed { bytes, .. } => Some(bytes),
+            Fetched::Missing | Fetched::NotModified => None,
         })
-        .await
     }
 
     /// A range that came back shorter than asked: the object is truncated.
