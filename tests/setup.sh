@@ -37,6 +37,8 @@ PKGS=(
   ca-certificates gcc libc6-dev pkg-config
   # packaging tests (tests/py/test_packages.py): gem host, npm binding build, objdump
   ruby ruby-sqlite3 g++ make binutils
+  # the gem's Rails recipe: Debian's Rails 6.1 (rubygems.org is not reachable from CI)
+  ruby-railties ruby-activerecord
   # encrypted replicas (tests/py/test_encryption.py): the reference age implementation
   age
 )
@@ -139,6 +141,20 @@ else
   node -e 'new (require(process.argv[1]).Database)(":memory:")' "$NODE_DIR/node_modules/sqlite3"
   node -e 'new (require(process.argv[1]))(":memory:")' "$NODE_DIR/node_modules/better-sqlite3"
   echo "$node_stamp" >"$NODE_DIR/.setup-stamp"
+fi
+# Bun, for bun:sqlite (its SQLite is built in): the npm registry's package, whose platform
+# binaries come as optional dependencies; its install script links the one this CPU runs.
+BUN_DIR="$WORK/bun"
+bun_pin="$(sed -n 's/^# npm: bun@//p' "$PKG_REQ")"
+if [[ -x "$BUN_DIR/node_modules/.bin/bun" && "$(cat "$BUN_DIR/.setup-stamp" 2>/dev/null)" == "$bun_pin" ]]; then
+  log "bun@$bun_pin present ($BUN_DIR)"
+else
+  log "installing bun@$bun_pin into $BUN_DIR"
+  rm -rf "$BUN_DIR" && mkdir -p "$BUN_DIR"
+  echo '{"private": true}' >"$BUN_DIR/package.json"
+  (cd "$BUN_DIR" && npm install --no-audit --no-fund --loglevel=error "bun@$bun_pin")
+  "$BUN_DIR/node_modules/.bin/bun" --version
+  echo "$bun_pin" >"$BUN_DIR/.setup-stamp"
 fi
 
 # --- 2c. storage emulators (tests/py/test_backends.py) ---------------------------------------

@@ -107,16 +107,6 @@ fn missing(name: &'static str) -> impl Fn() -> Error {
     move || Error::Internal(format!("the host SQLite lacks sqlite3_{name}"))
 }
 
-/// The automatic extension: runs as every connection in the process opens. Registers the
-/// SQL functions and reports a replica that failed to open, where SQLite passes our message
-/// on to sqlite3_errmsg ("automatic extension loading failed: …"). Returns SQLITE_OK for
-/// every other connection: a non-zero return would fail the open and stop the automatic
-/// extensions after it. Programs that link the library register this one (see
-/// include/litestream.h), not the entry point, whose SQLITE_OK_LOAD_PERMANENTLY is an error
-/// to an automatic-extension caller.
-///
-/// # Safety
-/// Called by SQLite with a valid connection and routine table.
 /// The C API's progress callback of cold starts (`litestream_set_progress` in
 /// `include/litestream.h`).
 type ProgressFn = unsafe extern "C" fn(*mut c_void, *const c_char, u64, u64) -> c_int;
@@ -138,6 +128,15 @@ pub unsafe extern "C" fn litestream_set_progress(cb: Option<ProgressFn>, ctx: *m
     crate::replica::restore::observe(observer);
 }
 
+/// The automatic extension: runs as every connection in the process opens. Registers the
+/// SQL functions and reports a replica that failed to open (see `fail_open`). Returns
+/// SQLITE_OK for every other connection: a non-zero return would fail the open and stop the
+/// automatic extensions after it. Programs that link the library register this one (see
+/// include/litestream.h), not the entry point, whose SQLITE_OK_LOAD_PERMANENTLY is an error
+/// to an automatic-extension caller.
+///
+/// # Safety
+/// Called by SQLite with a valid connection and routine table.
 #[no_mangle]
 pub unsafe extern "C" fn sqlite3_litestream_autoinit(
     db: *mut ffi::sqlite3,
@@ -156,23 +155,97 @@ pub unsafe extern "C" fn sqlite3_litestream_autoinit(
             crate::log_warn!("litestream extension: {e}");
         }
         if let Err(e) = prepare_primary(db) {
-            if !pz_err.is_null() {
-                // SAFETY: SQLite passes a valid out-pointer for the message.
-                unsafe { *pz_err = api::sqlite_string(&e.to_string()) };
-            }
-            return e.sqlite_code();
+            return fail_open(db, pz_err, &e);
         }
-        if let Some(file) = file_of(db, "main") {
-            if let Some(e) = file.open_error() {
-                if !pz_err.is_null() {
-                    // SAFETY: SQLite passes a valid out-pointer for the message.
-                    unsafe { *pz_err = api::sqlite_string(&e.to_string()) };
-                }
-                return e.sqlite_code();
-            }
+        if let Some(e) = file_of(db, "main").and_then(|file| file.open_error()) {
+            return fail_open(db, pz_err, e);
         }
         ffi::SQLITE_OK
     })
+}
+
+thread_local! {
+    /// The open error `litestream_open_failed()` raises: set and taken on one thread, within
+    /// one call of `fail_open`.
+    static OPEN_ERROR: std::cell::RefCell<Option<(String, c_int)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Fails the open of `db` with `e`. SQLite fails an open whose automatic extension returns
+/// an error, but words it "automatic extension loading failed: …", which is not what went
+/// wrong. It also fails the open when an automatic extension returns SQLITE_OK with an error
+/// left on the connection; so the error is raised by a statement instead (a private function
+/// run once), and sqlite3_errmsg reads our message alone, with our code. Failing that, the
+/// prefixed form.
+fn fail_open(db: *mut ffi::sqlite3, pz_err: *mut *mut c_char, e: &Error) -> c_int {
+    let code = e.sqlite_code();
+    let message = e.to_string();
+    OPEN_ERROR.with(|slot| *slot.borrow_mut() = Some((message.clone(), code)));
+    let raised = raise_open_error(db);
+    OPEN_ERROR.with(|slot| slot.borrow_mut().take());
+    if raised == Some(code) {
+        return ffi::SQLITE_OK;
+    }
+    if !pz_err.is_null() {
+        // SAFETY: SQLite passes a valid out-pointer for the message.
+        unsafe { *pz_err = api::sqlite_string(&message) };
+    }
+    code
+}
+
+/// Runs `SELECT litestream_open_failed()` on `db`; returns the extended code left on it.
+fn raise_open_error(db: *mut ffi::sqlite3) -> Option<c_int> {
+    let api = api::get()?;
+    let (create, exec, errcode) = (api.create_function_v2?, api.exec?, api.extended_errcode?);
+    // SAFETY: db is the connection being opened, live for this call; the name and SQL are
+    // NUL-terminated literals; the function takes no app pointer.
+    unsafe {
+        let rc = create(
+            db,
+            c"litestream_open_failed".as_ptr(),
+            0,
+            ffi::SQLITE_UTF8,
+            ptr::null_mut(),
+            Some(open_failed),
+            None,
+            None,
+            None,
+        );
+        if rc != ffi::SQLITE_OK {
+            return None;
+        }
+        exec(
+            db,
+            c"SELECT litestream_open_failed()".as_ptr(),
+            None,
+            ptr::null_mut(),
+            ptr::null_mut(),
+        );
+        Some(errcode(db))
+    }
+}
+
+unsafe extern "C" fn open_failed(
+    ctx: *mut ffi::sqlite3_context,
+    _argc: c_int,
+    _argv: *mut *mut ffi::sqlite3_value,
+) {
+    let _ = guard(0, || {
+        let Some(api) = api::get() else { return 0 };
+        let Some((msg, code)) = OPEN_ERROR.with(|slot| slot.borrow_mut().take()) else {
+            return 0;
+        };
+        // SAFETY: ctx is the live function context of this call; msg outlives the calls,
+        // which copy it.
+        unsafe {
+            if let (Some(f), Ok(n)) = (api.result_error, c_int::try_from(msg.len())) {
+                f(ctx, msg.as_ptr() as *const c_char, n);
+            }
+            if let Some(f) = api.result_error_code {
+                f(ctx, code);
+            }
+        }
+        0
+    });
 }
 
 /// `LITESTREAM_PATH` at load: that path is served with the other `LITESTREAM_*` variables

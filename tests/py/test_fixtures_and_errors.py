@@ -70,6 +70,8 @@ def open_error(uri, ext_path):
     with pytest.raises(sqlite3.Error) as info:
         conn = connect(uri, ext=ext_path)
         conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    # The cause alone, not SQLite's "automatic extension loading failed: " before it.
+    assert str(info.value).startswith("litestream: "), info.value
     return info.value
 
 

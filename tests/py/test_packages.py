@@ -28,6 +28,8 @@ WORK = WORK_DIR
 LATEST = [6, "0000000000000004"]
 PAST_TIME = "2026-11-21T19:56:51.500Z"
 PAST = [4, "0000000000000001"]
+NPM_LIB = "sqlite-litestream-linux-"
+NPM_LIB_HERE = NPM_LIB + {"x86_64": "x64", "aarch64": "arm64"}[os.uname().machine]
 VERSION = re.search(r'^version = "(.*)"', (REPO_ROOT / "Cargo.toml").read_text(),
                     re.M).group(1)
 
@@ -41,13 +43,18 @@ def run(args, **kwargs):
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory):
-    """{"dir", "whl", "tgz", "gem", "tar"}: what packaging/build-all.sh printed."""
+    """{"dir", "whl", "tgz", "tgz_lib", "gem", "tar"}: what packaging/build-all.sh printed
+    ("tgz_lib" the npm package of this platform's library)."""
     out = tmp_path_factory.mktemp("dist")
-    res = run(["bash", REPO_ROOT / "packaging" / "build-all.sh", out], timeout=600)
+    # cargo-zigbuild and zig, which link the library for glibc 2.17, are in the test venv.
+    venv_bin = Path(os.environ["LITESTREAM_TEST_VENV"]) / "bin"
+    res = run(["bash", REPO_ROOT / "packaging" / "build-all.sh", out], timeout=900,
+              env={**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}"})
     paths = [Path(p) for p in res.stdout.split()]
     found = {"dir": paths[0], "tar": Path(f"{paths[0]}.tar.gz")}
     for p in paths[1:]:
-        found[{".whl": "whl", ".tgz": "tgz", ".gem": "gem"}[p.suffix]] = p
+        kind = {".whl": "whl", ".tgz": "tgz", ".gem": "gem"}[p.suffix]
+        found[kind + ("_lib" if p.name.startswith(NPM_LIB) else "")] = p
     for p in found.values():
         assert p.exists(), p
     return found
@@ -79,15 +86,32 @@ def check(out: str, installed_under: Path):
 def test_artifacts_carry_the_cargo_version(dist):
     arch = os.uname().machine
     assert dist["dir"].name == f"litestream-{VERSION}-linux-{arch}"
-    assert re.fullmatch(rf"sqlite_litestream-{re.escape(VERSION)}-py3-none-manylinux_2_\d+_{arch}"
-                        r"\.whl", dist["whl"].name)
+    # Linked for glibc 2.17 (manylinux2014), whatever this machine's glibc: the wheel's tag
+    # comes from the library's own symbol versions.
+    assert dist["whl"].name == f"sqlite_litestream-{VERSION}-py3-none-manylinux_2_17_{arch}.whl"
+    so = dist["dir"] / "litestream.so"
+    symbols = run(["objdump", "-T", so]).stdout
+    newest = max(tuple(map(int, v.split("."))) for v in re.findall(r"GLIBC_(\d+\.\d+)", symbols))
+    assert newest <= (2, 17), newest
+    assert "Library soname: [litestream.so]" in run(["readelf", "-d", so]).stdout
     assert dist["tgz"].name == f"sqlite-litestream-{VERSION}.tgz"
     assert dist["gem"].name == f"sqlite-litestream-{VERSION}-{arch}-linux.gem"
     with zipfile.ZipFile(dist["whl"]) as z:
         assert f"Version: {VERSION}\n" in z.read(
             f"sqlite_litestream-{VERSION}.dist-info/METADATA").decode()
     with tarfile.open(dist["tgz"]) as t:
-        assert json.load(t.extractfile("package/package.json"))["version"] == VERSION
+        package = json.load(t.extractfile("package/package.json"))
+        assert package["version"] == VERSION and "os" not in package, package
+        assert not [n for n in t.getnames() if n.endswith(".so")], t.getnames()
+    # The library's own package claims only the platform it carries.
+    lib_name = NPM_LIB_HERE
+    assert package["optionalDependencies"] == {lib_name: VERSION}, package
+    assert dist["tgz_lib"].name == f"{lib_name}-{VERSION}.tgz"
+    with tarfile.open(dist["tgz_lib"]) as t:
+        lib = json.load(t.extractfile("package/package.json"))
+        assert (lib["os"], lib["cpu"], lib["libc"]) == (["linux"], [lib_name.split("-")[-1]],
+                                                        ["glibc"]), lib
+        assert "package/litestream.so" in t.getnames()
 
 
 @pytest.fixture(scope="module")
@@ -149,25 +173,30 @@ def npm_app(dist, tmp_path) -> Path:
     app = tmp_path / "app"
     app.mkdir()
     (app / "package.json").write_text('{"private": true}')
-    # The package has no dependencies: --offline proves it installs from the .tgz alone.
+    # --offline proves that the two .tgz are all it takes: the library's package first, as
+    # npm would fetch it for the optional dependency.
     run(["npm", "install", "--offline", "--no-audit", "--no-fund", "--loglevel=error",
-         dist["tgz"]], cwd=app)
+         dist["tgz_lib"], dist["tgz"]], cwd=app)
     return app
 
 
-def test_npm_package_with_better_sqlite3(dist, replica, tmp_path):
-    """better-sqlite3 (built by tests/setup.sh from the npm registry's package) passes plain
-    file names: serve() makes one a replica and another a primary shipping under
-    sync=remote; a plain database beside them is untouched."""
+@pytest.mark.parametrize("host", ["better-sqlite3", "bun"])
+def test_npm_package_in_hosts_without_uris(host, dist, replica, tmp_path):
+    """better-sqlite3 (built by tests/setup.sh from the npm registry's package) and Bun's
+    bun:sqlite (Bun from the npm registry) pass plain file names: serve() makes one a replica
+    and another a primary shipping under sync=remote; a plain database beside them is
+    untouched."""
     app = npm_app(dist, tmp_path)
-    script = app / "better_sqlite3.js"
-    shutil.copy(HOSTS / "better_sqlite3.js", script)
+    script = app / "plain_names.js"
+    shutil.copy(HOSTS / "plain_names.js", script)
     work = tmp_path / "work"
     work.mkdir()
     primary_url = (tmp_path / "primary-replica").as_uri()
     env = child_env({"NODE_PATH": WORK / "node" / "node_modules"})
-    res = run(["node", script, replica, primary_url, work], env=env, cwd=app)
+    runtime = "node" if host == "better-sqlite3" else WORK / "bun" / "node_modules" / ".bin" / "bun"
+    res = run([runtime, script, replica, primary_url, work], env=env, cwd=app)
     r = json.loads(res.stdout.strip().splitlines()[-1])
+    assert r["host"] == ("bun" if host == "bun" else "node"), r
     assert r["servedPath"] == str(work / "replica.db")
     assert r["readonly"] == LATEST and r["readwrite"] == LATEST, r
     assert r["shipped"][0] == 10, r
@@ -188,16 +217,50 @@ def test_npm_package(dist, replica, tmp_path):
     # node-sqlite3, built by tests/setup.sh; sqlite-litestream resolves from app/node_modules.
     env = child_env({"NODE_PATH": WORK / "node" / "node_modules"})
     res = run(["node", script, replica, PAST_TIME, tmp_path / "other.db"], env=env, cwd=app)
-    check(res.stdout, app / "node_modules" / "sqlite-litestream")
+    r = check(res.stdout, app / "node_modules" / NPM_LIB_HERE)
+    # load() awaited, then serve() awaited: the served path opens by its plain name.
+    assert r["servedPath"] == str(app / "served.db") and r["served"] == LATEST, r
+
+
+def gem_env(dist, tmp_path) -> tuple[Path, dict]:
+    """The gem installed into its own folder, searched before the system's gems (Debian's
+    sqlite3, railties and activerecord)."""
+    gems = tmp_path / "gems"
+    run(["gem", "install", "--local", "--no-document", "--install-dir", gems, dist["gem"]])
+    default = run(["ruby", "-e", 'puts Gem.default_path.join(":")']).stdout.strip()
+    return gems, child_env({"GEM_PATH": f"{gems}:{default}", "GEM_HOME": gems})
 
 
 def test_ruby_gem(dist, replica, tmp_path):
-    gems = tmp_path / "gems"
-    run(["gem", "install", "--local", "--no-document", "--install-dir", gems, dist["gem"]])
-    env = child_env({"GEM_PATH": gems, "GEM_HOME": gems})
+    gems, env = gem_env(dist, tmp_path)
     res = run(["ruby", HOSTS / "query_replica.rb", replica, PAST_TIME, tmp_path / "other.db"],
               env=env, cwd=tmp_path)
     check(res.stdout, gems)
+
+
+def test_rails_recipe(dist, replica, tmp_path):
+    """The gem's README recipe in a Rails application (Debian's Rails 6.1): Bundler.require
+    loads the gem and its Railtie registers the VFS before the initializers and Active
+    Record's first connection; served paths are the writing (role=primary, sync=remote) and
+    reading roles; a replica by URI in database.yml. The peer gem's module name works too."""
+    gems, env = gem_env(dist, tmp_path)
+    work = tmp_path / "app"
+    work.mkdir()
+    primary_url = (tmp_path / "primary-replica").as_uri()
+    res = run(["ruby", HOSTS / "rails_app.rb", work, primary_url, replica], env=env, cwd=work)
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    assert r["registered_by_railtie"] and r["peer_name"], r
+    assert r["legacy"] == LATEST, r
+    assert r["replica_count"] == 5 and r["replica_first"] == "note 0", r
+    assert r["to_path"].startswith(str(gems)) and r["to_path"].endswith("/litestream"), r
+    assert Path(r["to_path"] + ".so").is_file(), r
+    # What the primary shipped under sync=remote is in its replica: the real Litestream
+    # restores it.
+    from harness.litestream import restore
+    out = tmp_path / "restored.db"
+    restore(primary_url, out)
+    import sqlite3
+    assert sqlite3.connect(out).execute("SELECT count(*) FROM notes").fetchone()[0] == 5
 
 
 def test_c_tarball(dist, replica, tmp_path):

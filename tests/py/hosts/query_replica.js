@@ -22,15 +22,22 @@ const one = async (db, sql) => Object.values((await all(db, sql))[0]);
   await all(other, "INSERT INTO kv VALUES ('a', 1)");
 
   const loader = await open(":memory:", rw);
-  await new Promise((resolve, reject) => litestream.load(loader, (e) => (e ? reject(e) : resolve())));
+  // node-sqlite3 queues the load: awaited, the VFS is registered when it resolves.
+  await litestream.load(loader);
   const db = await open(litestream.uri("replica.db", { replica_url: url }),
                         sqlite3.OPEN_READONLY | sqlite3.OPEN_URI);
   const latest = await one(db, "SELECT count(*), litestream_txid() FROM t");
   await all(db, `PRAGMA litestream_time = '${when}'`);
   const past = await one(db, "SELECT count(*), litestream_txid() FROM t");
 
+  // A served path, opened by its plain name.
+  const servedPath = await litestream.serve(loader, "served.db", { replica_url: url });
+  const served = await one(await open("served.db", sqlite3.OPEN_READONLY),
+                           "SELECT count(*), litestream_txid() FROM t");
+
   await all(other, "INSERT INTO kv VALUES ('b', 2)");
   const others = [(await one(other, "SELECT count(*) FROM kv"))[0],
                   (await one(await open(otherPath, rw), "SELECT count(*) FROM kv"))[0]];
-  console.log(JSON.stringify({ path: litestream.getLoadablePath(), latest, past, others }));
+  console.log(JSON.stringify({ path: litestream.getLoadablePath(), latest, past, others,
+                              servedPath, served }));
 })().catch((err) => { console.error(err); process.exit(1); });

@@ -3,7 +3,7 @@
 # Prints the same JSON as query_replica.py.
 require "json"
 require "sqlite3"
-require "litestream_vfs"
+require "sqlite_litestream"
 
 url, time, other_path = ARGV
 
@@ -12,9 +12,10 @@ other = SQLite3::Database.new(other_path)
 other.execute("CREATE TABLE kv(k, v)")
 other.execute("INSERT INTO kv VALUES ('a', 1)")
 
-LitestreamVFS.load(SQLite3::Database.new(":memory:"))
+# Code written for the Go extension's gem (LitestreamVfs) runs unchanged.
+LitestreamVfs.load(SQLite3::Database.new(":memory:"))
 open = SQLite3::Constants::Open
-db = SQLite3::Database.new(LitestreamVFS.uri("replica.db", replica_url: url),
+db = SQLite3::Database.new(SqliteLitestream.uri("replica.db", replica_url: url),
                            flags: open::READONLY | open::URI)
 latest = db.execute("SELECT count(*), litestream_txid() FROM t").first
 db.execute("PRAGMA litestream_time = '#{time}'")
@@ -23,4 +24,4 @@ past = db.execute("SELECT count(*), litestream_txid() FROM t").first
 other.execute("INSERT INTO kv VALUES ('b', 2)")
 others = [other.get_first_value("SELECT count(*) FROM kv"),
           SQLite3::Database.new(other_path).get_first_value("SELECT count(*) FROM kv")]
-puts JSON.generate({ path: LitestreamVFS.loadable_path, latest: latest, past: past, others: others })
+puts JSON.generate({ path: SqliteLitestream.loadable_path, latest: latest, past: past, others: others })

@@ -1,11 +1,13 @@
 // Run by test_packages.py in a fresh folder where the sqlite-litestream .tgz was installed:
-//   node better_sqlite3.js REPLICA_URL PRIMARY_REPLICA_URL WORKDIR   (better-sqlite3 via NODE_PATH)
-// better-sqlite3 passes SQLite plain file names (no URI), so the VFS cannot be named: serve()
-// makes these paths a replica and a primary, and every other file opens as usual. Prints
-// JSON: rows of the replica (read-only and read-write opens), what the primary wrote, and a
-// plain database beside them.
+//   node plain_names.js REPLICA_URL PRIMARY_REPLICA_URL WORKDIR   (better-sqlite3 via NODE_PATH)
+//   bun plain_names.js REPLICA_URL PRIMARY_REPLICA_URL WORKDIR    (bun:sqlite)
+// better-sqlite3 and bun:sqlite pass SQLite plain file names (no URI), so the VFS cannot be
+// named: serve() makes these paths a replica and a primary, and every other file opens as
+// usual. Both have the same synchronous API for what is used here. Prints JSON: rows of the
+// replica (read-only and read-write opens), what the primary wrote, and a plain database
+// beside them.
 "use strict";
-const Database = require("better-sqlite3");
+const Database = process.versions.bun ? require("bun:sqlite").Database : require("better-sqlite3");
 const litestream = require("sqlite-litestream");
 
 const [url, primaryUrl, workdir] = process.argv.slice(2);
@@ -35,5 +37,5 @@ try {
 } catch (e) {
   bad = e.message;
 }
-console.log(JSON.stringify({ servedPath, readonly, readwrite, shipped,
+console.log(JSON.stringify({ host: process.versions.bun ? "bun" : "node", servedPath, readonly, readwrite, shipped,
                              plain: row(plain, "SELECT count(*) FROM kv"), bad }));
