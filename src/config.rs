@@ -494,6 +494,20 @@ pub struct Config {
     pub notes: Vec<String>,
 }
 
+/// Why a URI parameter is refused: unknown, and when it looks like part of the replica URL's
+/// own query (`replica_url=s3://b/app?endpoint=…&region=…` written unescaped), how to pass it.
+fn unknown_param_reason(key: &str, params: &dyn Params) -> String {
+    let url_has_query = params.get("replica_url").is_some_and(|u| u.contains('?'));
+    if crate::storage::url::is_url_param(key) || url_has_query {
+        "unknown URI parameter; if it belongs to replica_url's own query, escape that query's '&' \
+         as %26 in the database URI (replica_url=s3://b/app?endpoint=…%26region=…), as the \
+         packages' uri() builders and C's litestream_uri() do"
+            .into()
+    } else {
+        "unknown URI parameter".into()
+    }
+}
+
 impl Config {
     /// The open's effects of the configuration on the process: the log level when
     /// `log_level` was given (it is the process's), then the notes.
@@ -515,7 +529,7 @@ impl Config {
         for key in params.keys() {
             let key = key.as_str();
             if !SQLITE_PARAMS.contains(&key) && !PARAMS.iter().any(|p| p.name == key) {
-                return Err(Error::config(key, "unknown URI parameter"));
+                return Err(Error::config(key, unknown_param_reason(key, params)));
             }
         }
         let mut draft = Draft::new();
@@ -780,6 +794,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("pol_interval"), "{e}");
+        assert!(!e.to_string().contains("%26"), "{e}");
+        // A replica URL's own query written unescaped: its second parameter arrives as the
+        // database's, and the error says how to escape it.
+        let e = Config::from_params(
+            &[("replica_url", "s3://b/app?endpoint=http://h:9"), ("region", "x")],
+            &no_env,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("region") && e.to_string().contains("%26"), "{e}");
+        let e = Config::from_params(
+            &[("replica_url", "s3://b/app"), ("force-path-style", "true")],
+            &no_env,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("%26"), "{e}");
         let env = |k: &str| (k == "LITESTREAM_POLL_INTERVAL").then(|| "soon".to_string());
         let e = Config::from_params(&[("replica_url", "file:///x")], &env).unwrap_err();
         assert!(e.to_string().contains("LITESTREAM_POLL_INTERVAL"), "{e}");

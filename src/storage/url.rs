@@ -227,6 +227,12 @@ const S3_PARAMS: &[&str] = &[
     "partSize",
 ];
 
+/// Whether `name` is a query parameter of some replica URL: found among a database URI's own
+/// parameters, it was meant for `replica_url` and lost to an unescaped `&`.
+pub fn is_url_param(name: &str) -> bool {
+    S3_PARAMS.contains(&name) || SSE_PARAMS.contains(&name)
+}
+
 /// Bytes per part of a multipart upload unless `part-size` says otherwise.
 const DEFAULT_PART_SIZE: usize = 8 << 20;
 

@@ -97,6 +97,15 @@ def test_bad_parameter_is_cantopen_naming_it(param, value, tmp_path, ext_path):
     assert e.sqlite_errorname == "SQLITE_CANTOPEN" and param in str(e), e
 
 
+def test_unescaped_replica_url_query_is_explained(ext_path):
+    # The replica URL's own '&' not escaped: its second parameter reaches the VFS as the
+    # database's, and the error says how to write it.
+    e = open_error("file:x.db?vfs=litestream&replica_url=s3://b/app?endpoint=http://h:9"
+                   "&region=us-east-1", ext_path)
+    assert e.sqlite_errorname == "SQLITE_CANTOPEN", e
+    assert "region" in str(e) and "%26" in str(e), e
+
+
 def test_primary_that_disagrees_with_its_replica_is_cantopen(tmp_path, ext_path):
     # The Go extension's write mode is our primary: a local database that never shipped to
     # this (existing) replica must not silently fork it.
