@@ -9,7 +9,8 @@ start-up and listing); the outputs must be byte-identical. Peak RSS is the child
 (`ru_maxrss`), taken by a small wrapper process.
 
 Run: /usr/bin/python3 tests/bench/bench_restore.py [--rows 570000] [--delay-ms 20]
-     [--rounds 3] [--variant "restore_part_size=64MB&restore_concurrency=4" ...] [--out FILE]
+     [--rounds 3] [--variant "restore_part_size=64MB&restore_concurrency=4" ...]
+     [--server moto|s3rver] [--out FILE]
 (570,000 rows make a database of about 55 MB; 11,500,000 about 1.16 GB.) Each --variant adds
 a row: our restore with those URI parameters.
 
@@ -17,6 +18,7 @@ moto answers a ranged GET of a large object in time proportional to the object, 
 range (it reads the whole value: 0.36 s for 8 MiB or 64 KiB of a 700 MB object here, 0.69 s
 for all of it), and serves one request at a time: on a large snapshot, many parts cost moto
 far more than they would cost S3. Fewer, larger parts (a variant) show what is moto's.
+`--server s3rver` runs the same on s3rver (npm), which reads only the range asked for.
 """
 import argparse
 import json
@@ -28,12 +30,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "py"))
-from harness.common import REPO_ROOT, child_env  # noqa: E402
+from harness.common import AWS_TEST_ENV, REPO_ROOT, child_env  # noqa: E402
 from harness.data import create_source_db  # noqa: E402
 from harness.litestream import Litestream, litestream_bin  # noqa: E402
 from harness.s3 import S3Server  # noqa: E402
 from harness.sqlite_hosts import child_python, ext_path, vfs_uri  # noqa: E402
 from latency_proxy import LatencyProxy  # noqa: E402
+from s3rver import S3rver, ENV as S3RVER_ENV  # noqa: E402
 
 # Runs argv, then prints its wall time and peak RSS (KiB) as JSON.
 WRAPPER = r"""
@@ -75,26 +78,36 @@ def main() -> None:
     ap.add_argument("--delay-ms", type=float, default=20)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--server", choices=["moto", "s3rver"], default="moto")
     ap.add_argument("--variant", action="append", default=[],
                     help="URI parameters of another run of ours, k=v&k=v")
     a = ap.parse_args()
     (REPO_ROOT / "tests/.work").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-restore-", dir=REPO_ROOT / "tests/.work"))
-    s3 = S3Server(work / "moto").start()
-    try:
+    if a.server == "moto":
+        s3 = S3Server(work / "moto").start()
         bucket = s3.new_bucket("bench")
+        replica_url, server_env = s3.replica_url(bucket, "db"), {}
+    else:
+        # s3rver takes one key pair: the harness's children and its own signed listings
+        # (wait_synced) use it from here on.
+        AWS_TEST_ENV.update(S3RVER_ENV)
+        bucket = "bench"
+        s3 = S3rver(work, bucket).start()
+        replica_url, server_env = s3.replica_url("db"), {}
+    try:
         src = work / "src.db"
         w = create_source_db(src, rows=a.rows, overflow_rows=0)
         w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         size_mb = src.stat().st_size / 1e6
-        ls = Litestream(src, s3.replica_url(bucket, "db"), workdir=work).start()
+        ls = Litestream(src, replica_url, workdir=work, env=server_env).start()
         ls.wait_synced(timeout=600)
         ls.stop()
         w.close()
         results = {"peer": [], "ours": [], **{v: [] for v in a.variant}}
         with LatencyProxy(s3.endpoint, delay=a.delay_ms / 1000) as proxy:
             url = f"s3://{bucket}/db?endpoint={proxy.endpoint}&force-path-style=true"
-            env = child_env()
+            env = child_env(server_env)
             for i in range(a.rounds):
                 peer_out, our_out = work / f"peer{i}.db", work / f"ours{i}.db"
                 results["peer"].append(run(proxy, [str(litestream_bin()), "restore",
@@ -121,7 +134,7 @@ def main() -> None:
     med = {k: statistics.median(r["wall"] for r in v) for k, v in results.items()}
     lines = [
         f"Restore benchmark: {a.rows:,} rows, {size_mb:.1f} MB database, replica written by "
-        f"Litestream 0.5.17 to moto on 127.0.0.1 behind a proxy adding {a.delay_ms:g} ms to every "
+        f"Litestream 0.5.17 to {a.server} on 127.0.0.1 behind a proxy adding {a.delay_ms:g} ms to every "
         f"request; median of {a.rounds} runs, each a fresh process; outputs byte-identical "
         "(`tests/bench/bench_restore.py`).",
         "",

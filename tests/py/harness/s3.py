@@ -107,7 +107,6 @@ def parse_s3_url(url: str) -> tuple[str, str, str]:
 def s3_list_keys(endpoint: str, bucket: str, prefix: str = "") -> list[tuple[str, int]]:
     """ListObjectsV2 without signing (moto accepts it): [(key, size)]."""
     out, token = [], None
-    ns = "{http://s3.amazonaws.com/doc/2006-03-01/}"
     while True:
         q = {"list-type": "2", "prefix": prefix}
         if token:
@@ -118,6 +117,8 @@ def s3_list_keys(endpoint: str, bucket: str, prefix: str = "") -> list[tuple[str
         if status != 200:
             raise HarnessError(f"list {bucket}/{prefix}: HTTP {status}: {body[:300]!r}")
         root = ET.fromstring(body)
+        # The namespace as the answer has it (s3rver's differs from S3's).
+        ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
         for c in root.findall(f"{ns}Contents"):
             out.append((c.findtext(f"{ns}Key"), int(c.findtext(f"{ns}Size"))))
         if root.findtext(f"{ns}IsTruncated") == "true":
