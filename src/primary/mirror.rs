@@ -29,8 +29,9 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::shm;
 use super::wal::{self, Txn, WalHeader, WalPos, HEADER_SIZE};
@@ -357,6 +358,9 @@ pub(super) struct Mirrors {
     /// The copier's read buffer, kept between rounds (it only grows, up to
     /// `COPY_IN_MEMORY`).
     buf: Vec<u8>,
+    /// The live WAL as the copier last opened it, kept between rounds: a round is often a
+    /// single commit, and opening the file each time cost as much as copying it.
+    live: Option<Arc<File>>,
 }
 
 /// The most of the live WAL one read brings into memory to validate and write out from
@@ -380,7 +384,30 @@ impl Mirrors {
             counted: None,
             uncounted: 0,
             buf: Vec::new(),
+            live: None,
         })
+    }
+
+    /// The live WAL and its header, through the handle kept from the last round while it
+    /// still names the WAL: SQLite never replaces the file in place, but deletes it when the
+    /// last connection closes, and a later one creates a new one; a handle whose file has no
+    /// name left is dropped and the path opened again. (The WAL is never locked, so closing a
+    /// handle of it drops no lock of SQLite's.)
+    fn live_wal(&mut self) -> Result<Option<(Arc<File>, WalHeader)>> {
+        if let Some(f) = &self.live {
+            let named = f.metadata().is_ok_and(|m| m.nlink() > 0);
+            if named {
+                let hdr = wal::read_header(f).map_err(io_err("reading", &self.wal_path))?;
+                return Ok(hdr.map(|h| (f.clone(), h)));
+            }
+            self.live = None;
+        }
+        let Some((f, hdr)) = open_wal(&self.wal_path)? else {
+            return Ok(None);
+        };
+        let f = Arc::new(f);
+        self.live = Some(f.clone());
+        Ok(Some((f, hdr)))
     }
 
     /// No mirrors: copying starts at `from` in the live WAL (None: at the start of the
@@ -505,9 +532,10 @@ impl Mirrors {
         let Some(committed) = committed else {
             return Ok(Copied::Nothing);
         };
-        let Some((live, hdr)) = open_wal(&self.wal_path)? else {
+        let Some((live, hdr)) = self.live_wal()? else {
             return Ok(Copied::Nothing);
         };
+        let live: &File = &live;
         let index = committed.index();
         match index {
             // Nothing committed in this generation yet: caught up.
