@@ -798,11 +798,17 @@ mod tests {
         // A replica URL's own query written unescaped: its second parameter arrives as the
         // database's, and the error says how to escape it.
         let e = Config::from_params(
-            &[("replica_url", "s3://b/app?endpoint=http://h:9"), ("region", "x")],
+            &[
+                ("replica_url", "s3://b/app?endpoint=http://h:9"),
+                ("region", "x"),
+            ],
             &no_env,
         )
         .unwrap_err();
-        assert!(e.to_string().contains("region") && e.to_string().contains("%26"), "{e}");
+        assert!(
+            e.to_string().contains("region") && e.to_string().contains("%26"),
+            "{e}"
+        );
         let e = Config::from_params(
             &[("replica_url", "s3://b/app"), ("force-path-style", "true")],
             &no_env,

@@ -191,3 +191,7 @@ if [[ -f "$TARGET_DIR/release/liblitestream.so" ]]; then
 else
   log "warning: $TARGET_DIR/release/liblitestream.so was not produced"
 fi
+# The packages' library, linked for glibc 2.17 with zig (packaging/build.sh, in target/dist):
+# built here, so that tests/py/test_packages.py's packaging/build-all.sh only relinks it.
+log "packaging/build.sh (the packages' library, glibc 2.17)"
+PATH="$VENV/bin:$PATH" bash packaging/build.sh "$WORK/dist" >/dev/null

@@ -28,6 +28,10 @@ WORK = WORK_DIR
 LATEST = [6, "0000000000000004"]
 PAST_TIME = "2026-11-21T19:56:51.500Z"
 PAST = [4, "0000000000000001"]
+# The first test builds the packages (tests/setup.sh built their library already, so that is
+# a relink; on its own, a release build linked by zig takes minutes).
+pytestmark = pytest.mark.timeout(900)
+
 NPM_LIB = "sqlite-litestream-linux-"
 NPM_LIB_HERE = NPM_LIB + {"x86_64": "x64", "aarch64": "arm64"}[os.uname().machine]
 VERSION = re.search(r'^version = "(.*)"', (REPO_ROOT / "Cargo.toml").read_text(),
