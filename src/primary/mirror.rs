@@ -569,7 +569,7 @@ impl Mirrors {
             self.clean_until = None;
             let gen = self.take_seq(&hdr);
             self.chain
-                .push_back(Mirror::create(&self.dir, gen, &live, hdr, hdr.start())?);
+                .push_back(Mirror::create(&self.dir, gen, live, hdr, hdr.start())?);
         }
         let until = index.map_or(u64::MAX, |i| i.end_offset());
         let dir = self.dir.clone();
@@ -594,7 +594,7 @@ impl Mirrors {
             // only by the recovery rule.
             let verify = index.is_none();
             let kept = wal::committed_kept(
-                &live,
+                live,
                 &hdr,
                 &from,
                 until,
@@ -606,7 +606,7 @@ impl Mirrors {
             let (txns, in_memory, more) = match kept {
                 Some((txns, more)) => (txns, true, more),
                 None => (
-                    wal::committed_until(&live, &hdr, &from, until).map_err(reading)?,
+                    wal::committed_until(live, &hdr, &from, until).map_err(reading)?,
                     false,
                     false,
                 ),
@@ -626,7 +626,7 @@ impl Mirrors {
             if in_memory {
                 m.file.write_all_at(&self.buf[..len as usize], from.offset)
             } else {
-                copy_range(&live, &m.file, from.offset, len)
+                copy_range(live, &m.file, from.offset, len)
             }
             .map_err(io_err("copying the WAL to", &m.path))?;
             copied = true;
