@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.common import REPO_ROOT, WORK_DIR, child_env
+from harness.common import REPO_ROOT, WORK_DIR, child_env, packaging_env
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "ltx" / "v0.5.17-4096"
 HOSTS = Path(__file__).resolve().parent / "hosts"
@@ -50,10 +50,8 @@ def dist(tmp_path_factory):
     """{"dir", "whl", "tgz", "tgz_lib", "gem", "tar"}: what packaging/build-all.sh printed
     ("tgz_lib" the npm package of this platform's library)."""
     out = tmp_path_factory.mktemp("dist")
-    # cargo-zigbuild and zig, which link the library for glibc 2.17, are in the test venv.
-    venv_bin = Path(os.environ["LITESTREAM_TEST_VENV"]) / "bin"
     res = run(["bash", REPO_ROOT / "packaging" / "build-all.sh", out], timeout=900,
-              env={**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}"})
+              env=packaging_env())
     paths = [Path(p) for p in res.stdout.split()]
     found = {"dir": paths[0], "tar": Path(f"{paths[0]}.tar.gz")}
     for p in paths[1:]:

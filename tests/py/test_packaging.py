@@ -5,14 +5,15 @@ import re
 import shutil
 import subprocess
 
-from harness.common import REPO_ROOT, child_env
+from harness.common import REPO_ROOT, child_env, packaging_env
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "ltx" / "v0.5.17-4096"
 
 
 def test_dot_load_litestream_finds_the_entry_point(tmp_path):
     out = subprocess.run(["bash", str(REPO_ROOT / "packaging" / "build.sh"),
-                          str(tmp_path / "dist")], capture_output=True, text=True, check=True)
+                          str(tmp_path / "dist")], capture_output=True, text=True, check=True,
+                         env=packaging_env())
     folder = out.stdout.strip().splitlines()[-1]
     version = re.search(r'^version = "(.*)"', (REPO_ROOT / "Cargo.toml").read_text(),
                         re.M).group(1)

@@ -97,6 +97,13 @@ def child_env(extra: Optional[dict] = None) -> dict:
     return env
 
 
+def packaging_env() -> dict:
+    """The environment of packaging/build.sh: cargo-zigbuild and zig, which link the packages'
+    library for glibc 2.17, are in the test venv (tests/setup.sh)."""
+    venv_bin = Path(os.environ["LITESTREAM_TEST_VENV"]) / "bin"
+    return {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}"}
+
+
 # --------------------------------------------------------------------------------------------
 # Small utilities
 
