@@ -831,7 +831,7 @@ async fn copy_loop(weak: Weak<Primary>) {
         let index = committed.and_then(|c| c.index());
         // Nothing happened since a round that found nothing, and no checkpoint has finished
         // with the WAL's frames (so none can be waiting for the pin to restart it): sleep on.
-        let restartable = index.is_some_and(|i| i.mx_frame > 0 && i.n_backfill == i.mx_frame);
+        let restartable = index.is_some_and(|i| i.all_backfilled());
         if quiet.is_some() && quiet == index.map(|i| (i, seen)) && !restartable && p.holds_pin() {
             let wake = l.wake.clone();
             drop((p, l));
@@ -932,7 +932,7 @@ impl Pin {
         self.last = Some(key);
         // Restartable without losing anything: everything in the database file, and
         // everything copied. Quiet: a checkpoint holding the write lock commits nothing.
-        let restartable = i.mx_frame > 0 && i.n_backfill == i.mx_frame && quiet;
+        let restartable = i.all_backfilled() && quiet;
         // (`foreign_checkpoint_running` takes SQLite's write lock for a moment: only asked
         // once the WAL is restartable, never on the rounds of a busy writer.)
         if !restartable || !l.mirrors.lock().caught_up(&i) || !p.foreign_checkpoint_running() {

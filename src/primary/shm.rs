@@ -54,6 +54,12 @@ impl Index {
     pub fn salts(&self) -> (u32, u32) {
         (self.salt1, self.salt2)
     }
+
+    /// Every committed frame is in the database file: a checkpoint may restart the WAL
+    /// (once nothing of it is left to copy).
+    pub fn all_backfilled(&self) -> bool {
+        self.mx_frame > 0 && self.n_backfill == self.mx_frame
+    }
 }
 
 /// What is committed in the WAL, and who says so.

@@ -43,7 +43,7 @@ pub(super) enum Source {
 }
 
 /// What `litestream_stats` shows of the feed (`poll.feed`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FeedStatus {
     /// `"manifest"` while the feed is followed, `"listing"` otherwise.
     pub mode: &'static str,
@@ -52,6 +52,19 @@ pub struct FeedStatus {
     pub listings: u64,
     /// Why the last manifest was not used.
     pub refused: Option<String>,
+}
+
+impl Default for FeedStatus {
+    /// Before the first poll: opened by listing.
+    fn default() -> Self {
+        FeedStatus {
+            mode: "listing",
+            manifest_gets: 0,
+            not_modified: 0,
+            listings: 0,
+            refused: None,
+        }
+    }
 }
 
 /// What the reader knows of the feed between polls (kept with the planner).

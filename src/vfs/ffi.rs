@@ -234,18 +234,31 @@ unsafe extern "C" fn open_failed(
         let Some((msg, code)) = OPEN_ERROR.with(|slot| slot.borrow_mut().take()) else {
             return 0;
         };
-        // SAFETY: ctx is the live function context of this call; msg outlives the calls,
-        // which copy it.
-        unsafe {
-            if let (Some(f), Ok(n)) = (api.result_error, c_int::try_from(msg.len())) {
-                f(ctx, msg.as_ptr() as *const c_char, n);
-            }
-            if let Some(f) = api.result_error_code {
-                f(ctx, code);
-            }
-        }
+        // SAFETY: ctx is the live function context of this call.
+        unsafe { result_error(api, ctx, &msg, code) };
         0
     });
+}
+
+/// Makes `msg` and `code` the result of a function call.
+///
+/// # Safety
+/// `ctx` is the live context of the function call being answered.
+unsafe fn result_error(
+    api: &ffi::sqlite3_api_routines,
+    ctx: *mut ffi::sqlite3_context,
+    msg: &str,
+    code: c_int,
+) {
+    // SAFETY: per the contract; SQLite copies the message before returning.
+    unsafe {
+        if let (Some(f), Ok(n)) = (api.result_error, c_int::try_from(msg.len())) {
+            f(ctx, msg.as_ptr() as *const c_char, n);
+        }
+        if let Some(f) = api.result_error_code {
+            f(ctx, code);
+        }
+    }
 }
 
 /// `LITESTREAM_PATH` at load: that path is served with the other `LITESTREAM_*` variables
@@ -256,9 +269,8 @@ fn serve_from_env() -> Result<(), Error> {
         let Ok(path) = std::env::var(super::served::path_variable()) else {
             return Ok(());
         };
-        let env = |k: &str| std::env::var(k).ok();
-        super::served::serve(&path, "", &env)
-            .and_then(|_| api::make_default_vfs())
+        sql::serve(&path, "")
+            .map(|_| ())
             .map_err(|e| format!("{}={path:?}: {e}", super::served::path_variable()))
     })
     .clone()
@@ -743,15 +755,7 @@ unsafe extern "C" fn call_function(
                         f(ctx, s.as_ptr() as *const c_char, n, ffi::SQLITE_TRANSIENT());
                     }
                 }
-                Err(e) => {
-                    let msg = e.to_string();
-                    if let (Some(f), Ok(n)) = (api.result_error, c_int::try_from(msg.len())) {
-                        f(ctx, msg.as_ptr() as *const c_char, n);
-                    }
-                    if let Some(f) = api.result_error_code {
-                        f(ctx, e.statement_code());
-                    }
-                }
+                Err(e) => result_error(api, ctx, &e.to_string(), e.statement_code()),
             }
         }
         0

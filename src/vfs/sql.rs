@@ -170,7 +170,7 @@ pub fn stats(file: &ReplicaFile) -> Result<Value> {
             "last_success": when(status.last_success),
             "last_error": status.last_error,
             "feed": {
-                "mode": if status.feed.mode.is_empty() { "listing" } else { status.feed.mode },
+                "mode": status.feed.mode,
                 "manifest_gets": status.feed.manifest_gets,
                 "not_modified": status.feed.not_modified,
                 "listings": status.feed.listings,

@@ -18,7 +18,7 @@ from harness.common import child_env, wait_until
 from harness.data import all_tables_digest
 from harness.litestream import restore
 from harness.sqlite_hosts import (child_python, connect, ext_path as built_ext, litestream_stats,
-                                  vfs_uri, wait_shipped)
+                                  one_row_replica, vfs_uri, wait_shipped)
 from latency_proxy import LatencyProxy
 from range_server import RangeServer
 
@@ -328,11 +328,7 @@ def test_request_rate_bound_holds_across_1000_replicas(tmp_path, ext_path):
     unbounded): with max_requests_per_second=200 given on one of them, all of them together
     stay within the bound."""
     src = tmp_path / "src"
-    w = connect(vfs_uri(src.as_uri(), name=str(tmp_path / "app.db"), role="primary",
-                        sync="remote"))
-    w.execute("CREATE TABLE t(x)")
-    w.execute("INSERT INTO t VALUES (1)")
-    w.close()
+    one_row_replica(src.as_uri(), tmp_path / "app.db")
     root = tmp_path / "many"
     for i in range(1000):
         shutil.copytree(src, root / f"r{i}")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.common import REPO_ROOT
+from harness.common import REPO_ROOT, child_env
 from harness.litestream import restore
-from harness.sqlite_hosts import connect, vfs_uri
+from harness.sqlite_hosts import child_python, connect, vfs_uri
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "ltx"
 SETS = ["v0.5.17-1024", "v0.5.17-4096", "v0.5.17-65536", "v0.5.10-1024", "v0.5.10-65536",
@@ -318,3 +318,45 @@ def test_a_file_that_overlaps_the_state_it_continues(tmp_path, ext_path):
     ours = tmp_path / "ours.db"
     r.execute("SELECT litestream_restore(?)", (str(ours),)).fetchone()
     assert ours.read_bytes() == expected.read_bytes()
+
+
+# Loads the extension, then opens argv[2] by its plain name (no URI) and another file beside it.
+SERVED_BY_ENV = r"""
+import json, sqlite3, sys
+ext, served, plain = sys.argv[1:4]
+l = sqlite3.connect(":memory:")
+l.enable_load_extension(True)
+try:
+    l.load_extension(ext)
+except sqlite3.Error as e:
+    print(json.dumps({"load_error": str(e)}))
+    sys.exit(0)
+rows = sqlite3.connect(served).execute("SELECT count(*), litestream_txid() FROM t").fetchone()
+p = sqlite3.connect(plain)
+p.execute("CREATE TABLE kv(k)")
+p.commit()
+print(json.dumps({"rows": list(rows), "plain": p.execute("SELECT count(*) FROM kv").fetchone()[0]}))
+"""
+
+
+def test_litestream_path_serves_a_plain_name_from_the_environment(tmp_path, ext_path):
+    """LITESTREAM_PATH with the other LITESTREAM_* variables: that path, opened by its plain
+    name, is the replica; every other file is the OS VFS's. A bad variable fails the load,
+    naming LITESTREAM_PATH and the variable."""
+    import subprocess
+    url = copy_replica("v0.5.17-4096", tmp_path).as_uri()
+    served, plain = tmp_path / "served.db", tmp_path / "plain.db"
+
+    def run(**env):
+        res = subprocess.run([child_python(), "-c", SERVED_BY_ENV, str(ext_path), str(served),
+                              str(plain)], capture_output=True, text=True, timeout=60,
+                             env=child_env({"LITESTREAM_PATH": served,
+                                            "LITESTREAM_REPLICA_URL": url, **env}))
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    r = run()
+    assert r == {"rows": [6, "0000000000000004"], "plain": 0}, r
+    assert not served.exists(), "a replica leaves no local file"
+    r = run(LITESTREAM_POLL_INTERVAL="soon")
+    assert "LITESTREAM_PATH" in r["load_error"] and "POLL_INTERVAL" in r["load_error"], r

@@ -12,7 +12,7 @@ import pytest
 
 from harness.common import wait_until
 from harness.data import create_source_db, table_digest
-from harness.sqlite_hosts import connect, load_extension, vfs_uri
+from harness.sqlite_hosts import connect, load_extension, one_row_replica, vfs_uri
 
 
 @pytest.fixture
@@ -195,11 +195,7 @@ def test_max_lag_fails_reads_of_a_replica_gone_quiet(tmp_path):
     litestream_lag() growing."""
     import shutil
     root = tmp_path / "replica"
-    w = connect(vfs_uri(root.as_uri(), name=str(tmp_path / "app.db"), role="primary",
-                        sync="remote"))
-    w.execute("CREATE TABLE t(x)")
-    w.execute("INSERT INTO t VALUES (1)")
-    w.close()
+    one_row_replica(root.as_uri(), tmp_path / "app.db")
     strict = connect(vfs_uri(root.as_uri(), name=str(tmp_path / "a.db"), max_lag="2s",
                              poll_interval="200ms", poll_interval_max="0"))
     lax = connect(vfs_uri(root.as_uri().replace("file:///", "file://localhost/"),

@@ -86,6 +86,15 @@ def connect(uri: str, ext: Optional[os.PathLike | str] = None, **kwargs) -> sqli
     return sqlite3.connect(uri, **kwargs)
 
 
+def one_row_replica(url: str, db_path: os.PathLike | str) -> None:
+    """A replica at `url` written by our primary (sync=remote) from `db_path`: table t
+    holding one row, the writer closed."""
+    w = connect(vfs_uri(url, name=str(db_path), role="primary", sync="remote"))
+    w.execute("CREATE TABLE t(x)")
+    w.execute("INSERT INTO t VALUES (1)")
+    w.close()
+
+
 def _uri_quote(value: str) -> str:
     # SQLite percent-decodes URI query values; only '&' (separator), '#' (fragment) and '%'
     # must be escaped. '=' and '?' inside a value are taken literally, but escaping them
