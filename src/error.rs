@@ -132,7 +132,7 @@ pub enum Error {
     Interrupted { what: String },
 
     /// SQLite itself refused something the extension asked of it.
-    #[error("litestream: {what}: SQLite error {code}")]
+    #[error("litestream: {what}: {} (SQLite error {code})", sqlite_says(.code))]
     Sqlite { code: i32, what: String },
 
     /// One failure reported to several callers (errors are not `Clone`): the code and
@@ -223,6 +223,24 @@ impl Error {
     }
 }
 
+/// SQLite's own words for a result code (sqlite3ErrStr's, for the primary codes an
+/// extension's own statements can meet).
+fn sqlite_says(code: &i32) -> &'static str {
+    use libsqlite3_sys as c;
+    match *code & 0xff {
+        c::SQLITE_BUSY => "database is locked",
+        c::SQLITE_LOCKED => "database table is locked",
+        c::SQLITE_NOMEM => "out of memory",
+        c::SQLITE_READONLY => "attempt to write a readonly database",
+        c::SQLITE_IOERR => "disk I/O error",
+        c::SQLITE_CORRUPT => "database disk image is malformed",
+        c::SQLITE_FULL => "database or disk is full",
+        c::SQLITE_CANTOPEN => "unable to open database file",
+        c::SQLITE_NOTADB => "file is not a database",
+        _ => "SQLite refused it",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +264,15 @@ mod tests {
         assert!(Error::config("poll_interval", "bad")
             .to_string()
             .contains("poll_interval"));
+        let busy = Error::Sqlite {
+            code: code::SQLITE_BUSY,
+            what: "putting app.db in WAL mode".into(),
+        };
+        assert_eq!(busy.sqlite_code(), code::SQLITE_BUSY);
+        assert_eq!(
+            busy.to_string(),
+            "litestream: putting app.db in WAL mode: database is locked (SQLite error 5)"
+        );
         assert_eq!(
             Error::config("litestream_time", "bad").statement_code(),
             code::SQLITE_ERROR

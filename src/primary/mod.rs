@@ -100,6 +100,9 @@ pub struct Primary {
     pub(crate) held_write: AtomicUsize,
     pub(crate) held_checkpoint: AtomicUsize,
     pub opened_at: SystemTime,
+    /// Asks a process that does not lead to try to take over now rather than at its next
+    /// `lease::TAKEOVER_POLL`: one of its connections found no leader while it needed one.
+    takeover: Arc<tokio::sync::Notify>,
     /// What the restore at open did (the cold-start engine's figures), if there was one.
     pub restored: Mutex<Option<serde_json::Value>>,
 }
@@ -272,6 +275,9 @@ impl Primary {
             return true;
         }
         if !lease::leader_alive(&self.meta_dir).unwrap_or(false) {
+            // Until a process leads, every restart is refused and every commit past the
+            // checkpoint threshold runs a checkpoint of its own: take over at once.
+            self.takeover.notify_one();
             return false;
         }
         let target = Mark {
@@ -340,6 +346,9 @@ impl Primary {
             }
             if last_wake.is_none_or(|t| t.elapsed() > Duration::from_millis(100)) {
                 wake::send(&self.meta_dir, wake::Wake::Ship);
+                if !lease::leader_alive(&self.meta_dir).unwrap_or(true) {
+                    self.takeover.notify_one();
+                }
                 last_wake = Some(Instant::now());
             }
             std::thread::sleep(Duration::from_millis(2));

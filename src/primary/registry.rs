@@ -81,6 +81,7 @@ fn start(db_path: &Path, config: &Config, open_db: DbOpener) -> Result<Arc<Prima
         held_write: AtomicUsize::new(0),
         held_checkpoint: AtomicUsize::new(0),
         opened_at: std::time::SystemTime::now(),
+        takeover: Default::default(),
         restored: Mutex::new(None),
     });
     // While a process starts up as the leader, the others wait: it may be restoring the
@@ -138,14 +139,19 @@ fn agree_with_leader(p: &Primary) -> Result<()> {
 }
 
 /// A process that does not lead tries, every `TAKEOVER_POLL`, to become the leader (when
-/// the leader exits or is killed, the kernel releases its lock).
+/// the leader exits or is killed, the kernel releases its lock), and at once when one of its
+/// connections finds that no process leads (`Primary::takeover`).
 fn follow(p: &Arc<Primary>) -> Result<()> {
     let rt = crate::runtime::handle()?;
     let weak = Arc::downgrade(p);
+    let asked = p.takeover.clone();
     rt.spawn(async move {
         let mut warned = false;
         loop {
-            tokio::time::sleep(lease::TAKEOVER_POLL).await;
+            tokio::select! {
+                _ = tokio::time::sleep(lease::TAKEOVER_POLL) => {}
+                _ = asked.notified() => {}
+            }
             let Some(p) = weak.upgrade() else { return };
             if p.is_leader() || p.connections.load(Ordering::SeqCst) == 0 {
                 return;

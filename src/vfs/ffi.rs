@@ -629,8 +629,20 @@ fn prepare_primary(db: *mut ffi::sqlite3) -> Result<(), Error> {
         .ok_or_else(missing("exec"))?;
     let sql =
         CString::new("PRAGMA journal_mode=WAL;").map_err(|e| Error::Internal(e.to_string()))?;
-    // SAFETY: db is a live connection; no callback; the error message is not requested.
-    let rc = unsafe { exec(db, sql.as_ptr(), None, ptr::null_mut(), ptr::null_mut()) };
+    // The connection has no busy handler yet (the host sets its own after the open), and
+    // other processes may hold the locks for a moment (recovering the wal-index, closing
+    // their last connection): retry a busy answer until the open's timeout.
+    let deadline = std::time::Instant::now() + primary.config.open_timeout;
+    let mut pause = std::time::Duration::from_millis(1);
+    let rc = loop {
+        // SAFETY: db is a live connection; no callback; the error message is not requested.
+        let rc = unsafe { exec(db, sql.as_ptr(), None, ptr::null_mut(), ptr::null_mut()) };
+        if rc & 0xff != ffi::SQLITE_BUSY || std::time::Instant::now() >= deadline {
+            break rc;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
+    };
     if rc != ffi::SQLITE_OK {
         return Err(Error::Sqlite {
             code: rc,

@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -292,3 +293,38 @@ def test_processes_must_agree_on_the_replica(replica_url, ext_path, tmp_path):
     finally:
         first.kill()
         first.wait()
+
+
+def test_a_primary_opened_while_another_process_holds_the_database_waits_for_it(
+        replica_url, ext_path, tmp_path):
+    """A connection opened as a primary puts the database in WAL mode before the host can
+    set a busy timeout: while another process holds the database's lock, that waits (up to
+    `open_timeout`) instead of failing the open at once with SQLITE_BUSY."""
+    db = tmp_path / "app.db"
+    create_db(db)
+    url = replica_url("file")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("INSERT INTO t(id, who) VALUES (1, 'holder')")
+    holder.execute("COMMIT")
+    try:
+        r = run_ext_child(primary_uri(db, url, open_timeout="300ms"), ["SELECT 1"])
+        assert r.error and r.error["message"].startswith("litestream: "), r.describe()
+        assert "database is locked" in r.error["message"], r.describe()
+        assert r.error["code"] == sqlite3.SQLITE_BUSY, r.describe()
+
+        done = {}
+        child = threading.Thread(target=lambda: done.update(r=run_ext_child(
+            primary_uri(db, url), ["SELECT count(*) FROM t"])))
+        child.start()
+        time.sleep(2)
+    finally:
+        released = time.time()
+        holder.close()
+    child.join(120)
+    r = done["r"]
+    assert not r.error, r.describe()
+    assert r.results[-1] == [[1]]
+    loaded, opened = r.times[0], r.times[1]
+    assert loaded < released < opened, "the open waited for the lock"
