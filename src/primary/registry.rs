@@ -147,7 +147,13 @@ fn follow(p: &Arc<Primary>) -> Result<()> {
     let asked = p.takeover.clone();
     rt.spawn(async move {
         let mut warned = false;
+        let mut failed = false;
         loop {
+            // After a failed start-up, the next try waits the whole poll however often
+            // connections ask (every refused restart asks).
+            if std::mem::take(&mut failed) {
+                tokio::time::sleep(lease::TAKEOVER_POLL).await;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(lease::TAKEOVER_POLL) => {}
                 _ = asked.notified() => {}
@@ -168,12 +174,16 @@ fn follow(p: &Arc<Primary>) -> Result<()> {
                 Ok(Ok(true)) => return,
                 Ok(Ok(false)) => {}
                 Ok(Err(e)) => {
+                    failed = true;
                     if !warned {
                         crate::log_warn!("litestream: taking over shipping failed: {e}");
                         warned = true;
                     }
                 }
-                Err(e) => crate::log_warn!("litestream: taking over shipping failed: {e}"),
+                Err(e) => {
+                    failed = true;
+                    crate::log_warn!("litestream: taking over shipping failed: {e}");
+                }
             }
         }
     });

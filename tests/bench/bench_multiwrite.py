@@ -5,7 +5,10 @@ plain WAL writers, and the takeover time after the shipping process is killed.
 
 Each round starts N writer processes that wait on a common start signal, then each commits
 M single-row transactions (BEGIN IMMEDIATE ... COMMIT, busy_timeout 60 s); the round's rate
-is N*M divided by the time from the signal to the last writer's end. Native and primary
+is N*M divided by the time from the signal to the last writer's end. SQLite's busy handler
+lets one writer run while the others sleep, up to 100 ms at a time, so that rate also
+measures how long the last writer was starved; `--seconds S` runs time-boxed rounds instead,
+whose rate is every writer's commits in S seconds. Native and primary
 rounds run interleaved and each row reports the median round (the machines are shared and
 noisy; only ratios within one run mean anything).
 
@@ -19,7 +22,7 @@ between runs; the CPU all processes spend per commit (`getrusage` of the childre
 marginal cost between rounds of 2,000 and 12,000 commits a writer) is steadier.
 
 Run: /usr/bin/python3 tests/bench/bench_multiwrite.py [--writers 4] [--commits 5000]
-     [--rounds 5] [--kills 5] [--cpu] [--out FILE]
+     [--rounds 5] [--kills 5] [--seconds S] [--cpu] [--out FILE]
 """
 import argparse
 import json
@@ -47,11 +50,15 @@ c.execute("PRAGMA synchronous=NORMAL")
 print("ready", flush=True)
 while not os.path.exists(go):
     time.sleep(0.0005)
-for i in range(n):
+# n > 0: n commits; n < 0: commits for -n milliseconds after the start signal.
+until = os.stat(go).st_mtime - n / 1000 if n < 0 else None
+done = 0
+while done < n if until is None else time.time() < until:
     c.execute("INSERT INTO t(w, v) VALUES (?, ?)", (wid, "x" * 200))
+    done += 1
 t = time.time()
 c.close()
-print(f"done {t}", flush=True)
+print(f"done {done} {t}", flush=True)
 """
 
 
@@ -64,7 +71,10 @@ def create(db: Path) -> None:
     c.close()
 
 
-def round_(work: Path, ext: str, writers: int, commits: int, primary: bool, **params) -> float:
+def round_(work: Path, ext: str, writers: int, commits: int, primary: bool, seconds: float = 0,
+           **params) -> float:
+    """One round's commits/s: `commits` each, over the time until the last writer is done;
+    or, with `seconds`, as many as the writers make in that time."""
     db = work / "app.db"
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
@@ -76,8 +86,9 @@ def round_(work: Path, ext: str, writers: int, commits: int, primary: bool, **pa
            if primary else f"file:{db}")
     go = work / "go"
     go.unlink(missing_ok=True)
+    n = -round(seconds * 1000) if seconds else commits
     procs = [subprocess.Popen([child_python(), "-c", WRITER, uri, ext if primary else "",
-                               str(commits), str(go), f"w{i}"],
+                               str(n), str(go), f"w{i}"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=child_env()) for i in range(writers)]
     for p in procs:
@@ -85,11 +96,14 @@ def round_(work: Path, ext: str, writers: int, commits: int, primary: bool, **pa
         assert line.startswith("ready"), p.stderr.read()
     t0 = time.time()
     go.touch()
-    ends = []
+    ends, made = [], 0
     for p in procs:
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-2000:]
+        made += int(out.split()[-2])
         ends.append(float(out.split()[-1]))
+    if seconds:
+        return made / seconds
     return writers * commits / (max(ends) - t0)
 
 
@@ -172,6 +186,8 @@ def main() -> None:
     ap.add_argument("--commits", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--kills", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=0,
+                    help="time-boxed rounds: commits made in this time, not a fixed number")
     ap.add_argument("--cpu", action="store_true", help="measure CPU per commit only")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
@@ -186,14 +202,16 @@ def main() -> None:
         rates = {"native": [], "primary": []}
         for r in range(a.rounds):
             for name in ("native", "primary"):
-                rate = round_(work, ext, a.writers, a.commits, name == "primary")
+                rate = round_(work, ext, a.writers, a.commits, name == "primary", a.seconds)
                 rates[name].append(rate)
                 print(f"round {r} {name}: {rate:.0f} commits/s", file=sys.stderr)
         kills = takeover(work, ext, a.kills)
     med = {k: statistics.median(v) for k, v in rates.items()}
     lines = [
         f"Multi-process write benchmark: {a.writers} writer processes on one database, "
-        f"{a.commits} single-row transactions each, median of {a.rounds} interleaved rounds; "
+        + (f"single-row transactions for {a.seconds:g} s (all writers' commits over that time)"
+           if a.seconds else f"{a.commits} single-row transactions each (until the last is done)")
+        + f", median of {a.rounds} interleaved rounds; "
         f"takeover over {a.kills} SIGKILLs of the shipping process "
         "(`tests/bench/bench_multiwrite.py`).",
         "",
