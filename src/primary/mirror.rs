@@ -849,10 +849,12 @@ pub(super) fn seal_for_follower(meta_dir: &Path, gen: Generation, end: &WalPos) 
 /// generation's committed end — and seals the generation there. A process that does not
 /// lead calls this while restarting the WAL: it holds SQLite's write lock, so nothing can be
 /// committed or overwritten meanwhile, and it need not wait for the leader to wake up and
-/// copy. The frames are checked by their running checksum from `copied` on. Whatever the
-/// leader's copier writes at the same offsets is the same bytes (it checks that the WAL was
-/// not restarted under its read before it writes), and the leader takes up what this copied
-/// from the mirror itself when it sees the next generation (`Mirror::adopt_sealed`).
+/// copy. The wal-index vouches that the frames up to `until` are committed (their salts
+/// are still checked), as for the leader's own copies. Whatever the leader's copier writes
+/// at the same offsets is the same bytes (it checks that the WAL was not restarted under its
+/// read before it writes), and the leader takes up what this copied from the mirror itself,
+/// checking the frames' running checksums, when it sees the next generation
+/// (`Mirror::adopt_sealed`).
 ///
 /// Ok(false) when it cannot be done here: the leader has no copy of the generation, or a
 /// transaction is too large to copy in memory. The caller then waits for the leader.
@@ -877,7 +879,7 @@ pub(super) fn copy_and_seal_for_follower(
         Err(e) => return Err(io_err("opening", &path)(e)),
     };
     let mut buf = Vec::new();
-    let kept = wal::committed_kept(&live, &hdr, copied, until, true, &mut buf, COPY_IN_MEMORY)
+    let kept = wal::committed_kept(&live, &hdr, copied, until, false, &mut buf, COPY_IN_MEMORY)
         .map_err(io_err("reading", wal_path))?;
     let Some((txns, false)) = kept else {
         return Ok(false);
