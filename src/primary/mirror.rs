@@ -172,11 +172,6 @@ fn copy_range(src: &File, dst: &File, offset: u64, len: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether the live WAL still begins with the header `hdr`.
-fn still_generation(live: &File, hdr: &WalHeader) -> io::Result<bool> {
-    Ok(wal::read_header(live)?.is_some_and(|h| h == *hdr))
-}
-
 /// The live WAL and its header, if it has a valid one.
 fn open_wal(wal_path: &Path) -> Result<Option<(File, WalHeader)>> {
     let f = match File::open(wal_path) {
@@ -314,32 +309,6 @@ impl Mirror {
         Ok(list(dir)?
             .iter()
             .any(|(n, _)| *n == Name::Seal(self.gen, want)))
-    }
-
-    /// Another process sealed this generation past the end of our copy, having copied the
-    /// rest itself (`copy_and_seal_for_follower`): takes up those frames from the copy,
-    /// checked by their checksums, up to the furthest seal. The number of transactions
-    /// taken up, or None when no seal is past our end or the copy does not reach it.
-    fn adopt_sealed(&mut self, dir: &Path) -> Result<Option<u32>> {
-        let furthest = list(dir)?
-            .into_iter()
-            .filter_map(|(n, _)| match n {
-                Name::Seal(g, end) if g == self.gen && end.offset > self.end.offset => Some(end),
-                _ => None,
-            })
-            .max_by_key(|end| end.offset);
-        let Some(sealed) = furthest else {
-            return Ok(None);
-        };
-        let txns = wal::committed_until(&self.file, &self.hdr, &self.end, sealed.offset)
-            .map_err(io_err("reading", &self.path))?;
-        if txns.last().map(|t| SealedEnd::of(&t.end)) != Some(sealed) {
-            return Ok(None);
-        }
-        let n = txns.len() as u32;
-        self.append(txns);
-        self.sealed = true;
-        Ok(Some(n))
     }
 
     fn holds(&self, pos: &WalPos) -> bool {
@@ -585,15 +554,12 @@ impl Mirrors {
         if !known {
             // A new generation. The one before must have been sealed where its copy ends:
             // otherwise frames of it may never have been copied.
-            if let Some(m) = self.chain.back_mut() {
+            if let Some(m) = self.chain.back() {
                 if !m.sealed_at_end(&self.dir)? {
-                    let Some(adopted) = m.adopt_sealed(&self.dir)? else {
-                        return Ok(Copied::Lost(format!(
-                            "SQLite restarted the WAL (generation {:08x}-{:08x}) before its frames after offset {} were copied",
-                            m.gen.salt1, m.gen.salt2, m.end.offset
-                        )));
-                    };
-                    self.uncounted += adopted;
+                    return Ok(Copied::Lost(format!(
+                        "SQLite restarted the WAL (generation {:08x}-{:08x}) before its frames after offset {} were copied",
+                        m.gen.salt1, m.gen.salt2, m.end.offset
+                    )));
                 }
             } else if let Some(salts) = self.clean_until {
                 if salts == (hdr.salt1, hdr.salt2) {
@@ -657,17 +623,6 @@ impl Mirrors {
                 });
             };
             let len = last.end.offset - from.offset;
-            // A process that does not lead may have copied these frames itself and let
-            // SQLite restart the WAL while we read them: what we read is written only if
-            // the WAL still has this generation's header after the read (SQLite writes the
-            // new header before any frame of the new generation).
-            if in_memory && !still_generation(live, &hdr).map_err(reading)? {
-                return Ok(if copied {
-                    Copied::Some
-                } else {
-                    Copied::Nothing
-                });
-            }
             if in_memory {
                 m.file.write_all_at(&self.buf[..len as usize], from.offset)
             } else {
@@ -842,55 +797,6 @@ fn list(dir: &Path) -> Result<Vec<(Name, PathBuf)>> {
 pub(super) fn seal_for_follower(meta_dir: &Path, gen: Generation, end: &WalPos) -> Result<()> {
     let dir = mirror_dir(meta_dir);
     create_marker(&dir, &dir.join(seal_name(&gen, &SealedEnd::of(end))))
-}
-
-/// Copies to the leader's mirror of the live generation `gen` what the leader has not
-/// copied yet — from `copied`, the end of its copy as it published it, to `until`, the
-/// generation's committed end — and seals the generation there. A process that does not
-/// lead calls this while restarting the WAL: it holds SQLite's write lock, so nothing can be
-/// committed or overwritten meanwhile, and it need not wait for the leader to wake up and
-/// copy. The wal-index vouches that the frames up to `until` are committed (their salts
-/// are still checked), as for the leader's own copies. Whatever the leader's copier writes
-/// at the same offsets is the same bytes (it checks that the WAL was not restarted under its
-/// read before it writes), and the leader takes up what this copied from the mirror itself,
-/// checking the frames' running checksums, when it sees the next generation
-/// (`Mirror::adopt_sealed`).
-///
-/// Ok(false) when it cannot be done here: the leader has no copy of the generation, or a
-/// transaction is too large to copy in memory. The caller then waits for the leader.
-pub(super) fn copy_and_seal_for_follower(
-    meta_dir: &Path,
-    wal_path: &Path,
-    gen: Generation,
-    copied: &WalPos,
-    until: u64,
-) -> Result<bool> {
-    let dir = mirror_dir(meta_dir);
-    let Some((live, hdr)) = open_wal(wal_path)? else {
-        return Ok(false);
-    };
-    if (hdr.salt1, hdr.salt2) != (gen.salt1, gen.salt2) || !hdr.same_generation(copied) {
-        return Ok(false);
-    }
-    let path = dir.join(copy_name(&gen));
-    let copy = match OpenOptions::new().write(true).open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(io_err("opening", &path)(e)),
-    };
-    let mut buf = Vec::new();
-    let kept = wal::committed_kept(&live, &hdr, copied, until, false, &mut buf, COPY_IN_MEMORY)
-        .map_err(io_err("reading", wal_path))?;
-    let Some((txns, false)) = kept else {
-        return Ok(false);
-    };
-    let Some(end) = txns.last().map(|t| t.end).filter(|e| e.offset == until) else {
-        return Ok(false);
-    };
-    copy.write_all_at(&buf[..(until - copied.offset) as usize], copied.offset)
-        .map_err(io_err("copying the WAL to", &path))?;
-    create_marker(&dir, &dir.join(seal_name(&gen, &SealedEnd::of(&end))))?;
-    Ok(true)
 }
 
 /// What start-up found in the mirror folder.
@@ -1427,68 +1333,6 @@ mod tests {
         seal_for_follower(meta, gen, &end).unwrap();
         write_wal(&f.wal, 512, (77, 1), &[vec![(2, 2)]]);
         assert_eq!(m.copy_new(says((77, 1), 1, 2)).unwrap(), Copied::Some);
-    }
-
-    #[test]
-    fn a_follower_copies_the_rest_itself_and_the_leader_takes_it_up() {
-        let f = fixture();
-        let meta = f.mirrors.parent().unwrap().to_path_buf();
-        write_wal(&f.wal, 512, (5, 5), &[vec![(1, 1)]]);
-        let mut m = Mirrors::fresh(&f.mirrors, &f.db, None).unwrap();
-        assert_eq!(m.copy_new(says((5, 5), 1, 1)).unwrap(), Copied::Some);
-        let (gen, end) = m.copied().unwrap();
-        // Two more transactions the leader has not copied; a follower restarting the WAL
-        // copies them and seals the generation where it ends.
-        write_wal(
-            &f.wal,
-            512,
-            (5, 5),
-            &[vec![(1, 1)], vec![(2, 2)], vec![(3, 3), (1, 4)]],
-        );
-        let until = HEADER_SIZE + 4 * (24 + 512);
-        assert!(!copy_and_seal_for_follower(&meta, &f.wal, gen, &end, until + 536).unwrap());
-        let other = Generation { seq: 9, ..gen };
-        assert!(
-            !copy_and_seal_for_follower(&meta, &f.wal, other, &end, until).unwrap(),
-            "no copy of that generation"
-        );
-        assert!(copy_and_seal_for_follower(&meta, &f.wal, gen, &end, until).unwrap());
-        let wal_bytes = std::fs::read(&f.wal).unwrap();
-        let copy = std::fs::read(f.mirrors.join(copy_name(&gen))).unwrap();
-        assert_eq!(copy[..until as usize], wal_bytes[..until as usize]);
-
-        // SQLite restarts the WAL: the leader takes up what the follower copied, counts it,
-        // and hands the shipper all three transactions of the first generation.
-        write_wal(&f.wal, 512, (77, 1), &[vec![(4, 4)]]);
-        assert_eq!(m.copy_new(says((77, 1), 1, 4)).unwrap(), Copied::Some);
-        let src = m.source(None).unwrap().unwrap();
-        let txns = src.txns.clone().unwrap();
-        assert_eq!(txns.len(), 3);
-        assert_eq!(txns[2].end.offset, until);
-        assert_eq!(
-            wal::read_page(&src.file, 512, txns[2].pages[&1], (5, 5)).unwrap()[0],
-            4
-        );
-        assert_eq!(m.chain.len(), 2);
-
-        // A seal past the copy that the copy does not reach (nobody copied the frames) is
-        // a restart over uncopied frames.
-        let f = fixture();
-        write_wal(&f.wal, 512, (5, 5), &[vec![(1, 1)]]);
-        let mut m = Mirrors::fresh(&f.mirrors, &f.db, None).unwrap();
-        assert_eq!(m.copy_new(says((5, 5), 1, 1)).unwrap(), Copied::Some);
-        let (gen, end) = m.copied().unwrap();
-        write_wal(&f.wal, 512, (5, 5), &[vec![(1, 1)], vec![(2, 2)]]);
-        let far = WalPos {
-            offset: end.offset + 536,
-            ..end
-        };
-        seal_for_follower(f.mirrors.parent().unwrap(), gen, &far).unwrap();
-        write_wal(&f.wal, 512, (77, 1), &[vec![(4, 4)]]);
-        assert!(matches!(
-            m.copy_new(says((77, 1), 1, 3)).unwrap(),
-            Copied::Lost(_)
-        ));
     }
 
     #[test]

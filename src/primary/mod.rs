@@ -289,30 +289,10 @@ impl Primary {
         // stays short: the leader copies within a few wake-ups when it is healthy.
         let deadline = Instant::now() + Duration::from_millis(250);
         let mut pause = Duration::from_micros(200);
-        let mut tried_copy = false;
         loop {
             if let Ok(Some(p)) = progress::read(&self.meta_dir) {
                 if let (Some(gen), Some((_, end))) = (p.copied_to(&target), p.copied) {
                     return mirror::seal_for_follower(&self.meta_dir, gen, &end).is_ok();
-                }
-                // The leader's copy of this generation is behind: copy the rest here rather
-                // than wait for the leader, whose threads may wait for a core.
-                if let Some((gen, end)) = p.copied.filter(|_| !tried_copy) {
-                    tried_copy = true;
-                    let same = (gen.salt1, gen.salt2) == (target.salt1, target.salt2);
-                    let wal = beside(&self.db_path, "-wal");
-                    if same
-                        && mirror::copy_and_seal_for_follower(
-                            &self.meta_dir,
-                            &wal,
-                            gen,
-                            &end,
-                            target.offset,
-                        )
-                        .unwrap_or(false)
-                    {
-                        return true;
-                    }
                 }
                 // The leader ships the whole database next: nothing a restart drops is
                 // missed.
