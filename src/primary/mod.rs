@@ -7,10 +7,10 @@
 //! them and uploads them (`ship.rs`); it publishes how far it got (`progress.rs`). When it
 //! exits or is killed, another process takes over from the files on disk.
 //!
-//! The VFS tells the primary four things (see `vfs/passthrough.rs`): a write transaction
-//! ended; SQLite is restarting the WAL from its beginning; a transaction committed (for
-//! `sync=remote`, which waits there until the replica holds it); and the last connection of
-//! the process closed.
+//! The VFS tells the primary five things (see `vfs/passthrough.rs`): a write transaction
+//! ended; a checkpoint began (a restart may follow it); SQLite is restarting the WAL from
+//! its beginning; a transaction committed (for `sync=remote`, which waits there until the
+//! replica holds it); and the last connection of the process closed.
 //!
 //! Nothing committed is lost to a WAL restart: in the leader's process the restart first
 //! copies what the copier has not reached and seals the mirror; in another process it waits
@@ -80,6 +80,10 @@ pub type DbOpener = fn(&Path) -> std::io::Result<Option<Box<dyn DbFile>>>;
 pub struct Primary {
     pub db_path: PathBuf,
     pub meta_dir: PathBuf,
+    /// Where the leader listens for wake-ups from the other processes.
+    wake_to: wake::Address,
+    /// When a checkpoint of this process last asked the leader to copy.
+    checkpoint_asked: Mutex<Option<Instant>>,
     /// The settings of the first connection of this process; the ones that must agree
     /// between processes are checked against the leader's.
     pub config: Config,
@@ -232,7 +236,7 @@ impl Primary {
             return;
         }
         if !self.is_leader() {
-            wake::send(&self.meta_dir, wake::Wake::Copy);
+            self.wake_to.send(wake::Wake::Copy);
             return;
         }
         if let Err(e) = self.flush() {
@@ -252,6 +256,26 @@ impl Primary {
     pub fn note_write_end(&self) {
         if let Some(l) = self.leader.get() {
             l.note_write_end();
+        }
+    }
+
+    /// A connection of this process took SQLite's checkpointer lock. A WAL restart may
+    /// follow the checkpoint, and it must wait for the leader to copy every committed frame:
+    /// asking the leader to copy now, while the checkpoint runs, lets the restart find it done.
+    ///
+    /// While writers keep the WAL past the checkpoint threshold, every commit starts one:
+    /// asking once per `COPY_PACE` is enough, since the copier looks that often anyway.
+    pub fn checkpoint_started(&self) {
+        {
+            let mut asked = self.checkpoint_asked.lock();
+            if asked.is_some_and(|t| t.elapsed() < ship::COPY_PACE) {
+                return;
+            }
+            *asked = Some(Instant::now());
+        }
+        match self.leader.get() {
+            Some(l) => l.wake_copier(),
+            None => self.wake_to.send(wake::Wake::Copy),
         }
     }
 
@@ -286,9 +310,12 @@ impl Primary {
             offset: index.end_offset(),
         };
         // A refusal only postpones the restart (SQLite appends instead), so the wait
-        // stays short: the leader copies within a few wake-ups when it is healthy.
-        let deadline = Instant::now() + Duration::from_millis(250);
-        let mut pause = Duration::from_micros(200);
+        // stays short: the leader copies within a few wake-ups when it is healthy. It holds
+        // the write lock meanwhile, so it looks closely (the leader takes a fraction of a
+        // millisecond), and asks again now and then in case a wake-up was lost.
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(250);
+        let mut asked = None::<Instant>;
         loop {
             if let Ok(Some(p)) = progress::read(&self.meta_dir) {
                 if let (Some(gen), Some((_, end))) = (p.copied_to(&target), p.copied) {
@@ -300,12 +327,19 @@ impl Primary {
                     return true;
                 }
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return false;
             }
-            wake::send(&self.meta_dir, wake::Wake::Copy);
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(5));
+            if asked.is_none_or(|t| now - t >= Duration::from_millis(2)) {
+                self.wake_to.send(wake::Wake::Copy);
+                asked = Some(now);
+            }
+            std::thread::sleep(if now - started < Duration::from_millis(5) {
+                Duration::from_micros(50)
+            } else {
+                Duration::from_millis(1)
+            });
         }
     }
 
@@ -345,7 +379,7 @@ impl Primary {
                 return Err(waited_too_long(&p, timeout));
             }
             if last_wake.is_none_or(|t| t.elapsed() > Duration::from_millis(100)) {
-                wake::send(&self.meta_dir, wake::Wake::Ship);
+                self.wake_to.send(wake::Wake::Ship);
                 if !lease::leader_alive(&self.meta_dir).unwrap_or(true) {
                     self.takeover.notify_one();
                 }

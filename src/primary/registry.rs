@@ -70,6 +70,8 @@ fn start(db_path: &Path, config: &Config, open_db: DbOpener) -> Result<Arc<Prima
     let p = Arc::new(Primary {
         db_path: db_path.to_path_buf(),
         meta_dir: meta_dir.clone(),
+        wake_to: super::wake::Address::of(&meta_dir),
+        checkpoint_asked: Mutex::new(None),
         config: config.clone(),
         store,
         connections: AtomicUsize::new(0),

@@ -128,6 +128,11 @@ impl Leader {
         }
     }
 
+    /// Wakes the copier now, whatever its pace.
+    pub fn wake_copier(&self) {
+        self.wake.notify_one();
+    }
+
     /// SQLite of this process is restarting the WAL: copy what the copier has not reached
     /// and seal the mirror. False refuses the restart, which leaves the WAL growing until a
     /// restart succeeds.
@@ -768,7 +773,7 @@ pub(super) fn start(p: &Arc<Primary>, shipper: Shipper) -> Result<()> {
     let rt = crate::runtime::handle()?;
     rt.spawn(copy_loop(Arc::downgrade(p)));
     rt.spawn(run(Arc::downgrade(p), shipper));
-    if let Some(sock) = super::wake::listen(&p.meta_dir) {
+    if let Some(sock) = p.wake_to.listen() {
         rt.spawn(wake_loop(Arc::downgrade(p), sock));
     }
     Ok(())
@@ -799,7 +804,7 @@ fn failed(p: &Primary, l: &Leader, what: &str, e: &Error, backoff: &mut Duration
 
 /// How often the copier looks at the WAL while commits keep coming. A WAL restart copies
 /// what it has not reached, about this much of the workload's WAL.
-const COPY_PACE: Duration = Duration::from_millis(1);
+pub(super) const COPY_PACE: Duration = Duration::from_millis(1);
 /// How often it polls the wal-index for commits of other processes when idle (they wake it
 /// when they are in a hurry).
 const IDLE_POLL: Duration = Duration::from_millis(20);

@@ -16,13 +16,33 @@ fn address(meta_dir: &Path) -> std::io::Result<SocketAddr> {
     SocketAddr::from_abstract_name(format!("litestream.{hash:016x}"))
 }
 
-/// The leader's end (non-blocking, for the runtime). None when the name is taken (another
-/// leader of the same folder in a process that has not exited yet): the leader then only
-/// polls.
-pub fn listen(meta_dir: &Path) -> Option<UnixDatagram> {
-    let sock = UnixDatagram::bind_addr(&address(meta_dir).ok()?).ok()?;
-    sock.set_nonblocking(true).ok()?;
-    Some(sock)
+/// Where the leader of a primary's folder listens, worked out once (the name comes from the
+/// folder's canonical path: a few system calls that a restart waiting on the leader should
+/// not pay each time it asks).
+pub struct Address(Option<SocketAddr>);
+
+impl Address {
+    pub fn of(meta_dir: &Path) -> Address {
+        Address(address(meta_dir).ok())
+    }
+
+    /// The leader's end (non-blocking, for the runtime). None when the name is taken
+    /// (another leader of the same folder in a process that has not exited yet): the leader
+    /// then only polls.
+    pub fn listen(&self) -> Option<UnixDatagram> {
+        let sock = UnixDatagram::bind_addr(self.0.as_ref()?).ok()?;
+        sock.set_nonblocking(true).ok()?;
+        Some(sock)
+    }
+
+    /// Wakes the leader, if one listens. Never blocks, never fails.
+    pub fn send(&self, wake: Wake) {
+        let Some(addr) = &self.0 else { return };
+        if let Ok(sock) = UnixDatagram::unbound() {
+            let _ = sock.set_nonblocking(true);
+            let _ = sock.send_to_addr(&[wake as u8], addr);
+        }
+    }
 }
 
 /// What a wake-up asks of the leader (the datagram's one byte).
@@ -44,15 +64,6 @@ impl Wake {
     }
 }
 
-/// Wakes the leader of `meta_dir`, if one listens. Never blocks, never fails.
-pub fn send(meta_dir: &Path, wake: Wake) {
-    let Ok(addr) = address(meta_dir) else { return };
-    if let Ok(sock) = UnixDatagram::unbound() {
-        let _ = sock.set_nonblocking(true);
-        let _ = sock.send_to_addr(&[wake as u8], &addr);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,11 +76,15 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let l = tokio::net::UnixDatagram::from_std(listen(dir.path()).expect("bind")).unwrap();
-            assert!(listen(dir.path()).is_none(), "one listener per folder");
+            let to = Address::of(dir.path());
+            let l = tokio::net::UnixDatagram::from_std(to.listen().expect("bind")).unwrap();
+            assert!(
+                Address::of(dir.path()).listen().is_none(),
+                "one listener per folder"
+            );
             let mut buf = [0u8; 8];
             for wake in [Wake::Ship, Wake::Copy] {
-                send(dir.path(), wake);
+                to.send(wake);
                 let n = tokio::time::timeout(std::time::Duration::from_secs(5), l.recv(&mut buf))
                     .await
                     .unwrap()

@@ -303,13 +303,14 @@ impl Replica {
         if !stale {
             return;
         }
+        let started = SystemTime::now();
         if let Err(e) = self.catch_up_now(false) {
             crate::log_warn!("polling {} before a read failed: {e}", self.store.url());
             return;
         }
         let mut status = self.status.lock();
         status.polls += 1;
-        status.last_poll = Some(SystemTime::now());
+        status.last_poll = Some(started);
         status.last_success = status.last_poll;
         drop(status);
         self.backed_off.store(false, Ordering::Relaxed);

@@ -52,6 +52,9 @@ async fn run(weak: Weak<Replica>) {
         };
         let reads_before = replica.reads_started();
         let txid_before = replica.current().txid;
+        // A poll sees what was there when it began: its age counts from then
+        // (`Replica::fresh_for_reading`), not from when a slow listing ended.
+        let started = SystemTime::now();
         let result = poll_once(&replica, woken).await;
         let quiet = !woken
             && matches!(result, Ok(0))
@@ -72,7 +75,7 @@ async fn run(weak: Weak<Replica>) {
         let result = result.map(|_| ());
         let mut status = replica.status.lock();
         status.polls += 1;
-        status.last_poll = Some(SystemTime::now());
+        status.last_poll = Some(started);
         match result {
             Ok(()) => {
                 status.last_error = None;

@@ -3,7 +3,9 @@
 //! must know about:
 //!
 //! - main database `xShmLock`: releasing the WAL write lock ends a write transaction (the
-//!   copier looks for newly committed frames); taking the read-mark locks 1..4 exclusively
+//!   copier looks for newly committed frames); taking the checkpointer lock starts a
+//!   checkpoint, which a WAL restart may follow (the leader copies meanwhile); taking the
+//!   read-mark locks 1..4 exclusively
 //!   is how SQLite restarts the WAL from its start: once they are held, the primary makes
 //!   sure every committed frame is copied, and if it cannot, the restart is refused with
 //!   SQLITE_BUSY (SQLite then keeps appending, as it does for readers). While this process
@@ -373,6 +375,7 @@ unsafe extern "C" fn p_shm_lock(
             }
             if rc == ffi::SQLITE_OK && exclusive && offset == WAL_CKPT_LOCK {
                 count(&primary.held_checkpoint, true);
+                primary.checkpoint_started();
             }
             return rc;
         }

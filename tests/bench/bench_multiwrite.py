@@ -4,12 +4,14 @@ through the primary (role=primary, sync=local, file:// replica) against the same
 plain WAL writers, and the takeover time after the shipping process is killed.
 
 Each round starts N writer processes that wait on a common start signal, then each commits
-M single-row transactions (BEGIN IMMEDIATE ... COMMIT, busy_timeout 60 s); the round's rate
+M single-row transactions (an INSERT in autocommit mode, busy timeout 60 s); the round's rate
 is N*M divided by the time from the signal to the last writer's end. SQLite's busy handler
 lets one writer run while the others sleep, up to 100 ms at a time, so that rate also
 measures how long the last writer was starved; `--seconds S` runs time-boxed rounds instead,
-whose rate is every writer's commits in S seconds. Native and primary
-rounds run interleaved and each row reports the median round (the machines are shared and
+whose rate is every writer's commits in S seconds. Native and primary rounds run
+interleaved with a control, native writers whose processes each have one idle thread (what
+any in-process replication costs a process: its system calls and malloc take their
+multi-threaded paths); each row reports the median round (the machines are shared and
 noisy; only ratios within one run mean anything).
 
 Takeover: three primary writers commit continuously; the leader (the pid the leader
@@ -40,8 +42,13 @@ from harness.common import child_env, wait_until  # noqa: E402
 from harness.sqlite_hosts import child_python, ext_path, vfs_uri  # noqa: E402
 
 WRITER = r"""
-import os, sqlite3, sys, time
+import os, sqlite3, sys, threading, time
 uri, ext, n, go, wid = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+if len(sys.argv) > 6 and sys.argv[6] == "thread":
+    # The control: a native writer whose process has one more thread, asleep. Any thread
+    # makes the kernel count references on every file system call and glibc take its
+    # multi-threaded paths; the primary's processes all have threads (its runtime).
+    threading.Thread(target=time.sleep, args=(10**6,), daemon=True).start()
 if ext:
     l = sqlite3.connect(":memory:"); l.enable_load_extension(True); l.load_extension(ext)
 c = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60)
@@ -72,7 +79,7 @@ def create(db: Path) -> None:
 
 
 def round_(work: Path, ext: str, writers: int, commits: int, primary: bool, seconds: float = 0,
-           **params) -> float:
+           thread: bool = False, **params) -> float:
     """One round's commits/s: `commits` each, over the time until the last writer is done;
     or, with `seconds`, as many as the writers make in that time."""
     db = work / "app.db"
@@ -88,7 +95,7 @@ def round_(work: Path, ext: str, writers: int, commits: int, primary: bool, seco
     go.unlink(missing_ok=True)
     n = -round(seconds * 1000) if seconds else commits
     procs = [subprocess.Popen([child_python(), "-c", WRITER, uri, ext if primary else "",
-                               str(n), str(go), f"w{i}"],
+                               str(n), str(go), f"w{i}", "thread" if thread else ""],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=child_env()) for i in range(writers)]
     for p in procs:
@@ -199,10 +206,11 @@ def main() -> None:
             print(f"CPU per commit, {a.writers} writers, median of {a.rounds}: native "
                   f"{c['native']:.1f} µs, primary {c['primary']:.1f} µs")
             return
-        rates = {"native": [], "primary": []}
+        rates = {"native": [], "thread": [], "primary": []}
         for r in range(a.rounds):
-            for name in ("native", "primary"):
-                rate = round_(work, ext, a.writers, a.commits, name == "primary", a.seconds)
+            for name in rates:
+                rate = round_(work, ext, a.writers, a.commits, name == "primary", a.seconds,
+                              thread=name == "thread")
                 rates[name].append(rate)
                 print(f"round {r} {name}: {rate:.0f} commits/s", file=sys.stderr)
         kills = takeover(work, ext, a.kills)
@@ -219,6 +227,9 @@ def main() -> None:
         "|---|---|---|---|",
         f"| {a.writers} native WAL processes | {med['native']:.0f} | "
         f"{', '.join(f'{x:.0f}' for x in rates['native'])} | 1.00x |",
+        f"| {a.writers} native WAL processes with one idle thread each (control) | "
+        f"{med['thread']:.0f} | {', '.join(f'{x:.0f}' for x in rates['thread'])} | "
+        f"{med['thread'] / med['native']:.2f}x |",
         f"| {a.writers} primary processes (sync=local, file://) | {med['primary']:.0f} | "
         f"{', '.join(f'{x:.0f}' for x in rates['primary'])} | {med['primary'] / med['native']:.2f}x |",
         "",
