@@ -84,6 +84,9 @@ pub struct Primary {
     wake_to: wake::Address,
     /// When a checkpoint of this process last asked the leader to copy.
     checkpoint_asked: Mutex<Option<Instant>>,
+    /// When a WAL restart of this process (not the leader's) last waited for the leader's
+    /// copy in vain (`follower_restart`).
+    restart_unanswered: Mutex<Option<Instant>>,
     /// The settings of the first connection of this process; the ones that must agree
     /// between processes are checked against the leader's.
     pub config: Config,
@@ -313,12 +316,24 @@ impl Primary {
         // stays short: the leader copies within a few wake-ups when it is healthy. It holds
         // the write lock meanwhile, so it looks closely (the leader takes a fraction of a
         // millisecond), and asks again now and then in case a wake-up was lost.
+        //
+        // A leader that did not answer the last wait (stopped, swapped out, stuck on its
+        // disk) is not waited for again before `RESTART_PATIENCE_AGAIN`: SQLite retries
+        // the restart at nearly every commit, and each would hold the write lock for the
+        // whole wait, slowing every process to a few commits a second.
         let started = Instant::now();
-        let deadline = started + Duration::from_millis(250);
+        let unanswered = *self.restart_unanswered.lock();
+        let patient = unanswered.is_none_or(|t| t.elapsed() >= RESTART_PATIENCE_AGAIN);
+        let patience = match patient {
+            true => RESTART_PATIENCE,
+            false => Duration::ZERO,
+        };
+        let deadline = started + patience;
         let mut asked = None::<Instant>;
         loop {
             if let Ok(Some(p)) = progress::read(&self.meta_dir) {
                 if let (Some(gen), Some((_, end))) = (p.copied_to(&target), p.copied) {
+                    *self.restart_unanswered.lock() = None;
                     return mirror::seal_for_follower(&self.meta_dir, gen, &end).is_ok();
                 }
                 // The leader ships the whole database next: nothing a restart drops is
@@ -329,6 +344,11 @@ impl Primary {
             }
             let now = Instant::now();
             if now >= deadline {
+                if patient {
+                    *self.restart_unanswered.lock() = Some(now);
+                } else {
+                    self.wake_to.send(wake::Wake::Copy);
+                }
                 return false;
             }
             if asked.is_none_or(|t| now - t >= Duration::from_millis(2)) {
@@ -533,6 +553,11 @@ impl Primary {
         out
     }
 }
+
+/// How long a WAL restart in a follower waits for the leader's copy, holding the write lock.
+const RESTART_PATIENCE: Duration = Duration::from_millis(250);
+/// After a wait in vain, restarts are refused at once for this long.
+const RESTART_PATIENCE_AGAIN: Duration = Duration::from_secs(1);
 
 fn waited_too_long(p: &Published, timeout: Duration) -> String {
     let why = p.counters.last_error.as_deref().unwrap_or("no answer yet");

@@ -72,6 +72,7 @@ fn start(db_path: &Path, config: &Config, open_db: DbOpener) -> Result<Arc<Prima
         meta_dir: meta_dir.clone(),
         wake_to: super::wake::Address::of(&meta_dir),
         checkpoint_asked: Mutex::new(None),
+        restart_unanswered: Mutex::new(None),
         config: config.clone(),
         store,
         connections: AtomicUsize::new(0),
