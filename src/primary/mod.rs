@@ -36,7 +36,7 @@ mod wake;
 pub mod wal;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -87,6 +87,7 @@ pub struct Primary {
     /// When a WAL restart of this process (not the leader's) last waited for the leader's
     /// copy in vain (`follower_restart`).
     restart_unanswered: Mutex<Option<Instant>>,
+    restarts: Restarts,
     /// The settings of the first connection of this process; the ones that must agree
     /// between processes are checked against the leader's.
     pub config: Config,
@@ -285,10 +286,18 @@ impl Primary {
     /// SQLite of this process is restarting the WAL (it will overwrite it from the
     /// beginning; it holds the write lock). True when nothing committed is lost by it.
     pub fn before_wal_restart(&self) -> bool {
-        if let Some(l) = self.leader.get() {
-            return l.before_wal_restart(&self.db_path, self.committed());
-        }
-        self.follower_restart()
+        let started = Instant::now();
+        let allowed = match self.leader.get() {
+            Some(l) => l.before_wal_restart(&self.db_path, self.committed()),
+            None => self.follower_restart(),
+        };
+        self.restarts.count(allowed, started.elapsed());
+        allowed
+    }
+
+    /// This process's WAL restarts, for `litestream_stats`.
+    pub fn restarts(&self) -> &Restarts {
+        &self.restarts
     }
 
     /// A restart in a process that does not lead: allowed once the leader has copied every
@@ -345,6 +354,7 @@ impl Primary {
             let now = Instant::now();
             if now >= deadline {
                 if patient {
+                    self.restarts.unanswered.fetch_add(1, Ordering::Relaxed);
                     *self.restart_unanswered.lock() = Some(now);
                 } else {
                     self.wake_to.send(wake::Wake::Copy);
@@ -551,6 +561,28 @@ impl Primary {
         let out = f(Some(db.as_mut()));
         db.unlock_checkpoints();
         out
+    }
+}
+
+/// The WAL restarts SQLite started in this process: each holds the write lock while the
+/// primary makes sure nothing committed is lost by it.
+#[derive(Default)]
+pub struct Restarts {
+    pub allowed: AtomicU64,
+    /// Refused (SQLite appends instead): the leader had not copied the generation.
+    pub refused: AtomicU64,
+    /// Waits for the leader's copy that ran out (`RESTART_PATIENCE`).
+    pub unanswered: AtomicU64,
+    /// Time the restarts held the write lock for the primary, in microseconds.
+    pub held_us: AtomicU64,
+}
+
+impl Restarts {
+    fn count(&self, allowed: bool, held: Duration) {
+        let which = if allowed { &self.allowed } else { &self.refused };
+        which.fetch_add(1, Ordering::Relaxed);
+        self.held_us
+            .fetch_add(held.as_micros() as u64, Ordering::Relaxed);
     }
 }
 

@@ -73,6 +73,7 @@ fn start(db_path: &Path, config: &Config, open_db: DbOpener) -> Result<Arc<Prima
         wake_to: super::wake::Address::of(&meta_dir),
         checkpoint_asked: Mutex::new(None),
         restart_unanswered: Mutex::new(None),
+        restarts: Default::default(),
         config: config.clone(),
         store,
         connections: AtomicUsize::new(0),

@@ -550,6 +550,12 @@ pub fn primary_stats(p: &Primary, sync: SyncMode) -> Result<Value> {
             "restore": p.restored.lock().clone(),
             "sync": sync_name(sync),
             "pinned": p.holds_pin(),
+            "restarts": {
+                "allowed": p.restarts().allowed.load(Ordering::Relaxed),
+                "refused": p.restarts().refused.load(Ordering::Relaxed),
+                "unanswered": p.restarts().unanswered.load(Ordering::Relaxed),
+                "held_ms": p.restarts().held_us.load(Ordering::Relaxed) / 1000,
+            },
             "wal": {
                 "committed": p.committed_mark().map(|m| format!("{:08x}-{:08x}@{}", m.salt1, m.salt2, m.offset)),
                 "copied": pb.copied.map(|(g, w)| format!("{:08x}-{:08x}@{} #{}", w.salt1, w.salt2, w.offset, g.seq)),

@@ -369,9 +369,10 @@ def test_busy_writers_restart_the_wal_without_losing_track_of_it(replica_url, ex
 
 
 # A writer that commits when told: a line "n" on stdin commits n rows, one transaction
-# each, and answers with the seconds it took. A checkpoint every 20 pages: restarts often.
+# each, and answers with the seconds it took; "restarts" answers with this process's WAL
+# restarts from litestream_stats. A checkpoint every 20 pages: restarts often.
 STEP_WRITER = textwrap.dedent("""
-    import sqlite3, sys, time
+    import json, sqlite3, sys, time
     ext, uri = sys.argv[1], sys.argv[2]
     l = sqlite3.connect(":memory:"); l.enable_load_extension(True); l.load_extension(ext)
     c = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60)
@@ -379,6 +380,10 @@ STEP_WRITER = textwrap.dedent("""
     c.execute("INSERT INTO t(who, v) VALUES ('open', randomblob(10))")
     print("ready", flush=True)
     for line in sys.stdin:
+        if line.strip() == "restarts":
+            stats = json.loads(c.execute("PRAGMA litestream_stats").fetchone()[0])
+            print(json.dumps(stats["restarts"]), flush=True)
+            continue
         t = time.monotonic()
         for i in range(int(line)):
             c.execute("INSERT INTO t(who, v) VALUES ('step', randomblob(3000))")
@@ -412,22 +417,36 @@ def test_a_stopped_leader_does_not_slow_the_others_commits(replica_url, ext_path
         p.stdin.flush()
         return float(p.stdout.readline())
 
+    def restarts(p) -> dict:
+        p.stdin.write("restarts\n")
+        p.stdin.flush()
+        return json.loads(p.stdout.readline())
+
     leader = start()
     wait_until(lambda: (harness_progress(meta) or {}).get("pid") == leader.pid, 30,
                message="the first process to lead")
     follower = start()
     try:
         commit(follower, 50)
+        healthy = restarts(follower)
+        assert healthy["allowed"] > 0, healthy
         leader.send_signal(signal.SIGSTOP)
         took = commit(follower, 100)
+        stopped = restarts(follower)
         grown = os.path.getsize(str(db) + "-wal")
         leader.send_signal(signal.SIGCONT)
-        print(f"100 commits with the leader stopped: {took:.2f} s, WAL {grown} bytes")
+        print(f"100 commits with the leader stopped: {took:.2f} s, WAL {grown} bytes, "
+              f"restarts {healthy} then {stopped}")
         # Restarts were refused (the WAL holds every page written meanwhile) ...
+        assert stopped["refused"] > healthy["refused"], stopped
         assert grown > 100 * 3000, grown
-        # ... without each commit waiting for the leader (24 s before; 0.3 s here).
+        # ... and waited for the leader once a second at most, not at every commit (24 s
+        # for the 100 before; 0.3 s here).
+        unanswered = stopped["unanswered"] - healthy["unanswered"]
+        assert 1 <= unanswered <= 2 + took, (unanswered, took)
         assert took < 12, took
         commit(follower, 50)
+        assert restarts(follower)["allowed"] > stopped["allowed"], "restarts again"
     finally:
         leader.send_signal(signal.SIGCONT)
     for p in (follower, leader):
