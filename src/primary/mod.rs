@@ -579,7 +579,11 @@ pub struct Restarts {
 
 impl Restarts {
     fn count(&self, allowed: bool, held: Duration) {
-        let which = if allowed { &self.allowed } else { &self.refused };
+        let which = if allowed {
+            &self.allowed
+        } else {
+            &self.refused
+        };
         which.fetch_add(1, Ordering::Relaxed);
         self.held_us
             .fetch_add(held.as_micros() as u64, Ordering::Relaxed);
