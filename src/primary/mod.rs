@@ -352,18 +352,16 @@ impl Primary {
                 }
             }
             let now = Instant::now();
+            if asked.is_none_or(|t| now - t >= Duration::from_millis(2)) {
+                self.wake_to.send(wake::Wake::Copy);
+                asked = Some(now);
+            }
             if now >= deadline {
                 if patient {
                     self.restarts.unanswered.fetch_add(1, Ordering::Relaxed);
                     *self.restart_unanswered.lock() = Some(now);
-                } else {
-                    self.wake_to.send(wake::Wake::Copy);
                 }
                 return false;
-            }
-            if asked.is_none_or(|t| now - t >= Duration::from_millis(2)) {
-                self.wake_to.send(wake::Wake::Copy);
-                asked = Some(now);
             }
             std::thread::sleep(if now - started < Duration::from_millis(5) {
                 Duration::from_micros(50)

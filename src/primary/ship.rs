@@ -999,7 +999,7 @@ async fn wake_loop(weak: Weak<Primary>, sock: std::os::unix::net::UnixDatagram) 
         let got = tokio::time::timeout(Duration::from_secs(1), sock.recv(&mut buf)).await;
         let Some(p) = weak.upgrade() else { return };
         if let (Ok(Ok(n)), Some(l)) = (got, p.leader.get()) {
-            l.wake.notify_one();
+            l.wake_copier();
             if super::wake::Wake::of(&buf[..n]) == super::wake::Wake::Ship {
                 l.hurry.notify_one();
             }

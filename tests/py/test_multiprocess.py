@@ -346,9 +346,9 @@ def test_busy_writers_restart_the_wal_without_losing_track_of_it(replica_url, ex
                                                                   tmp_path):
     """Four processes commit single rows as fast as they can: the WAL restarts dozens of
     times a second, mostly in processes that do not lead, which wait for the leader to copy
-    what it has not copied yet and seal the generation. The leader follows every restart through the
-    mirrors, so it never has to ship the whole database (the log's warning when it must),
-    and the real restore equals the local database."""
+    what it has not copied yet and seal the generation. The leader follows every restart
+    through the mirrors, so it never has to ship the whole database (the log's warning when
+    it must), and the real restore equals the local database."""
     url = replica_url("file")
     db = tmp_path / "app.db"
     create_db(db)
@@ -447,6 +447,10 @@ def test_a_stopped_leader_does_not_slow_the_others_commits(replica_url, ext_path
         assert took < 12, took
         commit(follower, 50)
         assert restarts(follower)["allowed"] > stopped["allowed"], "restarts again"
+    except BaseException:
+        for p in (leader, follower):
+            p.kill()
+        raise
     finally:
         leader.send_signal(signal.SIGCONT)
     for p in (follower, leader):
