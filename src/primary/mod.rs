@@ -265,21 +265,22 @@ impl Primary {
 
     /// A connection of this process took SQLite's checkpointer lock. A WAL restart may
     /// follow the checkpoint, and it must wait for the leader to copy every committed frame:
-    /// asking the leader to copy now, while the checkpoint runs, lets the restart find it done.
+    /// an idle copier woken now, while the checkpoint runs, lets the restart find it done.
     ///
-    /// While writers keep the WAL past the checkpoint threshold, every commit starts one:
-    /// asking once per `COPY_PACE` is enough, since the copier looks that often anyway.
+    /// While writers keep the WAL past the checkpoint threshold, every commit starts one,
+    /// and the copier is busy then: a hint per `CHECKPOINT_HINT_PACE` wakes it once it has
+    /// gone idle between bursts (it polls every `IDLE_POLL` or slower then).
     pub fn checkpoint_started(&self) {
         {
             let mut asked = self.checkpoint_asked.lock();
-            if asked.is_some_and(|t| t.elapsed() < ship::COPY_PACE) {
+            if asked.is_some_and(|t| t.elapsed() < CHECKPOINT_HINT_PACE) {
                 return;
             }
             *asked = Some(Instant::now());
         }
         match self.leader.get() {
-            Some(l) => l.wake_copier(),
-            None => self.wake_to.send(wake::Wake::Copy),
+            Some(l) => l.checkpoint_hint(),
+            None => self.wake_to.send(wake::Wake::Checkpoint),
         }
     }
 
@@ -590,6 +591,9 @@ impl Restarts {
 
 /// How long a WAL restart in a follower waits for the leader's copy, holding the write lock.
 const RESTART_PATIENCE: Duration = Duration::from_millis(250);
+/// Least time between two checkpoint hints of one process (`checkpoint_started`): half the
+/// copier's first idle poll.
+const CHECKPOINT_HINT_PACE: Duration = Duration::from_millis(10);
 /// After a wait in vain, restarts are refused at once for this long.
 const RESTART_PATIENCE_AGAIN: Duration = Duration::from_secs(1);
 

@@ -133,6 +133,16 @@ impl Leader {
         self.wake.notify_one();
     }
 
+    /// A checkpoint started (here or in another process): wakes the copier if it is idle,
+    /// so that a WAL restart after the checkpoint finds the copy done. A busy copier is
+    /// left to its pace: waking it at every checkpoint only added rounds, each with its
+    /// system calls, beside the writers.
+    pub fn checkpoint_hint(&self) {
+        if self.copier_idle.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
     /// SQLite of this process is restarting the WAL: copy what the copier has not reached
     /// and seal the mirror. False refuses the restart, which leaves the WAL growing until a
     /// restart succeeds.
@@ -804,7 +814,7 @@ fn failed(p: &Primary, l: &Leader, what: &str, e: &Error, backoff: &mut Duration
 
 /// How often the copier looks at the WAL while commits keep coming. A WAL restart copies
 /// what it has not reached, about this much of the workload's WAL.
-pub(super) const COPY_PACE: Duration = Duration::from_millis(1);
+const COPY_PACE: Duration = Duration::from_millis(1);
 /// How often it polls the wal-index for commits of other processes when idle (they wake it
 /// when they are in a hurry).
 const IDLE_POLL: Duration = Duration::from_millis(20);
@@ -988,8 +998,8 @@ impl Pin {
     }
 }
 
-/// Wake-ups from other processes: copy now, and for a waiting commit ship without the
-/// `sync_interval` pause.
+/// Wake-ups from other processes: copy now (or, for a checkpoint's hint, if idle), and for
+/// a waiting commit ship without the `sync_interval` pause.
 async fn wake_loop(weak: Weak<Primary>, sock: std::os::unix::net::UnixDatagram) {
     let Ok(sock) = tokio::net::UnixDatagram::from_std(sock) else {
         return;
@@ -999,9 +1009,13 @@ async fn wake_loop(weak: Weak<Primary>, sock: std::os::unix::net::UnixDatagram) 
         let got = tokio::time::timeout(Duration::from_secs(1), sock.recv(&mut buf)).await;
         let Some(p) = weak.upgrade() else { return };
         if let (Ok(Ok(n)), Some(l)) = (got, p.leader.get()) {
-            l.wake_copier();
-            if super::wake::Wake::of(&buf[..n]) == super::wake::Wake::Ship {
-                l.hurry.notify_one();
+            match super::wake::Wake::of(&buf[..n]) {
+                super::wake::Wake::Copy => l.wake_copier(),
+                super::wake::Wake::Ship => {
+                    l.wake_copier();
+                    l.hurry.notify_one();
+                }
+                super::wake::Wake::Checkpoint => l.checkpoint_hint(),
             }
         }
     }

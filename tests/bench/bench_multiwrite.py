@@ -8,7 +8,9 @@ M single-row transactions (an INSERT in autocommit mode, busy timeout 60 s); the
 is N*M divided by the time from the signal to the last writer's end. SQLite's busy handler
 lets one writer run while the others sleep, up to 100 ms at a time, so that rate also
 measures how long the last writer was starved; `--seconds S` runs time-boxed rounds instead,
-whose rate is every writer's commits in S seconds. Native and primary rounds run
+whose rate is every writer's commits in S seconds. M is 50,000 by default: rounds of 3-4 s
+measure the steady rate, where rounds of 5,000 commits (0.3-0.4 s) are mostly the writers'
+start and the last one's starvation (there the idle-thread control alone loses 5-7 %). Native and primary rounds run
 interleaved with a control, native writers whose processes each have one idle thread (what
 any in-process replication costs a process: its system calls and malloc take their
 multi-threaded paths); each row reports the median round (the machines are shared and
@@ -23,7 +25,7 @@ CPU per commit (`--cpu`): the rate depends on how the two cores are shared and v
 between runs; the CPU all processes spend per commit (`getrusage` of the children, the
 marginal cost between rounds of 2,000 and 12,000 commits a writer) is steadier.
 
-Run: /usr/bin/python3 tests/bench/bench_multiwrite.py [--writers 4] [--commits 5000]
+Run: /usr/bin/python3 tests/bench/bench_multiwrite.py [--writers 4] [--commits 50000]
      [--rounds 5] [--kills 5] [--seconds S] [--cpu] [--out FILE]
 """
 import argparse
@@ -190,7 +192,7 @@ def takeover(work: Path, ext: str, kills: int) -> list:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--writers", type=int, default=4)
-    ap.add_argument("--commits", type=int, default=5000)
+    ap.add_argument("--commits", type=int, default=50000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--kills", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=0,
