@@ -84,9 +84,9 @@ pub struct Primary {
     wake_to: wake::Address,
     /// When a checkpoint of this process last asked the leader to copy.
     checkpoint_asked: Mutex<Option<Instant>>,
-    /// When a WAL restart of this process (not the leader's) last waited for the leader's
-    /// copy in vain (`follower_restart`).
-    restart_unanswered: Mutex<Option<Instant>>,
+    /// The last time a WAL restart of this process (not the leader's) waited for the
+    /// leader's copy in vain (`follower_restart`).
+    restart_unanswered: Mutex<Option<Unanswered>>,
     restarts: Restarts,
     /// The settings of the first connection of this process; the ones that must agree
     /// between processes are checked against the leader's.
@@ -331,15 +331,14 @@ impl Primary {
         // disk) is not waited for again before `RESTART_PATIENCE_AGAIN`: SQLite retries
         // the restart at nearly every commit, and each would hold the write lock for the
         // whole wait, slowing every process to a few commits a second.
+        //
+        // A leader whose copy has moved since that wait is running again: it is waited for
+        // at once, so that restarts resume as soon as it has caught up.
         let started = Instant::now();
         let unanswered = *self.restart_unanswered.lock();
-        let patient = unanswered.is_none_or(|t| t.elapsed() >= RESTART_PATIENCE_AGAIN);
-        let patience = match patient {
-            true => RESTART_PATIENCE,
-            false => Duration::ZERO,
-        };
-        let deadline = started + patience;
+        let mut patient = unanswered.is_none_or(|u| u.at.elapsed() >= RESTART_PATIENCE_AGAIN);
         let mut asked = None::<Instant>;
+        let mut copied = None;
         loop {
             if let Ok(Some(p)) = progress::read(&self.meta_dir) {
                 if let (Some(gen), Some((_, end))) = (p.copied_to(&target), p.copied) {
@@ -351,16 +350,24 @@ impl Primary {
                 if p.resync_pending {
                     return true;
                 }
+                if unanswered.is_some_and(|u| u.copied != p.copied) {
+                    patient = true;
+                }
+                copied = p.copied;
             }
             let now = Instant::now();
             if asked.is_none_or(|t| now - t >= Duration::from_millis(2)) {
                 self.wake_to.send(wake::Wake::Copy);
                 asked = Some(now);
             }
-            if now >= deadline {
+            let patience = match patient {
+                true => RESTART_PATIENCE,
+                false => Duration::ZERO,
+            };
+            if now >= started + patience {
                 if patient {
                     self.restarts.unanswered.fetch_add(1, Ordering::Relaxed);
-                    *self.restart_unanswered.lock() = Some(now);
+                    *self.restart_unanswered.lock() = Some(Unanswered { at: now, copied });
                 }
                 return false;
             }
@@ -587,6 +594,14 @@ impl Restarts {
         self.held_us
             .fetch_add(held.as_micros() as u64, Ordering::Relaxed);
     }
+}
+
+/// A follower's restart that waited for the leader's copy in vain: when, and where the
+/// leader's copy stood then.
+#[derive(Clone, Copy)]
+struct Unanswered {
+    at: Instant,
+    copied: Option<(mirror::Generation, wal::WalPos)>,
 }
 
 /// How long a WAL restart in a follower waits for the leader's copy, holding the write lock.
