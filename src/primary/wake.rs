@@ -21,34 +21,31 @@ fn address(meta_dir: &Path) -> std::io::Result<SocketAddr> {
 /// Where the leader of a primary's folder listens, worked out once (the name comes from the
 /// folder's canonical path: a few system calls that a restart waiting on the leader should
 /// not pay each time it asks).
-pub struct Address {
-    to: Option<SocketAddr>,
-    /// The sending end, made at the first wake-up and kept: a busy writer hints at every
-    /// checkpoint, and a socket per datagram is three system calls on its commit path.
-    from: OnceLock<Option<UnixDatagram>>,
-}
+pub struct Address(Option<SocketAddr>);
+
+/// The process's sending end, made at the first wake-up and kept: a busy writer hints at
+/// every checkpoint, and a socket per datagram is three system calls on its commit path.
+/// One for the process, not one per database: a process may have thousands open.
+static SENDER: OnceLock<Option<UnixDatagram>> = OnceLock::new();
 
 impl Address {
     pub fn of(meta_dir: &Path) -> Address {
-        Address {
-            to: address(meta_dir).ok(),
-            from: OnceLock::new(),
-        }
+        Address(address(meta_dir).ok())
     }
 
     /// The leader's end (non-blocking, for the runtime). None when the name is taken
     /// (another leader of the same folder in a process that has not exited yet): the leader
     /// then only polls.
     pub fn listen(&self) -> Option<UnixDatagram> {
-        let sock = UnixDatagram::bind_addr(self.to.as_ref()?).ok()?;
+        let sock = UnixDatagram::bind_addr(self.0.as_ref()?).ok()?;
         sock.set_nonblocking(true).ok()?;
         Some(sock)
     }
 
     /// Wakes the leader, if one listens. Never blocks, never fails.
     pub fn send(&self, wake: Wake) {
-        let Some(addr) = &self.to else { return };
-        let from = self.from.get_or_init(|| {
+        let Some(addr) = &self.0 else { return };
+        let from = SENDER.get_or_init(|| {
             let sock = UnixDatagram::unbound().ok()?;
             sock.set_nonblocking(true).ok()?;
             Some(sock)
