@@ -82,7 +82,7 @@ pub struct Primary {
     pub meta_dir: PathBuf,
     /// Where the leader listens for wake-ups from the other processes.
     wake_to: wake::Address,
-    /// When a checkpoint of this process last asked the leader to copy.
+    /// When a checkpoint of this process last hinted the leader to copy.
     checkpoint_asked: Mutex<Option<Instant>>,
     /// The last time a WAL restart of this process (not the leader's) waited for the
     /// leader's copy in vain (`follower_restart`).
@@ -336,7 +336,7 @@ impl Primary {
         // at once, so that restarts resume as soon as it has caught up.
         let started = Instant::now();
         let unanswered = *self.restart_unanswered.lock();
-        let mut patient = unanswered.is_none_or(|u| u.at.elapsed() >= RESTART_PATIENCE_AGAIN);
+        let mut patient = Unanswered::may_wait(unanswered, None, started);
         let mut asked = None::<Instant>;
         let mut copied = None;
         loop {
@@ -350,9 +350,7 @@ impl Primary {
                 if p.resync_pending {
                     return true;
                 }
-                if unanswered.is_some_and(|u| u.copied != p.copied) {
-                    patient = true;
-                }
+                patient |= Unanswered::may_wait(unanswered, Some(p.copied), started);
                 copied = p.copied;
             }
             let now = Instant::now();
@@ -601,7 +599,22 @@ impl Restarts {
 #[derive(Clone, Copy)]
 struct Unanswered {
     at: Instant,
-    copied: Option<(mirror::Generation, wal::WalPos)>,
+    copied: CopiedTo,
+}
+
+/// Where the leader's copy stands (`Published::copied`).
+type CopiedTo = Option<(mirror::Generation, wal::WalPos)>;
+
+impl Unanswered {
+    /// Whether a restart at `now` may wait for the leader's copy: no wait went unanswered,
+    /// or `RESTART_PATIENCE_AGAIN` has passed since, or the leader's copy (`copied_now`,
+    /// when read) has moved since: it runs again.
+    fn may_wait(last: Option<Unanswered>, copied_now: Option<CopiedTo>, now: Instant) -> bool {
+        last.is_none_or(|u| {
+            now.saturating_duration_since(u.at) >= RESTART_PATIENCE_AGAIN
+                || copied_now.is_some_and(|c| c != u.copied)
+        })
+    }
 }
 
 /// How long a WAL restart in a follower waits for the leader's copy, holding the write lock.
@@ -609,7 +622,8 @@ const RESTART_PATIENCE: Duration = Duration::from_millis(250);
 /// Least time between two checkpoint hints of one process (`checkpoint_started`): half the
 /// copier's first idle poll.
 const CHECKPOINT_HINT_PACE: Duration = Duration::from_millis(10);
-/// After a wait in vain, restarts are refused at once for this long.
+/// After a wait in vain, restarts are refused at once for this long (or until the leader's
+/// copy moves).
 const RESTART_PATIENCE_AGAIN: Duration = Duration::from_secs(1);
 
 fn waited_too_long(p: &Published, timeout: Duration) -> String {
@@ -625,4 +639,47 @@ pub fn beside(db_path: &Path, suffix: &str) -> PathBuf {
     let mut name = db_path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_waits_again_after_a_second_or_once_the_leader_copies() {
+        let pos = |offset| wal::WalPos {
+            salt1: 1,
+            salt2: 2,
+            ckpt_seq: 0,
+            offset,
+            cksum1: 0,
+            cksum2: 0,
+        };
+        let gen = mirror::Generation {
+            seq: 1,
+            salt1: 1,
+            salt2: 2,
+        };
+        let t = Instant::now();
+        let at = |copied| {
+            Some(Unanswered {
+                at: t,
+                copied: Some((gen, pos(copied))),
+            })
+        };
+        let now = Some(Some((gen, pos(100))));
+        let later = t + RESTART_PATIENCE_AGAIN;
+        // (last unanswered wait, the copy now, when) -> may wait
+        let rows = [
+            (None, None, t, true),
+            (at(100), None, t, false),
+            (at(100), now, t, false),
+            (at(40), now, t, true),
+            (at(100), Some(None), t, true),
+            (at(100), now, later, true),
+        ];
+        for (i, (last, copied, when, want)) in rows.into_iter().enumerate() {
+            assert_eq!(Unanswered::may_wait(last, copied, when), want, "row {i}");
+        }
+    }
 }

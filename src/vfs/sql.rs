@@ -526,6 +526,7 @@ pub fn primary_stats(p: &Primary, sync: SyncMode) -> Result<Value> {
     let pb = p.published();
     let c = &pb.counters;
     let s = &p.store().stats;
+    let restarts = p.restarts();
     let ms = |v: Option<i64>| v.map(crate::clock::rfc3339);
     Ok(Value::Text(
         serde_json::json!({
@@ -551,10 +552,10 @@ pub fn primary_stats(p: &Primary, sync: SyncMode) -> Result<Value> {
             "sync": sync_name(sync),
             "pinned": p.holds_pin(),
             "restarts": {
-                "allowed": p.restarts().allowed.load(Ordering::Relaxed),
-                "refused": p.restarts().refused.load(Ordering::Relaxed),
-                "unanswered": p.restarts().unanswered.load(Ordering::Relaxed),
-                "held_ms": p.restarts().held_us.load(Ordering::Relaxed) / 1000,
+                "allowed": restarts.allowed.load(Ordering::Relaxed),
+                "refused": restarts.refused.load(Ordering::Relaxed),
+                "unanswered": restarts.unanswered.load(Ordering::Relaxed),
+                "held_ms": restarts.held_us.load(Ordering::Relaxed) / 1000,
             },
             "wal": {
                 "committed": p.committed_mark().map(|m| format!("{:08x}-{:08x}@{}", m.salt1, m.salt2, m.offset)),

@@ -10,8 +10,8 @@ lets one writer run while the others sleep, up to 100 ms at a time, so that rate
 measures how long the last writer was starved; `--seconds S` runs time-boxed rounds instead,
 whose rate is every writer's commits in S seconds. M is 50,000 by default: rounds of 3-4 s
 measure the steady rate, where rounds of 5,000 commits (0.3-0.4 s) are mostly the writers'
-start and the last one's starvation (there the idle-thread control alone loses 5-7 %). Native and primary rounds run
-interleaved with a control, native writers whose processes each have one idle thread (what
+start and the last one's starvation (there the idle-thread control alone loses 5-7 %).
+Native and primary rounds run interleaved with a control, native writers whose processes each have one idle thread (what
 any in-process replication costs a process: its system calls and malloc take their
 multi-threaded paths); each row reports the median round (the machines are shared and
 noisy; only ratios within one run mean anything).
