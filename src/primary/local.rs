@@ -15,12 +15,17 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
+use std::time::Duration;
 
 use super::shm::Index;
 use super::wal::{self, WalHeader, WalPos};
 use super::DbFile;
 use crate::error::{Error, Result};
 use crate::ltx::lock_pgno;
+
+/// How many times (1 ms apart) the wal-index and the WAL's header are read until they name
+/// the same generation.
+const RESTART_SETTLE_TRIES: usize = 50;
 
 pub struct LocalDb<'a> {
     db: Option<&'a mut dyn DbFile>,
@@ -55,12 +60,8 @@ pub fn is_wal_mode(db: &mut dyn DbFile) -> bool {
 
 impl<'a> LocalDb<'a> {
     /// The database as of now: `db` is the primary's handle on the database file (None when
-    /// it does not exist), `index` the wal-index read through it.
-    pub fn open(
-        db: Option<&'a mut dyn DbFile>,
-        db_path: &Path,
-        index: Option<Index>,
-    ) -> Result<LocalDb<'a>> {
+    /// it does not exist), through which the wal-index is read too.
+    pub fn open(db: Option<&'a mut dyn DbFile>, db_path: &Path) -> Result<LocalDb<'a>> {
         let wal_path = super::beside(db_path, "-wal");
         let io = |p: &Path| {
             let p = p.display().to_string();
@@ -74,7 +75,7 @@ impl<'a> LocalDb<'a> {
             commit: 0,
             wal_end: None,
             wal_header: None,
-            index,
+            index: None,
         };
         if let Some(f) = local.db.as_mut() {
             let mut hdr = [0u8; 100];
@@ -88,11 +89,28 @@ impl<'a> LocalDb<'a> {
             }
         }
         let Some(f) = open_if_exists(&wal_path)? else {
+            local.index = local.read_index();
             return Ok(local);
         };
-        let Some(h) = wal::read_header(&f).map_err(io(&wal_path))? else {
-            return Ok(local);
-        };
+        // A WAL restart between reading the wal-index and the WAL's header: SQLite moves the
+        // wal-index to the new generation first and writes the header with the first frame,
+        // holding the write lock. Read both again until they agree; a header that never
+        // follows (its writer died) leaves SQLite's recovery rule over the old generation.
+        let mut agreed = None;
+        for _ in 0..RESTART_SETTLE_TRIES {
+            let index = local.read_index();
+            let Some(h) = wal::read_header(&f).map_err(io(&wal_path))? else {
+                local.index = index;
+                return Ok(local);
+            };
+            agreed = Some((index, h));
+            if index.is_none_or(|i| i.salts() == (h.salt1, h.salt2)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (index, h) = agreed.expect("tried at least once");
+        local.index = index;
         local.wal_header = Some(h);
         match index {
             Some(i) if i.salts() == (h.salt1, h.salt2) => {
@@ -140,6 +158,11 @@ impl<'a> LocalDb<'a> {
         }
         local.wal = Some((f, h));
         Ok(local)
+    }
+
+    /// What the wal-index says now, if a connection has it open.
+    fn read_index(&mut self) -> Option<Index> {
+        self.db.as_mut().and_then(|d| super::shm::read(&mut **d))
     }
 
     /// Page `pgno` (1-based) as SQLite would read it; zeros past the end of the file.

@@ -449,12 +449,14 @@ impl Mirrors {
     /// from `from`'s generation through each sealed one to the live WAL. `from` None: the
     /// database file holds what shipped, and the mirrors (if any) start at the beginning of
     /// their oldest generation. `Recovered::Unknown` when some transaction after `from` is
-    /// in neither: the mirrors cannot say what changed.
+    /// in neither: the mirrors cannot say what changed. `untouched`: the database file was
+    /// not written since the last leader deleted the WAL.
     pub fn recover(
         dir: &Path,
         db_path: &Path,
         from: Option<WalPos>,
         index: Option<shm::Index>,
+        untouched: bool,
     ) -> Result<Recovered> {
         let mut m = Mirrors::empty(dir, db_path, 1)?;
         let found = list(dir)?;
@@ -479,7 +481,7 @@ impl Mirrors {
         let copies = first.map_or(&[][..], |i| &copies[i..]);
         let surveyed = survey(copies, &seals, live.as_ref(), index, from);
         let facts: Vec<CopyFacts> = surveyed.iter().map(Survey::facts).collect();
-        let outcome = plan_take_up(from, live.as_ref(), &facts).and_then(|plan| {
+        let outcome = plan_take_up(from, live.as_ref(), &facts, untouched).and_then(|plan| {
             for s in surveyed.into_iter().take(plan.copies) {
                 m.chain.push_back(s.into_mirror()?);
             }
@@ -938,17 +940,32 @@ struct TakeUp {
 ///   dropped frames nobody copied);
 /// - after the last sealed copy, the live WAL (if any) is the next generation, as SQLite
 ///   numbers them (salt-1 plus one), copied from its start.
+///
+/// Where the plan rests on what is *not* there (no WAL, or a WAL copied from its start with
+/// no copy before it), the database file must be `untouched` since the last leader left it:
+/// a program without the extension may have committed, checkpointed and truncated or
+/// deleted the WAL while no leader watched, and its transactions are then in the database
+/// file only.
 fn plan_take_up(
     from: Option<WalPos>,
     live: Option<&WalHeader>,
     copies: &[CopyFacts],
+    untouched: bool,
 ) -> std::result::Result<TakeUp, String> {
+    let unwatched = |what: &str| {
+        Err(format!(
+            "{what}, and the database file was written since the last leader left it (a program without the extension checkpointed while no leader watched)"
+        ))
+    };
     let Some(last) = copies.last() else {
         return match (from, live) {
             (Some(pos), Some(h)) if h.same_generation(&pos) => Ok(TakeUp {
                 copies: 0,
                 then_live: Some(pos),
             }),
+            (None, Some(_)) | (_, None) if !untouched => {
+                unwatched("no copy of the WAL says what came before it")
+            }
             (None, Some(h)) => Ok(TakeUp {
                 copies: 0,
                 then_live: Some(h.start()),
@@ -990,6 +1007,7 @@ fn plan_take_up(
     // only if SQLite numbered it so — or it is gone, truncated after the restart: nothing
     // committed since.
     let then_live = match live {
+        None if !untouched => return unwatched("the WAL was emptied after the last copy"),
         None => None,
         Some(h) if h.salt1 == last.gen.salt1.wrapping_add(1) => Some(h.start()),
         Some(h) => {
@@ -1082,7 +1100,7 @@ mod tests {
             ..wal(10).start()
         };
         let plan = |from, live: Option<WalHeader>, copies: &[CopyFacts]| {
-            plan_take_up(from, live.as_ref(), copies)
+            plan_take_up(from, live.as_ref(), copies, true)
         };
         let take = |copies, then_live| Ok(TakeUp { copies, then_live });
         let fails = |r: std::result::Result<TakeUp, String>, says: &str| {
@@ -1156,11 +1174,36 @@ mod tests {
         );
         let unreadable = CopyFacts {
             readable: Err("has no valid header".into()),
-            ..sealed10
+            ..sealed10.clone()
         };
         fails(
             plan(Some(shipped), Some(wal(11)), &[unreadable, live11]),
             "copy1 has no valid header",
+        );
+        // The database file was written since the last leader left it: every plan that
+        // rests on a WAL that is not there fails; those that the WAL itself shows stand.
+        let touched = |from, live: Option<WalHeader>, copies: &[CopyFacts]| {
+            plan_take_up(from, live.as_ref(), copies, false)
+        };
+        let written = "written since the last leader left it";
+        fails(touched(Some(shipped), None, &[]), written);
+        fails(touched(None, Some(wal(10)), &[]), written);
+        fails(touched(None, None, &[]), written);
+        fails(
+            touched(Some(shipped), None, std::slice::from_ref(&sealed10)),
+            written,
+        );
+        assert_eq!(
+            touched(Some(shipped), Some(wal(10)), &[]),
+            take(0, Some(shipped))
+        );
+        assert_eq!(
+            touched(
+                Some(shipped),
+                Some(wal(11)),
+                std::slice::from_ref(&sealed10)
+            ),
+            take(1, Some(wal(11).start()))
         );
     }
 
@@ -1272,7 +1315,7 @@ mod tests {
         // And so does a start-up that finds it.
         m.seal().unwrap();
         drop(m);
-        let m = Mirrors::recover(&f.mirrors, &f.db, Some(second_end), None)
+        let m = Mirrors::recover(&f.mirrors, &f.db, Some(second_end), None, true)
             .map(taken)
             .unwrap();
         assert_eq!(
@@ -1343,7 +1386,7 @@ mod tests {
         drop(m);
 
         // A crash: from the shipped position, through the sealed copy, to the live WAL.
-        let r = Mirrors::recover(&f.mirrors, &f.db, Some(first), None)
+        let r = Mirrors::recover(&f.mirrors, &f.db, Some(first), None, true)
             .map(taken)
             .unwrap();
         assert_eq!(r.chain.len(), 2);
@@ -1354,7 +1397,7 @@ mod tests {
         );
         drop(r);
         // From None (the database file held what shipped): the oldest copy's start.
-        let r = Mirrors::recover(&f.mirrors, &f.db, None, None)
+        let r = Mirrors::recover(&f.mirrors, &f.db, None, None, true)
             .map(taken)
             .unwrap();
         assert_eq!(r.chain[0].start, first);
@@ -1374,7 +1417,7 @@ mod tests {
             .unwrap()
             .set_len(len - 100)
             .unwrap();
-        let why = Mirrors::recover(&f.mirrors, &f.db, Some(first), None)
+        let why = Mirrors::recover(&f.mirrors, &f.db, Some(first), None, true)
             .map(unknown)
             .unwrap();
         assert!(why.contains("never sealed where it ends"), "{why}");
@@ -1382,7 +1425,7 @@ mod tests {
         // A WAL of an unrelated generation and no copy of the shipped one.
         let g = fixture();
         write_wal(&g.wal, 512, (99, 1), &[vec![(1, 1)]]);
-        let why = Mirrors::recover(&g.mirrors, &g.db, Some(first), None)
+        let why = Mirrors::recover(&g.mirrors, &g.db, Some(first), None, true)
             .map(unknown)
             .unwrap();
         assert!(why.contains("neither in the WAL nor copied"), "{why}");

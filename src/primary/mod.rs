@@ -461,7 +461,7 @@ impl Primary {
                 None => Ok(()),
             });
         match shipped {
-            Ok(()) => l.wal_deleted().is_ok(),
+            Ok(()) => l.wal_deleted(&self.db_path).is_ok(),
             Err(why) => {
                 crate::log_warn!(
                     "litestream: {}: keeping the WAL, it holds transactions not yet shipped ({why})",
@@ -544,10 +544,19 @@ impl Primary {
             return f(Some(db.as_mut()));
         };
         let deadline = Instant::now() + timeout;
+        // A checkpoint of a program without the extension may hold the checkpointer lock
+        // while it waits for the pin to restart the WAL: let the pin go while waiting
+        // (whoever holds checkpoints off reads the whole database next, so nothing the
+        // restart drops is missed), and take it back once checkpoints are held off, before
+        // anything is read.
+        let repin = self.pinned.load(Ordering::Acquire);
         loop {
             match db.lock_checkpoints() {
                 Ok(true) => break,
                 Ok(false) if Instant::now() < deadline => {
+                    if self.pinned.swap(false, Ordering::AcqRel) {
+                        db.unpin();
+                    }
                     std::thread::sleep(Duration::from_millis(2))
                 }
                 Ok(false) => {
@@ -561,6 +570,18 @@ impl Primary {
                 }
                 Err(e) => return Err(Error::io("taking the checkpointer lock", e)),
             }
+        }
+        if repin && !self.pinned.load(Ordering::Acquire) {
+            // No checkpoint can run now; only a writer's restart of a WAL that is all in
+            // the database file (which drops nothing) can keep the pin from us a moment.
+            let pinned = (0..PIN_TRIES).any(|_| {
+                let p = matches!(db.pin(), Ok(true));
+                if !p {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                p
+            });
+            self.pinned.store(pinned, Ordering::Release);
         }
         let out = f(Some(db.as_mut()));
         db.unlock_checkpoints();
@@ -625,6 +646,8 @@ const CHECKPOINT_HINT_PACE: Duration = Duration::from_millis(10);
 /// After a wait in vain, restarts are refused at once for this long (or until the leader's
 /// copy moves).
 const RESTART_PATIENCE_AGAIN: Duration = Duration::from_secs(1);
+/// Tries (1 ms apart) to take the pin back once checkpoints are held off.
+const PIN_TRIES: usize = 20;
 
 fn waited_too_long(p: &Published, timeout: Duration) -> String {
     let why = p.counters.last_error.as_deref().unwrap_or("no answer yet");

@@ -31,7 +31,7 @@ use super::lease::Lease;
 use super::local::LocalDb;
 use super::mirror::{Copied, Mirrors};
 use super::progress::{Mark, Published, Publisher};
-use super::state::{Position, State, StateFile};
+use super::state::{DbStamp, Position, State, StateFile};
 use super::sums::PageSums;
 use super::wal::{self, WalPos};
 use super::Primary;
@@ -253,9 +253,12 @@ impl Leader {
 
     /// SQLite deleted the WAL after everything in it shipped: the database file alone
     /// holds the shipped state from now on.
-    pub fn wal_deleted(&self) -> Result<()> {
+    pub fn wal_deleted(&self, db_path: &Path) -> Result<()> {
         self.mirrors.lock().clear()?;
-        self.update_state(true, |s| s.shipped.wal = None)?;
+        self.update_state(true, |s| {
+            s.shipped.wal = None;
+            s.left = DbStamp::of(db_path);
+        })?;
         self.publish(|p| {
             p.copied = None;
             if let Some((_, w)) = &mut p.shipped {
@@ -579,10 +582,9 @@ impl Shipper {
         let min = self.txid + 1;
         let hold = p.config.open_timeout.max(Duration::from_secs(10));
         l.publish(|pb| pb.resync_pending = true);
-        p.with_database(Some(hold), |mut db| {
+        p.with_database(Some(hold), |db| {
             let mut mirrors = l.mirrors.lock();
-            let index = db.as_mut().and_then(|d| super::shm::read(&mut **d));
-            let mut local = LocalDb::open(db, &p.db_path, index)?;
+            let mut local = LocalDb::open(db, &p.db_path)?;
             self.page_size = local.page_size.max(self.page_size);
             if let Some(s) = self.sums.as_mut() {
                 *s = PageSums::new(local.page_size.max(512));

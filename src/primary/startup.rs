@@ -22,7 +22,7 @@ use super::local::LocalDb;
 use super::mirror::{mirror_dir, Mirrors, Recovered};
 use super::progress::{Published, Publisher};
 use super::ship::{self, spool_dir, Leader, Shipper};
-use super::state::{Position, State, StateFile};
+use super::state::{DbStamp, Position, State, StateFile};
 use super::sums::PageSums;
 use super::{beside, Primary};
 use crate::config::{Config, RestoreMode, Role};
@@ -153,9 +153,8 @@ pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()>
     };
     // A restore replaces the database file: done first, then everything is read from the
     // new one.
-    let first = p.with_database(None, |mut db| {
-        let index = db.as_mut().and_then(|d| super::shm::read(&mut **d));
-        let local = LocalDb::open(db, &p.db_path, index)?;
+    let first = p.with_database(None, |db| {
+        let local = LocalDb::open(db, &p.db_path)?;
         decide_now(&local, false)
     })?;
     let restored = match first {
@@ -171,34 +170,66 @@ pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()>
     // Reading the whole database (a full file, or the checksums of every page) needs one
     // state of it: checkpoints are held off meanwhile. Another process's WAL restart may be
     // waiting for a leader's copy, holding the checkpointer lock: say that a whole database
-    // ships next, so that it goes ahead (nothing it drops can be missed then).
-    let whole = matches!(first, Start::Full { .. }) || config.primary.checksum;
-    if whole {
-        let announce = Published {
-            pid: std::process::id(),
-            replica_url: config.replica_url.clone(),
-            checksum: config.primary.checksum,
-            resync_pending: true,
-            ..Default::default()
-        };
-        Publisher::open(&p.meta_dir)?.write(&announce)?;
-    }
-    let (leader, shipper) = p.with_database(whole.then_some(hold), |mut db| {
-        let index = db.as_mut().and_then(|d| super::shm::read(&mut **d));
-        let local = LocalDb::open(db, &p.db_path, index)?;
-        let start = decide_now(&local, restored.is_some())?;
-        prepare(
-            p,
-            lease,
-            start,
-            local,
-            restored,
-            replica_max,
-            node_id,
-            until,
-            state_file,
-        )
-    })?;
+    // ships next, so that it goes ahead (nothing it drops can be missed then). A leader
+    // that goes on learns only from the mirrors that it must read the whole database after
+    // all (they cannot say what changed): then it starts again, holding checkpoints off.
+    let mut whole = matches!(first, Start::Full { .. }) || config.primary.checksum;
+    let mut owned = Some((lease, state_file));
+    // Only a leader that goes on uses it, and keeps it for the next.
+    let left = saved.as_ref().and_then(|s| s.left);
+    let mut unknown = None;
+    let (leader, shipper) = loop {
+        if whole {
+            let announce = Published {
+                pid: std::process::id(),
+                replica_url: config.replica_url.clone(),
+                checksum: config.primary.checksum,
+                resync_pending: true,
+                ..Default::default()
+            };
+            Publisher::open(&p.meta_dir)?.write(&announce)?;
+        }
+        let built = p.with_database(whole.then_some(hold), |db| {
+            let local = LocalDb::open(db, &p.db_path)?;
+            let start = decide_now(&local, restored.is_some())?;
+            // Mirrors found wanting stay so: taking them up deleted them.
+            let (start, mirrors, why) = match (start, unknown.take()) {
+                (Start::Continue(pos), Some(why)) => {
+                    (Start::Full { after: pos.txid }, None, Some(why))
+                }
+                (start, _) => take_up(p, start, &local, left)?,
+            };
+            if matches!(start, Start::Full { .. }) && !whole {
+                unknown = why;
+                return Ok(None);
+            }
+            if let Some(why) = why {
+                crate::log_warn!(
+                    "litestream: {}: {why}; shipping the whole database",
+                    p.db_path.display()
+                );
+            }
+            let (lease, state_file) = owned.take().expect("prepared once");
+            let prepared = prepare(
+                p,
+                lease,
+                start,
+                left,
+                mirrors,
+                local,
+                restored,
+                replica_max,
+                node_id,
+                until,
+                state_file,
+            )?;
+            Ok(Some(prepared))
+        })?;
+        match built {
+            Some(prepared) => break prepared,
+            None => whole = true,
+        }
+    };
     let leader = Arc::new(leader);
     if p.leader.set(leader.clone()).is_err() {
         return Err(Error::Internal("a second leader in one process".into()));
@@ -216,13 +247,37 @@ pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()>
     Ok(())
 }
 
-/// The effects of the decision: restore or snapshot as needed, take up the mirrors, and
-/// build the leader and its shipper.
+/// A leader that goes on takes up the WAL's mirrors: what committed after the shipped
+/// position must be in them or in the WAL itself. When it is in neither, what changed since
+/// cannot be known, and the whole database ships instead (the third value says why).
+fn take_up(
+    p: &Primary,
+    start: Start,
+    local: &LocalDb<'_>,
+    left: Option<DbStamp>,
+) -> Result<(Start, Option<Mirrors>, Option<String>)> {
+    let Start::Continue(pos) = start else {
+        return Ok((start, None, None));
+    };
+    let dir = mirror_dir(&p.meta_dir);
+    let untouched = left.is_some() && left == DbStamp::of(&p.db_path);
+    Ok(
+        match Mirrors::recover(&dir, &p.db_path, pos.wal, local.index, untouched)? {
+            Recovered::Mirrors(m) => (start, Some(m), None),
+            Recovered::Unknown(why) => (Start::Full { after: pos.txid }, None, Some(why)),
+        },
+    )
+}
+
+/// The effects of the decision: restore or snapshot as needed, and build the leader and
+/// its shipper on the mirrors taken up (fresh ones if none).
 #[allow(clippy::too_many_arguments)]
 fn prepare(
     p: &Primary,
     lease: Lease,
     start: Start,
+    left: Option<DbStamp>,
+    mirrors: Option<Mirrors>,
     local: LocalDb<'_>,
     restored: Option<Position>,
     replica_max: Option<u64>,
@@ -238,26 +293,9 @@ fn prepare(
         Start::Fresh | Start::Full { .. } => (local, None),
     };
 
-    let mut start = start;
-    let dir = mirror_dir(meta_dir);
-    let mut mirrors = None;
-    if let Start::Continue(pos) = &start {
-        // What committed after the shipped position must be in the WAL's mirrors or in
-        // the WAL itself; otherwise what changed since cannot be known.
-        match Mirrors::recover(&dir, &p.db_path, pos.wal, local.index)? {
-            Recovered::Mirrors(m) => mirrors = Some(m),
-            Recovered::Unknown(why) => {
-                crate::log_warn!(
-                    "litestream: {}: {why}; shipping the whole database",
-                    p.db_path.display()
-                );
-                start = Start::Full { after: pos.txid };
-            }
-        }
-    }
     let mirrors = match mirrors {
         Some(m) => m,
-        None => Mirrors::fresh(&dir, &p.db_path, local.wal_position())?,
+        None => Mirrors::fresh(&mirror_dir(meta_dir), &p.db_path, local.wal_position())?,
     };
     let mut sums = config
         .primary
@@ -288,6 +326,7 @@ fn prepare(
         }),
         in_flight: None,
         resync: matches!(start, Start::Full { .. }),
+        left,
     };
     sh.txid = state.shipped.txid;
     match start {
@@ -530,6 +569,7 @@ mod tests {
             },
             in_flight: None,
             resync,
+            left: None,
         }
     }
 

@@ -44,6 +44,35 @@ pub struct State {
     /// not turn into shipping only the WAL on top of the replica.
     #[serde(default)]
     pub resync: bool,
+    /// The database file as the last leader left it when it deleted the WAL, everything
+    /// shipped. While the file still has this stamp, nothing was checkpointed into it since:
+    /// a program without the extension may have written while no leader watched.
+    #[serde(default)]
+    pub left: Option<DbStamp>,
+}
+
+/// A database file's size and modification time. Every checkpoint writes the file, so one
+/// that still has them holds no transaction it did not hold then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbStamp {
+    pub len: u64,
+    pub mtime_ns: u64,
+}
+
+impl DbStamp {
+    /// The stamp of the file at `path` now (None when it cannot be read).
+    pub fn of(path: &Path) -> Option<DbStamp> {
+        let meta = std::fs::metadata(path).ok()?;
+        let mtime = meta
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        Some(DbStamp {
+            len: meta.len(),
+            mtime_ns: u64::try_from(mtime.as_nanos()).ok()?,
+        })
+    }
 }
 
 const MAGIC: &[u8; 4] = b"LSST";
@@ -183,6 +212,10 @@ mod tests {
                 },
             )),
             resync: true,
+            left: Some(DbStamp {
+                len: 4096 * (txid + 1),
+                mtime_ns: 1_700_000_000_000_000_000,
+            }),
         }
     }
 

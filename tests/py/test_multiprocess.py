@@ -459,3 +459,81 @@ def test_a_stopped_leader_does_not_slow_the_others_commits(replica_url, ext_path
     wait_shipped_in_child(ext_path, uri)
     assert sqlite3.connect(db).execute("SELECT count(*) FROM t").fetchone()[0] == 202
     assert local_digest(db)["t"] == restored_digest(url, tmp_path / "restored.db")["t"]
+
+
+# A writer without the extension: a row a transaction until `stop` exists, a checkpoint
+# that restarts the WAL every five (RESTART and TRUNCATE in turn). It pauses a moment after
+# each: SQLite's busy handler is not fair, and a writer that never lets go of the write
+# lock starves the others.
+PLAIN_WRITER = textwrap.dedent("""
+    import os, sqlite3, sys, time
+    db, stop = sys.argv[1], sys.argv[2]
+    c = sqlite3.connect(db, isolation_level=None, timeout=60)
+    i = 0
+    while not os.path.exists(stop):
+        c.execute("INSERT INTO t(who, v) VALUES ('plain', randomblob(300))")
+        time.sleep(0.002)
+        i += 1
+        if i % 5 == 0:
+            c.execute(f"PRAGMA wal_checkpoint({'TRUNCATE' if i % 10 else 'RESTART'})").fetchall()
+    c.close()
+    print(i)
+""")
+
+
+def test_a_leader_that_ships_the_whole_database_reads_one_state_of_it(replica_url, ext_path,
+                                                                       tmp_path):
+    """A process that becomes the leader after writers without the extension restarted the
+    WAL under nobody's watch finds that the mirrors cannot say what changed: it ships the
+    whole database. While it reads it, such a writer goes on committing and checkpointing
+    (RESTART, TRUNCATE) every few milliseconds. The leader holds checkpoints off while it
+    reads, so its open succeeds, and the real restore equals the local database: no page
+    was read from a state other than the one shipped."""
+    url = replica_url("file")
+    db = tmp_path / "app.db"
+    create_db(db)
+    c = sqlite3.connect(db)
+    # Large enough that reading it takes a while: 4,000 pages.
+    c.executemany("INSERT INTO t(who, v) VALUES ('seed', randomblob(3000))",
+                  [()] * 4000)
+    c.commit()
+    c.close()
+    uri = primary_uri(db, url)
+    wait_shipped_in_child(ext_path, uri)
+    stop = tmp_path / "stop"
+    writer = subprocess.Popen([child_python(), "-c", PLAIN_WRITER, str(db), str(stop)],
+                              env=child_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    script = textwrap.dedent("""
+        import json, sqlite3, sys, time
+        ext, uri = sys.argv[1], sys.argv[2]
+        l = sqlite3.connect(":memory:"); l.enable_load_extension(True); l.load_extension(ext)
+        c = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60)
+        c.execute("INSERT INTO t(who, v) VALUES ('leader', randomblob(100))")
+        while True:
+            s = json.loads(c.execute("PRAGMA litestream_stats").fetchone()[0])
+            if s["leader"] and not s["pending"]:
+                break
+            time.sleep(0.02)
+        c.close()
+    """)
+    wholes = 0
+    try:
+        for round in range(4):
+            # Nobody leads meanwhile: the writer restarts the WAL freely.
+            time.sleep(0.3)
+            t = time.monotonic()
+            p = subprocess.run([child_python(), "-c", script, str(ext_path), uri],
+                               env=child_env(), capture_output=True, text=True, timeout=120)
+            print(f"round {round}: {time.monotonic() - t:.2f} s")
+            assert p.returncode == 0, f"round {round}: {p.stderr[-3000:]}"
+            wholes += "shipping the whole database" in p.stderr
+    finally:
+        stop.touch()
+        out, err = writer.communicate(timeout=60)
+    assert writer.returncode == 0, err[-3000:]
+    print(f"{wholes} of 4 leaders shipped the whole database; the writer committed {out.strip()}")
+    # The scenario happened: leaders had to read the whole database beside the writer.
+    assert wholes >= 2, wholes
+    wait_shipped_in_child(ext_path, uri)
+    assert restored_digest(url, tmp_path / "restored.db") == local_digest(db)

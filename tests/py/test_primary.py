@@ -21,7 +21,7 @@ from harness.common import child_env, wait_until
 from harness.data import (ORDERS_SCHEMA, all_tables_digest, create_source_db, insert_orders,
                           integrity_check)
 from harness.litestream import restore, txid_str
-from harness.ltx import list_ltx, replica_max_txid
+from harness.ltx import list_ltx, ltx_page_index, replica_max_txid
 from harness.sqlite_hosts import (child_python, connect, go_vfs, litestream_stats, vfs_uri,
                                   wait_shipped)
 
@@ -499,9 +499,13 @@ def test_upload_in_flight_at_a_crash_is_found_in_the_replica(replica_url, tmp_pa
     conn.close()
     # As if the process died after the upload of the last file landed, before its state
     # was written: the state still names the one before, and the upload as in flight.
-    # The close removed the WAL, so the database file alone holds both states.
+    # The close removed the WAL, so the database file alone holds both states (and the
+    # state says how the close left the file).
     before["shipped"]["wal"] = after["shipped"]["wal"] = None
-    write_state(db, {**before, "in_flight": [after["shipped"]["txid"], after["shipped"]]})
+    left = read_state(db)["left"]
+    assert left and left["len"] > 0, left
+    write_state(db, {**before, "left": left,
+                     "in_flight": [after["shipped"]["txid"], after["shipped"]]})
     conn = open_primary(db, url)  # without looking at the replica this would "disagree"
     conn.execute("INSERT INTO t VALUES (2)")
     s = wait_shipped(conn)
@@ -530,3 +534,53 @@ def test_a_wal_that_is_not_the_shipped_one_ships_the_whole_database(ext_path, re
     # One file with every page, right after what the replica holds.
     assert int(s["shipped_txid"], 16) == head + 1
     assert all_tables_digest(restored(url, tmp_path, "r.db")) == all_tables_digest(conn)
+
+
+def test_writes_of_another_program_while_no_primary_is_open_are_shipped(replica_url, tmp_path):
+    """While no process has the primary open, a program without the extension commits,
+    checkpoints with TRUNCATE, commits again and closes (SQLite deletes the WAL): its
+    transactions are in the database file only, with no WAL generation to follow. The next
+    leader finds the file written since the last leader left it and ships the whole
+    database. With the file as the last leader left it, it goes on from the replica."""
+    url = replica_url("file")
+    db = tmp_path / "app.db"
+    conn = open_primary(db, url)
+    conn.execute("CREATE TABLE t(x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    # Pages enough that a file of the whole database is told from one of a change.
+    conn.execute("CREATE TABLE u(v)")
+    conn.executemany("INSERT INTO u VALUES (randomblob(2000))", [()] * 100)
+    wait_shipped(conn)
+    conn.close()
+    assert not Path(f"{db}-wal").exists()
+
+    def pages_in(txid):
+        f = next(f for f in list_ltx(url) if f.level == 0 and f.max_txid == txid)
+        return len(ltx_page_index(Path(f.location).read_bytes()))
+
+    # Nothing else wrote: the next commit is the next TXID on top of the replica, a file of
+    # the pages it changed.
+    conn = open_primary(db, url)
+    conn.execute("INSERT INTO t VALUES (2)")
+    s = wait_shipped(conn)
+    assert pages_in(int(s["shipped_txid"], 16)) < 5
+    conn.close()
+    script = textwrap.dedent("""
+        import sqlite3, sys
+        c = sqlite3.connect(sys.argv[1], isolation_level=None)
+        for i in range(100, 150):
+            c.execute("INSERT INTO t VALUES (?)", (i,))
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        c.execute("INSERT INTO t VALUES (999)")
+        c.close()
+    """)
+    subprocess.run([child_python(), "-c", script, str(db)], env=child_env(), check=True)
+    assert not Path(f"{db}-wal").exists()
+    head = replica_max_txid(url)
+    conn = open_primary(db, url)
+    s = wait_shipped(conn)
+    assert int(s["shipped_txid"], 16) == head + 1
+    assert pages_in(head + 1) == conn.execute("PRAGMA page_count").fetchone()[0]
+    assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 53
+    assert all_tables_digest(restored(url, tmp_path, "r.db")) == all_tables_digest(conn)
+    conn.close()
