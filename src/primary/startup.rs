@@ -175,7 +175,8 @@ pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()>
     // all (they cannot say what changed): then it starts again, holding checkpoints off.
     let mut whole = matches!(first, Start::Full { .. }) || config.primary.checksum;
     let mut owned = Some((lease, state_file));
-    // Only a leader that goes on uses it, and keeps it for the next.
+    // How the last close left the database file: a leader that goes on checks it, and
+    // every leader keeps it for the next.
     let left = saved.as_ref().and_then(|s| s.left);
     let mut unknown = None;
     let (leader, shipper) = loop {
