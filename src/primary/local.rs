@@ -92,71 +92,36 @@ impl<'a> LocalDb<'a> {
             local.index = local.read_index();
             return Ok(local);
         };
-        // A WAL restart between reading the wal-index and the WAL's header: SQLite moves the
-        // wal-index to the new generation first and writes the header with the first frame,
-        // holding the write lock. Read both again until they agree; a header that never
-        // follows (its writer died) leaves SQLite's recovery rule over the old generation.
-        let mut agreed = None;
-        for _ in 0..RESTART_SETTLE_TRIES {
+        // A WAL restart while the wal-index, the WAL's header and its frames are read shows
+        // as a disagreement between them: read them again. SQLite moves the wal-index to the
+        // new generation first and writes the header with the first frame, holding the write
+        // lock, so this settles at once; a header that never follows (its writer died)
+        // leaves SQLite's recovery rule over the old generation.
+        for attempt in 1..=RESTART_SETTLE_TRIES {
             let index = local.read_index();
-            let Some(h) = wal::read_header(&f).map_err(io(&wal_path))? else {
-                local.index = index;
-                return Ok(local);
-            };
-            agreed = Some((index, h));
-            if index.is_none_or(|i| i.salts() == (h.salt1, h.salt2)) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let (index, h) = agreed.expect("tried at least once");
-        local.index = index;
-        local.wal_header = Some(h);
-        match index {
-            Some(i) if i.salts() == (h.salt1, h.salt2) => {
-                if i.mx_frame > 0 {
-                    local.commit = i.n_page;
-                    local.page_size = h.page_size;
-                    local.wal_end = Some(WalPos {
-                        offset: i.end_offset(),
-                        cksum1: i.frame_cksum.0,
-                        cksum2: i.frame_cksum.1,
-                        ..h.start()
-                    });
-                }
-                // Every committed frame is in the database file already: read only that
-                // (a writer may restart the WAL over them while we read).
-                if i.n_backfill < i.mx_frame {
-                    let txns = wal::committed_until(&f, &h, &h.start(), i.end_offset())
-                        .map_err(io(&wal_path))?;
-                    if txns.last().map(|t| t.end.offset) != Some(i.end_offset()) {
-                        return Err(Error::io(
-                            format!("reading {}", wal_path.display()),
-                            std::io::Error::other(
-                                "the wal-index says more is committed than the WAL holds",
-                            ),
-                        ));
+            let last_try = attempt == RESTART_SETTLE_TRIES;
+            let read = read_wal(&f, index, last_try).map_err(io(&wal_path))?;
+            local.index = index;
+            match read {
+                WalRead::Moved => std::thread::sleep(Duration::from_millis(1)),
+                WalRead::NoHeader => break,
+                WalRead::Read {
+                    header,
+                    overlay,
+                    last,
+                } => {
+                    local.wal_header = Some(header);
+                    local.overlay = overlay;
+                    if let Some((commit, end)) = last {
+                        local.commit = commit;
+                        local.page_size = header.page_size;
+                        local.wal_end = Some(end);
                     }
-                    for t in &txns {
-                        local.overlay.extend(t.pages.iter().map(|(&p, &o)| (p, o)));
-                    }
-                }
-            }
-            // No connection has the WAL open (or a new generation has nothing committed
-            // yet): what SQLite's recovery will find.
-            _ => {
-                let txns = wal::committed_after(&f, &h, &h.start()).map_err(io(&wal_path))?;
-                for t in &txns {
-                    local.overlay.extend(t.pages.iter().map(|(&p, &o)| (p, o)));
-                }
-                if let Some(last) = txns.last() {
-                    local.page_size = h.page_size;
-                    local.commit = last.commit;
-                    local.wal_end = Some(last.end);
+                    local.wal = Some((f, header));
+                    break;
                 }
             }
         }
-        local.wal = Some((f, h));
         Ok(local)
     }
 
@@ -195,5 +160,139 @@ impl<'a> LocalDb<'a> {
     /// Whether some connection (of any process) has the database open now.
     pub fn in_use(&self) -> bool {
         self.index.is_some()
+    }
+}
+
+/// What one read of the WAL found.
+enum WalRead {
+    /// No valid header: the WAL adds nothing to the database file.
+    NoHeader,
+    /// It moved on while it was read (a restart): read it again.
+    Moved,
+    Read {
+        header: WalHeader,
+        /// Page → offset of its newest committed frame.
+        overlay: BTreeMap<u32, u64>,
+        /// The database size in pages after the last committed transaction, and where it
+        /// ends, if the WAL holds one.
+        last: Option<(u32, WalPos)>,
+    },
+}
+
+/// Reads what the WAL holds committed, by the wal-index `index` when a connection has one
+/// open, else by SQLite's recovery rule. `last_try`: a disagreement between the wal-index
+/// and the WAL is not a restart in progress.
+fn read_wal(f: &File, index: Option<Index>, last_try: bool) -> std::io::Result<WalRead> {
+    let Some(h) = wal::read_header(f)? else {
+        return Ok(WalRead::NoHeader);
+    };
+    let mut overlay = BTreeMap::new();
+    match index {
+        Some(i) if i.salts() == (h.salt1, h.salt2) => {
+            let last = (i.mx_frame > 0).then(|| {
+                let end = WalPos {
+                    offset: i.end_offset(),
+                    cksum1: i.frame_cksum.0,
+                    cksum2: i.frame_cksum.1,
+                    ..h.start()
+                };
+                (i.n_page, end)
+            });
+            // Every committed frame is in the database file already: read only that (a
+            // writer may restart the WAL over them while we read).
+            if i.n_backfill < i.mx_frame {
+                let txns = wal::committed_until(f, &h, &h.start(), i.end_offset())?;
+                if txns.last().map(|t| t.end.offset) != Some(i.end_offset()) {
+                    if !last_try {
+                        return Ok(WalRead::Moved);
+                    }
+                    return Err(std::io::Error::other(
+                        "the wal-index says more is committed than the WAL holds",
+                    ));
+                }
+                for t in &txns {
+                    overlay.extend(t.pages.iter().map(|(&p, &o)| (p, o)));
+                }
+            }
+            Ok(WalRead::Read {
+                header: h,
+                overlay,
+                last,
+            })
+        }
+        Some(_) if !last_try => Ok(WalRead::Moved),
+        // No connection has the WAL open: what SQLite's recovery will find.
+        _ => {
+            let txns = wal::committed_after(f, &h, &h.start())?;
+            for t in &txns {
+                overlay.extend(t.pages.iter().map(|(&p, &o)| (p, o)));
+            }
+            Ok(WalRead::Read {
+                header: h,
+                overlay,
+                last: txns.last().map(|t| (t.commit, t.end)),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::primary::shm::tests::index;
+    use crate::primary::wal::tests::write_wal;
+
+    /// What one read of the WAL concludes, row by row: a wal-index that names another
+    /// generation, or more frames than the WAL holds, is a restart in progress (read again)
+    /// until the last try; then the first is SQLite's recovery rule, the second an error.
+    #[test]
+    fn a_wal_that_moves_while_it_is_read_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db-wal");
+        // Two transactions of two frames each: 4 frames, the last commit at frame 4.
+        write_wal(
+            &path,
+            512,
+            (10, 1),
+            &[vec![(1, 1), (2, 1)], vec![(2, 2), (3, 2)]],
+        );
+        let f = File::open(&path).unwrap();
+        let read = |i: Option<Index>, last_try: bool| read_wal(&f, i, last_try);
+        let overlay_of = |r: WalRead| match r {
+            WalRead::Read { overlay, last, .. } => (overlay.len(), last.map(|(c, _)| c)),
+            WalRead::Moved => panic!("moved"),
+            WalRead::NoHeader => panic!("no header"),
+        };
+        // The wal-index agrees: what it says is committed.
+        assert_eq!(
+            overlay_of(read(Some(index((10, 1), 512, 4, 2)), false).unwrap()),
+            (3, Some(3))
+        );
+        assert_eq!(
+            overlay_of(read(Some(index((10, 1), 512, 2, 1)), false).unwrap()),
+            (2, Some(3))
+        );
+        // No wal-index: the recovery rule, every committed frame.
+        assert_eq!(overlay_of(read(None, false).unwrap()), (3, Some(3)));
+        // Another generation in the wal-index: moved, then the recovery rule.
+        assert!(matches!(
+            read(Some(index((11, 9), 512, 0, 0)), false),
+            Ok(WalRead::Moved)
+        ));
+        assert_eq!(
+            overlay_of(read(Some(index((11, 9), 512, 0, 0)), true).unwrap()),
+            (3, Some(3))
+        );
+        // More frames committed than the WAL holds: moved, then an error.
+        assert!(matches!(
+            read(Some(index((10, 1), 512, 6, 3)), false),
+            Ok(WalRead::Moved)
+        ));
+        let err = read(Some(index((10, 1), 512, 6, 3)), true).err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("more is committed than the WAL holds"),
+            "{err}"
+        );
     }
 }

@@ -511,12 +511,13 @@ impl Primary {
 
     /// Whether a checkpoint of another process is running (see `DbFile`).
     pub(crate) fn foreign_checkpoint_running(&self) -> bool {
-        if self.held_write.load(Ordering::Acquire) > 0
+        !self.holds_wal_locks() && self.with_db(|d| d.checkpoint_running()).unwrap_or(false)
+    }
+
+    /// Whether a connection of this process holds SQLite's write or checkpointer lock.
+    fn holds_wal_locks(&self) -> bool {
+        self.held_write.load(Ordering::Acquire) > 0
             || self.held_checkpoint.load(Ordering::Acquire) > 0
-        {
-            return false;
-        }
-        self.with_db(|d| d.checkpoint_running()).unwrap_or(false)
     }
 
     /// Whether this process holds the pin.
@@ -543,50 +544,68 @@ impl Primary {
         let Some(timeout) = hold.filter(|_| local::is_wal_mode(db.as_mut())) else {
             return f(Some(db.as_mut()));
         };
-        let deadline = Instant::now() + timeout;
-        // A checkpoint of a program without the extension may hold the checkpointer lock
-        // while it waits for the pin to restart the WAL: let the pin go while waiting
-        // (whoever holds checkpoints off reads the whole database next, so nothing the
-        // restart drops is missed), and take it back once checkpoints are held off, before
-        // anything is read.
-        let repin = self.pinned.load(Ordering::Acquire);
-        loop {
-            match db.lock_checkpoints() {
-                Ok(true) => break,
-                Ok(false) if Instant::now() < deadline => {
-                    if self.pinned.swap(false, Ordering::AcqRel) {
-                        db.unpin();
-                    }
-                    std::thread::sleep(Duration::from_millis(2))
-                }
-                Ok(false) => {
-                    return Err(Error::Timeout {
-                        what: format!(
-                            "waiting for a checkpoint of {} to end",
-                            self.db_path.display()
-                        ),
-                        after: timeout,
-                    })
-                }
-                Err(e) => return Err(Error::io("taking the checkpointer lock", e)),
-            }
-        }
-        if repin && !self.pinned.load(Ordering::Acquire) {
-            // No checkpoint can run now; only a writer's restart of a WAL that is all in
-            // the database file (which drops nothing) can keep the pin from us a moment.
-            let pinned = (0..PIN_TRIES).any(|_| {
-                let p = matches!(db.pin(), Ok(true));
-                if !p {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                p
+        let ours_busy = || self.holds_wal_locks();
+        if !hold_checkpoints(db.as_mut(), &self.pinned, ours_busy, timeout)
+            .map_err(|e| Error::io("taking the checkpointer lock", e))?
+        {
+            return Err(Error::Timeout {
+                what: format!(
+                    "waiting for a checkpoint of {} to end",
+                    self.db_path.display()
+                ),
+                after: timeout,
             });
-            self.pinned.store(pinned, Ordering::Release);
         }
         let out = f(Some(db.as_mut()));
         db.unlock_checkpoints();
         out
     }
+}
+
+/// Takes SQLite's checkpointer lock through `db`, trying for up to `timeout`; Ok(false) when
+/// it could not. A checkpoint of a program without the extension may hold that lock while
+/// it waits for the pin to restart the WAL: the pin (`pinned`) is let go for it (whoever
+/// holds checkpoints off reads the whole database next, so nothing the restart drops is
+/// missed), and taken back once the lock is held, before anything is read. Such a
+/// checkpoint holds the write lock too, and none of this process's (`ours_busy`): then no
+/// connection of ours is in the middle of a WAL restart that leaves the pin's slot out.
+/// Asking takes each lock for a moment, so not at every try.
+fn hold_checkpoints(
+    db: &mut dyn DbFile,
+    pinned: &AtomicBool,
+    ours_busy: impl Fn() -> bool,
+    timeout: Duration,
+) -> std::io::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    let repin = pinned.load(Ordering::Acquire);
+    let mut looked: Option<Instant> = None;
+    while !db.lock_checkpoints()? {
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        if pinned.load(Ordering::Acquire)
+            && looked.is_none_or(|t| t.elapsed() >= FOREIGN_CHECKPOINT_LOOK)
+        {
+            looked = Some(Instant::now());
+            if !ours_busy() && db.checkpoint_running() && pinned.swap(false, Ordering::AcqRel) {
+                db.unpin();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if repin && !pinned.load(Ordering::Acquire) {
+        // No checkpoint can run now; only a writer's restart of a WAL that is all in the
+        // database file (which drops nothing) can keep the pin from us a moment.
+        let again = (0..PIN_TRIES).any(|_| {
+            let p = matches!(db.pin(), Ok(true));
+            if !p {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            p
+        });
+        pinned.store(again, Ordering::Release);
+    }
+    Ok(true)
 }
 
 /// The WAL restarts SQLite started in this process: each holds the write lock while the
@@ -648,6 +667,9 @@ const CHECKPOINT_HINT_PACE: Duration = Duration::from_millis(10);
 const RESTART_PATIENCE_AGAIN: Duration = Duration::from_secs(1);
 /// Tries (1 ms apart) to take the pin back once checkpoints are held off.
 const PIN_TRIES: usize = 20;
+/// How often a wait for the checkpointer lock asks whether a checkpoint of another process
+/// holds it (and may be waiting for the pin).
+const FOREIGN_CHECKPOINT_LOOK: Duration = Duration::from_millis(10);
 
 fn waited_too_long(p: &Published, timeout: Duration) -> String {
     let why = p.counters.last_error.as_deref().unwrap_or("no answer yet");
@@ -667,6 +689,73 @@ pub fn beside(db_path: &Path, suffix: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database whose checkpointer lock is held by a checkpoint of another program that
+    /// waits for the pin (it holds the write lock too): it goes ahead, and lets go of the
+    /// lock, only once the pin is let go. `calls` records what was asked, in order.
+    #[derive(Default)]
+    struct WaitingCheckpoint {
+        pinned: bool,
+        checkpoint_done: bool,
+        calls: Vec<&'static str>,
+    }
+
+    impl DbFile for WaitingCheckpoint {
+        fn read_db(&mut self, _: &mut [u8], _: u64) -> std::io::Result<usize> {
+            Ok(0)
+        }
+        fn db_size(&mut self) -> std::io::Result<u64> {
+            Ok(0)
+        }
+        fn wal_index(&mut self) -> Option<[u8; shm::READ_SIZE]> {
+            None
+        }
+        fn pin(&mut self) -> std::io::Result<bool> {
+            self.calls.push("pin");
+            self.pinned = true;
+            Ok(true)
+        }
+        fn unpin(&mut self) {
+            self.calls.push("unpin");
+            self.pinned = false;
+            // The checkpoint restarts the WAL and ends.
+            self.checkpoint_done = true;
+        }
+        fn checkpoint_running(&mut self) -> bool {
+            !self.checkpoint_done
+        }
+        fn lock_checkpoints(&mut self) -> std::io::Result<bool> {
+            if self.checkpoint_done {
+                self.calls.push("locked");
+            }
+            Ok(self.checkpoint_done)
+        }
+        fn unlock_checkpoints(&mut self) {}
+    }
+
+    #[test]
+    fn a_checkpoint_waiting_for_the_pin_gets_it_and_the_pin_comes_back_under_the_lock() {
+        let mut db = WaitingCheckpoint {
+            pinned: true,
+            ..Default::default()
+        };
+        let pinned = AtomicBool::new(true);
+        let got = hold_checkpoints(&mut db, &pinned, || false, Duration::from_secs(5)).unwrap();
+        assert!(got);
+        assert_eq!(db.calls, ["unpin", "locked", "pin"]);
+        assert!(db.pinned && pinned.load(Ordering::Acquire));
+        // While a connection of this process holds the write or checkpointer lock, the
+        // checkpoint may be ours: the pin stays, and the wait runs out.
+        let mut db = WaitingCheckpoint {
+            pinned: true,
+            ..Default::default()
+        };
+        let pinned = AtomicBool::new(true);
+        let got = hold_checkpoints(&mut db, &pinned, || true, Duration::from_millis(30)).unwrap();
+        assert!(!got);
+        assert!(db.calls.is_empty(), "{:?}", db.calls);
+        assert!(pinned.load(Ordering::Acquire));
+    }
 
     #[test]
     fn a_restart_waits_again_after_a_second_or_once_the_leader_copies() {
