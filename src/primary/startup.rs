@@ -42,6 +42,16 @@ pub(super) enum Start {
     Full { after: u64 },
 }
 
+/// How a pass of start-up ended.
+enum Pass {
+    /// The leader and its shipper, ready to start.
+    Ready(Box<(Leader, Shipper)>),
+    /// Restore the local database from the replica, then read it again.
+    Restore,
+    /// The whole database is to be read: again, with checkpoints held off.
+    HoldCheckpoints,
+}
+
 /// What start-up knows when it decides.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Facts<'a> {
@@ -151,33 +161,23 @@ pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()>
             )
         })
     };
-    // A restore replaces the database file: done first, then everything is read from the
-    // new one.
-    let first = p.with_database(None, |db| {
-        let local = LocalDb::open(db, &p.db_path)?;
-        decide_now(&local, false)
-    })?;
-    let restored = match first {
-        Start::Restore => {
-            *p.db.lock() = None;
-            p.pinned.store(false, std::sync::atomic::Ordering::Release);
-            let (pos, progress) = restore(&p.db_path, config)?;
-            *p.restored.lock() = progress;
-            Some(pos)
-        }
-        _ => None,
-    };
-    // Reading the whole database (a full file, or the checksums of every page) needs one
-    // state of it: checkpoints are held off meanwhile. Another process's WAL restart may be
-    // waiting for a leader's copy, holding the checkpointer lock: say that a whole database
-    // ships next, so that it goes ahead (nothing it drops can be missed then). A leader
-    // that goes on learns only from the mirrors that it must read the whole database after
-    // all (they cannot say what changed): then it starts again, holding checkpoints off.
-    let mut whole = matches!(first, Start::Full { .. }) || config.primary.checksum;
+    // Each pass reads the local database and decides; some decisions need another pass.
+    // A restore replaces the database file: done between passes, then everything is read
+    // from the new one. Reading the whole database (a full file, or the checksums of every
+    // page) needs one state of it: checkpoints are held off meanwhile. Another process's
+    // WAL restart may be waiting for a leader's copy, holding the checkpointer lock: say
+    // that a whole database ships next, so that it goes ahead (nothing it drops can be
+    // missed then). Whether the whole database is read is known only once decided (a
+    // leader that goes on learns it from the mirrors): then the pass is made again, holding
+    // checkpoints off.
+    let mut whole = config.primary.checksum;
+    let mut restored = None;
     let mut owned = Some((lease, state_file));
     // How the last close left the database file: a leader that goes on checks it, and
     // every leader keeps it for the next.
     let left = saved.as_ref().and_then(|s| s.left);
+    // Why the mirrors could not say what changed, found by a pass that did not hold
+    // checkpoints off: taking them up deleted them, so the next pass does not look again.
     let mut unknown = None;
     let (leader, shipper) = loop {
         if whole {
@@ -190,10 +190,12 @@ pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()>
             };
             Publisher::open(&p.meta_dir)?.write(&announce)?;
         }
-        let built = p.with_database(whole.then_some(hold), |db| {
+        let pass = p.with_database(whole.then_some(hold), |db| {
             let local = LocalDb::open(db, &p.db_path)?;
             let start = decide_now(&local, restored.is_some())?;
-            // Mirrors found wanting stay so: taking them up deleted them.
+            if start == Start::Restore && restored.is_none() {
+                return Ok(Pass::Restore);
+            }
             let (start, mirrors, why) = match (start, unknown.take()) {
                 (Start::Continue(pos), Some(why)) => {
                     (Start::Full { after: pos.txid }, None, Some(why))
@@ -202,7 +204,7 @@ pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()>
             };
             if matches!(start, Start::Full { .. }) && !whole {
                 unknown = why;
-                return Ok(None);
+                return Ok(Pass::HoldCheckpoints);
             }
             if let Some(why) = why {
                 crate::log_warn!(
@@ -224,11 +226,18 @@ pub(super) fn lead(p: &Arc<Primary>, lease: Lease, takeover: bool) -> Result<()>
                 until,
                 state_file,
             )?;
-            Ok(Some(prepared))
+            Ok(Pass::Ready(Box::new(prepared)))
         })?;
-        match built {
-            Some(prepared) => break prepared,
-            None => whole = true,
+        match pass {
+            Pass::Ready(prepared) => break *prepared,
+            Pass::HoldCheckpoints => whole = true,
+            Pass::Restore => {
+                *p.db.lock() = None;
+                p.pinned.store(false, std::sync::atomic::Ordering::Release);
+                let (pos, progress) = restore(&p.db_path, config)?;
+                *p.restored.lock() = progress;
+                restored = Some(pos);
+            }
         }
     };
     let leader = Arc::new(leader);
